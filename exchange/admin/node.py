@@ -1,0 +1,245 @@
+"""What a node's admins do: create the node, migrate its store, install trust
+lists, and manage the authority clients allowed to call it."""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import datetime as dt
+import json
+from collections.abc import Iterable
+from pathlib import Path
+
+from sqlalchemy import Connection
+from sqlalchemy.exc import IntegrityError
+
+from exchange import pki
+from exchange.admin.federation import latest_published
+from exchange.audit import AuditRecord
+from exchange.clients import new_client
+from exchange.clock import to_millis
+from exchange.config import CONFIG_FILE, load_node_config
+from exchange.errors import ConfigError, NotFoundError, ValidationError
+from exchange.identity import NodeIdentity
+from exchange.ids import validate_country, validate_node_id
+from exchange.keys import load_ec, write_private_key
+from exchange.layout import FederationLayout, NodeLayout
+from exchange.store import audit_log, migrate, registry
+from exchange.store.engine import Store
+from exchange.trust import SignedTrustList, TrustList
+from exchange.trust_state import install_trust_list
+
+__all__ = [
+    "NodeSpec",
+    "add_client",
+    "init_node",
+    "list_clients",
+    "migrate_node",
+    "open_store",
+    "revoke_client",
+    "update_trust",
+]
+
+ADMIN = "admin"
+
+
+@dataclasses.dataclass(frozen=True)
+class NodeSpec:
+    """What `exchange node init` is told about the new node."""
+
+    node_id: str
+    country: str
+    endpoint: str
+    authority_listen: str
+    authority_name: str = ""
+    federation_listen: str = ""
+    database_url: str = "sqlite:///exchange.db"
+
+
+def _node_toml(spec: NodeSpec) -> str:
+    return f"""# Node configuration (exchange node init). Every key is documented in
+# exchange/config.py; unknown keys are refused.
+
+[node]
+id = "{spec.node_id}"
+country = "{spec.country}"
+authority_name = "{spec.authority_name}"
+
+[federation]
+# Where this node listens for peers (mTLS), and the address peers dial.
+listen = "{spec.federation_listen or spec.endpoint}"
+endpoint = "{spec.endpoint}"
+
+[authority]
+# Where this node's authority systems call it (TLS, bearer tokens).
+listen = "{spec.authority_listen}"
+
+[store]
+# sqlite:///path (relative to this directory) or postgresql+psycopg://...
+database_url = "{spec.database_url}"
+"""
+
+
+def open_store(directory: Path) -> Store:
+    config = load_node_config(directory)
+    return Store.open(config.database_url(), sqlite_synchronous=config.store.sqlite_synchronous)
+
+
+def init_node(
+    directory: Path,
+    spec: NodeSpec,
+    *,
+    federation: Path,
+    passphrase: bytes | None,
+    now: dt.datetime,
+) -> Path:
+    """Create a node: keys, certificates, node.toml, enrolment file, migrated store.
+
+    The federation's latest published trust list is installed as the node's
+    trust anchor; the node can serve once a list that includes it is installed.
+
+    Returns:
+        The enrolment file to hand to the stewards (public keys only).
+    """
+    validate_node_id(spec.node_id, "node_id")
+    validate_country(spec.country, "country")
+    layout = NodeLayout(directory)
+    if layout.config.exists():
+        raise ConfigError(f"{directory} already holds a node ({CONFIG_FILE} exists)")
+    federation_layout = FederationLayout(federation)
+    _, anchor = latest_published(federation)
+    ca_certificate = pki.load_certificate(federation_layout.ca_certificate.read_bytes())
+    ca_key = load_ec(federation_layout.ca_key, passphrase)
+
+    identity = NodeIdentity.generate(spec.node_id)
+    identity.write(layout.signing_key, layout.sealing_key, passphrase)
+    tls_key = pki.new_tls_key()
+    write_private_key(layout.tls_key, tls_key, passphrase)
+    certificate = pki.issue_node_certificate(
+        node_id=spec.node_id,
+        federation_id=anchor.trust_list.federation_id,
+        public_key=tls_key.public_key(),
+        ca_certificate=ca_certificate,
+        ca_key=ca_key,
+        now=now,
+    )
+    layout.tls_certificate.write_bytes(pki.pem(certificate))
+    layout.federation_ca.write_bytes(pki.pem(ca_certificate))
+    authority_key = pki.new_tls_key()
+    write_private_key(layout.authority_key, authority_key, passphrase)
+    hosts = ["localhost", "127.0.0.1", spec.authority_listen.rsplit(":", 1)[0]]
+    layout.authority_certificate.write_bytes(
+        pki.pem(
+            pki.self_signed_server_certificate(
+                node_id=spec.node_id, hosts=hosts, key=authority_key, now=now
+            )
+        )
+    )
+    layout.trust_anchor.write_bytes(anchor.to_bytes())
+    layout.config.write_text(_node_toml(spec))
+
+    signing, sealing = identity.public_keys(now)
+    layout.enrolment.write_text(
+        json.dumps(
+            {
+                "node_id": spec.node_id,
+                "country": spec.country,
+                "authority_name": spec.authority_name,
+                "endpoint": spec.endpoint,
+                "signing_key": {
+                    "key_id": signing.key_id,
+                    "public_key": base64.b64encode(signing.public).decode(),
+                },
+                "sealing_key": {
+                    "key_id": sealing[0].key_id,
+                    "public_key": base64.b64encode(sealing[0].public).decode(),
+                },
+                "tls_certificate_sha256": pki.certificate_sha256(certificate).hex(),
+            },
+            indent=2,
+        )
+        + "\n"
+    )
+    store = open_store(directory)
+    try:
+        migrate.upgrade(store)
+        install_trust_list(store, anchor, now=now, actor=ADMIN)
+    finally:
+        store.dispose()
+    return layout.enrolment
+
+
+def migrate_node(directory: Path) -> tuple[str | None, str]:
+    """Migrate the node's store to the newest schema; returns (before, after)."""
+    store = open_store(directory)
+    try:
+        before = migrate.current_revision(store)
+        migrate.upgrade(store)
+        return before, migrate.head_revision()
+    finally:
+        store.dispose()
+
+
+def update_trust(directory: Path, trust_list_file: Path, *, now: dt.datetime) -> TrustList:
+    """Install a newer trust list after verifying it against the held one."""
+    try:
+        candidate = SignedTrustList.from_bytes(trust_list_file.read_bytes())
+    except FileNotFoundError:
+        raise ConfigError(f"{trust_list_file}: not found") from None
+    store = open_store(directory)
+    try:
+        return install_trust_list(store, candidate, now=now, actor=ADMIN)
+    finally:
+        store.dispose()
+
+
+def _audit(
+    connection: Connection, action: str, name: str, now: dt.datetime, **details: str
+) -> None:
+    audit_log.append(
+        connection,
+        [
+            AuditRecord(
+                occurred_at=now, actor=ADMIN, action=action, details={"client": name, **details}
+            )
+        ],
+    )
+
+
+def add_client(directory: Path, name: str, roles: Iterable[str], *, now: dt.datetime) -> str:
+    """Create an authority client; returns its token (shown once, never stored)."""
+    record, token = new_client(name, roles, to_millis(now))
+
+    def insert(connection: Connection) -> None:
+        registry.insert_client(connection, record)
+        _audit(connection, "client.added", name, now, roles=",".join(sorted(record.roles)))
+
+    store = open_store(directory)
+    try:
+        store.write(insert)
+    except IntegrityError:
+        raise ValidationError("name", f"a client named {name!r} already exists") from None
+    finally:
+        store.dispose()
+    return token
+
+
+def revoke_client(directory: Path, name: str, *, now: dt.datetime) -> None:
+    def revoke(connection: Connection) -> None:
+        if registry.revoke_client(connection, name, to_millis(now)) is None:
+            raise NotFoundError(f"no active client named {name!r}")
+        _audit(connection, "client.revoked", name, now)
+
+    store = open_store(directory)
+    try:
+        store.write(revoke)
+    finally:
+        store.dispose()
+
+
+def list_clients(directory: Path) -> list[registry.ClientRecord]:
+    store = open_store(directory)
+    try:
+        return store.read(registry.list_clients)
+    finally:
+        store.dispose()

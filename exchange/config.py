@@ -1,0 +1,254 @@
+"""Node configuration: `node.toml`, loaded into frozen dataclasses.
+
+Every section and key has a documented default except the node's identity and
+addresses. Unknown sections or keys are refused (a typo must not silently fall
+back to a default), and every error names the file, the key and what was
+expected. A few settings can be overridden from the environment, for
+containers and tests:
+
+    EXCHANGE_DATABASE_URL        store.database_url
+    EXCHANGE_FEDERATION_LISTEN   federation.listen
+    EXCHANGE_AUTHORITY_LISTEN    authority.listen
+    EXCHANGE_LOG_LEVEL           logging.level
+    EXCHANGE_KEY_PASSPHRASE      passphrase of the private key files (never in the file)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import os
+import tomllib
+import typing
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, TypeVar
+
+from exchange.errors import ConfigError, ValidationError
+from exchange.ids import validate_country, validate_node_id
+
+__all__ = [
+    "AuthorityConfig",
+    "DeliveryConfig",
+    "FederationConfig",
+    "LoggingConfig",
+    "NodeConfig",
+    "NodeSection",
+    "ReceiveConfig",
+    "StoreConfig",
+    "load_node_config",
+    "passphrase_from_env",
+]
+
+CONFIG_FILE = "node.toml"
+
+
+@dataclasses.dataclass(frozen=True)
+class NodeSection:
+    """[node]: who this node is."""
+
+    id: str
+    country: str
+    authority_name: str = ""
+
+
+@dataclasses.dataclass(frozen=True)
+class FederationConfig:
+    """[federation]: the mTLS port peers deliver to."""
+
+    listen: str
+    # What peers dial (the trust list's endpoint); defaults to `listen`.
+    endpoint: str = ""
+
+
+@dataclasses.dataclass(frozen=True)
+class AuthorityConfig:
+    """[authority]: the TLS port authority systems call."""
+
+    listen: str
+    # Names and addresses in the authority certificate, besides the node id.
+    hosts: tuple[str, ...] = ("localhost", "127.0.0.1")
+
+
+@dataclasses.dataclass(frozen=True)
+class StoreConfig:
+    """[store]: where the node keeps its data."""
+
+    # sqlite:///relative/or/absolute/path.db or postgresql+psycopg://...
+    database_url: str = "sqlite:///exchange.db"
+    # SQLite only: FULL survives power loss; NORMAL survives a process crash.
+    sqlite_synchronous: str = "FULL"
+
+
+@dataclasses.dataclass(frozen=True)
+class DeliveryConfig:
+    """[delivery]: how the outbox worker retries."""
+
+    initial_backoff_seconds: float = 1.0
+    max_backoff_seconds: float = 600.0
+    attempt_timeout_seconds: float = 10.0
+    # Default delivery window of a notice when the submitter gives none.
+    default_ttl_hours: int = 168
+    batch_size: int = 64
+    # A worker that dies mid-delivery leaves its rows to others after this.
+    lease_seconds: float = 60.0
+
+    def default_ttl(self) -> dt.timedelta:
+        return dt.timedelta(hours=self.default_ttl_hours)
+
+
+@dataclasses.dataclass(frozen=True)
+class ReceiveConfig:
+    """[receive]: time rules for accepting envelopes from peers."""
+
+    max_clock_skew_seconds: int = 300
+    max_message_age_days: int = 31
+
+
+@dataclasses.dataclass(frozen=True)
+class LoggingConfig:
+    """[logging]"""
+
+    level: str = "info"
+    # json, console, or auto (console on a terminal, JSON otherwise).
+    format: str = "auto"
+
+
+@dataclasses.dataclass(frozen=True)
+class NodeConfig:
+    """A node's whole configuration; paths are resolved against `directory`."""
+
+    directory: Path
+    node: NodeSection
+    federation: FederationConfig
+    authority: AuthorityConfig
+    store: StoreConfig = StoreConfig()
+    delivery: DeliveryConfig = DeliveryConfig()
+    receive: ReceiveConfig = ReceiveConfig()
+    logging: LoggingConfig = LoggingConfig()
+
+    @property
+    def node_id(self) -> str:
+        return self.node.id
+
+    @property
+    def endpoint(self) -> str:
+        return self.federation.endpoint or self.federation.listen
+
+    def database_url(self) -> str:
+        """The store URL, with a relative SQLite path taken from the node directory."""
+        url = self.store.database_url
+        prefix = "sqlite:///"
+        if url.startswith(prefix) and not url.startswith(prefix + "/"):
+            return prefix + str(self.directory / url.removeprefix(prefix))
+        return url
+
+
+_SECTIONS: Mapping[str, type[Any]] = {
+    "node": NodeSection,
+    "federation": FederationConfig,
+    "authority": AuthorityConfig,
+    "store": StoreConfig,
+    "delivery": DeliveryConfig,
+    "receive": ReceiveConfig,
+    "logging": LoggingConfig,
+}
+_ENV_OVERRIDES = {
+    "EXCHANGE_DATABASE_URL": ("store", "database_url"),
+    "EXCHANGE_FEDERATION_LISTEN": ("federation", "listen"),
+    "EXCHANGE_AUTHORITY_LISTEN": ("authority", "listen"),
+    "EXCHANGE_LOG_LEVEL": ("logging", "level"),
+}
+
+S = TypeVar("S")
+
+
+def _expected(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if origin is tuple:
+        return "a list of strings"
+    return {str: "a string", int: "an integer", float: "a number", bool: "true or false"}.get(
+        tp, str(tp)
+    )
+
+
+def _coerce(value: Any, tp: Any, where: str) -> Any:
+    if typing.get_origin(tp) is tuple:
+        if isinstance(value, list) and all(isinstance(v, str) for v in value):
+            return tuple(value)
+    elif isinstance(value, bool):
+        # TOML booleans are Python ints too; accept them only where a bool is expected.
+        if tp is bool:
+            return value
+    elif tp is float and isinstance(value, int | float):
+        return float(value)
+    elif isinstance(value, tp):
+        return value
+    raise ConfigError(f"{where}: expected {_expected(tp)}, got {value!r}")
+
+
+def _section(cls: type[S], table: Any, path: Path, name: str) -> S:
+    if not isinstance(table, dict):
+        raise ConfigError(f"{path}: [{name}] must be a table")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    unknown = sorted(set(table) - set(fields))
+    if unknown:
+        raise ConfigError(
+            f"{path}: unknown key {name}.{unknown[0]} (known: {', '.join(sorted(fields))})"
+        )
+    values = {}
+    for key, field in fields.items():
+        if key in table:
+            values[key] = _coerce(table[key], hints[key], f"{path}: {name}.{key}")
+        elif field.default is dataclasses.MISSING:
+            raise ConfigError(f"{path}: {name}.{key} is required ({_expected(hints[key])})")
+    return cls(**values)
+
+
+def load_node_config(directory: Path, environ: Mapping[str, str] | None = None) -> NodeConfig:
+    """Load `directory/node.toml`, apply environment overrides, and check it.
+
+    Raises:
+        ConfigError: naming the file, the key and what was expected.
+    """
+    environ = os.environ if environ is None else environ
+    path = directory / CONFIG_FILE
+    try:
+        data = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: not found (run `exchange node init` first)") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    unknown = sorted(set(data) - set(_SECTIONS))
+    if unknown:
+        raise ConfigError(f"{path}: unknown section [{unknown[0]}] (known: {', '.join(_SECTIONS)})")
+    for variable, (section, key) in _ENV_OVERRIDES.items():
+        if environ.get(variable):
+            data.setdefault(section, {})[key] = environ[variable]
+    for required in ("node", "federation", "authority"):
+        if required not in data:
+            raise ConfigError(f"{path}: section [{required}] is required")
+    sections = {
+        name: _section(cls, data[name], path, name)
+        for name, cls in _SECTIONS.items()
+        if name in data
+    }
+    config = NodeConfig(directory=directory.resolve(), **sections)
+    try:
+        validate_node_id(config.node.id, "node.id")
+        validate_country(config.node.country, "node.country")
+    except ValidationError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+    if config.logging.format not in ("auto", "json", "console"):
+        raise ConfigError(f"{path}: logging.format: expected auto, json or console")
+    if config.store.sqlite_synchronous not in ("FULL", "NORMAL", "EXTRA"):
+        raise ConfigError(f"{path}: store.sqlite_synchronous: expected FULL, NORMAL or EXTRA")
+    return config
+
+
+def passphrase_from_env(environ: Mapping[str, str] | None = None) -> bytes | None:
+    """The key passphrase from EXCHANGE_KEY_PASSPHRASE, if set."""
+    environ = os.environ if environ is None else environ
+    value = environ.get("EXCHANGE_KEY_PASSPHRASE", "")
+    return value.encode() if value else None

@@ -1,0 +1,244 @@
+"""The delivery worker: drains the outbox, one claimed row per recipient.
+
+Each attempt sends the envelope as stored, verifies the recipient's signed
+receipt against the trust list and the envelope digest, and commits the
+outcome with its audit entry:
+
+- an accepted receipt ends the row as delivered;
+- a signed rejection ends it as failed, and the authority is told in its inbox;
+- anything else (unreachable peer, transport error, a receipt that does not
+  verify) is retried with exponential backoff and jitter until the envelope
+  expires; then the row fails and the authority is told.
+
+A row is ended only by one of those outcomes, so nothing accepted is silently
+dropped; a crash between send and commit only means one more (idempotent)
+delivery after the lease runs out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+from typing import Protocol
+
+from sqlalchemy import Connection
+
+from exchange.audit import AuditRecord
+from exchange.clock import to_millis
+from exchange.envelope import Envelope
+from exchange.errors import PeerUnreachableError, VerificationError
+from exchange.receipt import Receipt, SignedReceipt, verify_receipt
+from exchange.runtime import NodeContext, Signal
+from exchange.store import audit_log, inbox, outbox
+from exchange.trust import TrustedNode
+
+__all__ = ["DeliveryTransport", "DeliveryWorker", "backoff"]
+
+IDLE_WAIT_SECONDS = 5.0
+
+
+class DeliveryTransport(Protocol):
+    """How envelopes reach a peer (gRPC in production, anything in tests)."""
+
+    async def deliver(self, peer: TrustedNode, envelope: Envelope, timeout: float) -> SignedReceipt:
+        """Deliver `envelope` to `peer`; raises PeerUnreachableError on any failure."""
+        ...
+
+
+def backoff(attempts: int, initial: float, maximum: float, jitter: float) -> dt.timedelta:
+    """Exponential backoff with jitter for the attempt after `attempts` failures.
+
+    Args:
+        jitter: a number in [0, 1); the delay is scaled into [50%, 100%) of the
+            exponential value, so peers recovering from an outage are not hit
+            by every sender at once.
+    """
+    exponential = min(maximum, initial * 2 ** min(attempts, 32))
+    return dt.timedelta(seconds=exponential * (0.5 + jitter / 2))
+
+
+class DeliveryWorker:
+    """Sends due outbox rows until cancelled."""
+
+    def __init__(self, context: NodeContext, transport: DeliveryTransport) -> None:
+        self._context = context
+        self._transport = transport
+        self._config = context.config.delivery
+
+    async def run(self) -> None:
+        """Deliver forever; cancel the task to stop (claimed rows return after their lease)."""
+        context = self._context
+        while True:
+            snapshot = context.outbox_changed.snapshot()
+            if await self.run_once():
+                continue
+            due = await context.store.read(outbox.next_due_at)
+            wait = IDLE_WAIT_SECONDS
+            if due is not None:
+                wait = (due - to_millis(context.clock.now())) / 1000
+            await Signal.wait(snapshot, min(max(wait, 0.01), IDLE_WAIT_SECONDS))
+
+    async def run_once(self) -> int:
+        """Claim and attempt one batch of due rows; returns how many were attempted."""
+        now = to_millis(self._context.clock.now())
+        items = await self._context.store.write(
+            lambda c: outbox.claim_due(
+                c,
+                now=now,
+                lease_ms=int(self._config.lease_seconds * 1000),
+                limit=self._config.batch_size,
+            )
+        )
+        if items:
+            await asyncio.gather(*(self._attempt(item) for item in items))
+        return len(items)
+
+    async def _attempt(self, item: outbox.OutboxItem) -> None:
+        context = self._context
+        now = context.clock.now()
+        if item.expires_at <= to_millis(now):
+            await self._fail(item, "expired before delivery", now)
+            return
+        peer = context.trust.active_node(item.recipient_node_id)
+        if peer is None:
+            await self._retry(item, "recipient is not an active node of the trust list", now)
+            return
+        try:
+            signed = await self._transport.deliver(
+                peer, item.envelope, self._config.attempt_timeout_seconds
+            )
+        except PeerUnreachableError as exc:
+            await self._retry(item, str(exc), context.clock.now())
+            return
+        try:
+            receipt = verify_receipt(
+                signed,
+                trust=context.trust,
+                recipient_node_id=item.recipient_node_id,
+                message_id=item.message_id,
+                envelope_digest=item.envelope_digest,
+            )
+        except VerificationError as exc:
+            # A forged or mismatched receipt proves nothing: keep the row pending.
+            context.log.warning(
+                "receipt.refused",
+                message_id=item.message_id,
+                peer=item.recipient_node_id,
+                reason=exc.failure.value,
+            )
+            await self._retry(item, f"invalid receipt: {exc.failure.value}", context.clock.now())
+            return
+        await self._record(item, signed, receipt, context.clock.now())
+
+    async def _retry(self, item: outbox.OutboxItem, error: str, now: dt.datetime) -> None:
+        delay = backoff(
+            item.attempts,
+            self._config.initial_backoff_seconds,
+            self._config.max_backoff_seconds,
+            self._context.rng.random(),
+        )
+        # Never sleep past expiry: the failure must be reported when it happens.
+        next_attempt = min(to_millis(now + delay), item.expires_at)
+        await self._context.store.write(
+            lambda c: outbox.retry_later(
+                c,
+                outbox_id=item.outbox_id,
+                error=error,
+                next_attempt_at=next_attempt,
+                now=to_millis(now),
+            )
+        )
+        self._context.log.info(
+            "delivery.retry",
+            message_id=item.message_id,
+            peer=item.recipient_node_id,
+            attempts=item.attempts + 1,
+            error=error,
+        )
+
+    def _failure_entries(
+        self, connection: Connection, item: outbox.OutboxItem, reason: str, now: dt.datetime
+    ) -> None:
+        (sequence,) = audit_log.append(
+            connection,
+            [
+                AuditRecord(
+                    occurred_at=now,
+                    actor=self._context.actor,
+                    action="delivery.failed",
+                    message_id=item.message_id,
+                    peer_node_id=item.recipient_node_id,
+                    details={"reason": reason, "attempts": str(item.attempts + 1)},
+                )
+            ],
+        )
+        inbox.insert_event(
+            connection,
+            inbox.InboxEvent(
+                sequence=sequence,
+                event_type=inbox.DELIVERY_FAILED,
+                message_id=item.message_id,
+                peer_node_id=item.recipient_node_id,
+                reason=reason,
+                occurred_at=to_millis(now),
+            ),
+        )
+
+    async def _fail(self, item: outbox.OutboxItem, reason: str, now: dt.datetime) -> None:
+        def commit(connection: Connection) -> None:
+            if outbox.fail(connection, outbox_id=item.outbox_id, error=reason, now=to_millis(now)):
+                self._failure_entries(connection, item, reason, now)
+
+        await self._context.store.write(commit)
+        self._context.inbox_changed.fire()
+        self._context.log.warning(
+            "delivery.failed",
+            message_id=item.message_id,
+            peer=item.recipient_node_id,
+            reason=reason,
+        )
+
+    async def _record(
+        self, item: outbox.OutboxItem, signed: SignedReceipt, receipt: Receipt, now: dt.datetime
+    ) -> None:
+        reason = "" if receipt.accepted else f"rejected by recipient: {receipt.rejection_name}"
+
+        def commit(connection: Connection) -> None:
+            stored = outbox.record_receipt(
+                connection,
+                outbox_id=item.outbox_id,
+                message_id=item.message_id,
+                recipient_node_id=item.recipient_node_id,
+                receipt=signed,
+                accepted=receipt.accepted,
+                received_at=to_millis(receipt.received_at),
+                error=reason,
+                now=to_millis(now),
+            )
+            if not stored:
+                return
+            if receipt.accepted:
+                audit_log.append(
+                    connection,
+                    [
+                        AuditRecord(
+                            occurred_at=now,
+                            actor=self._context.actor,
+                            action="notice.delivered",
+                            message_id=item.message_id,
+                            peer_node_id=item.recipient_node_id,
+                            details={"receipt_received_at": receipt.received_at.isoformat()},
+                        )
+                    ],
+                )
+            else:
+                self._failure_entries(connection, item, reason, now)
+
+        await self._context.store.write(commit)
+        if not receipt.accepted:
+            self._context.inbox_changed.fire()
+        self._context.log.info(
+            "delivery.done" if receipt.accepted else "delivery.rejected",
+            message_id=item.message_id,
+            peer=item.recipient_node_id,
+        )

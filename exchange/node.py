@@ -1,0 +1,217 @@
+"""A node: loaded from its directory, checked, and served.
+
+`Node.load` refuses to build a node that could not work correctly: a store
+that is not migrated, no trust list, or a trust list that does not list this
+node with exactly the keys and TLS certificate it holds. `start` binds both
+ports and starts the delivery worker; `stop` stops accepting calls, lets calls
+in flight finish within the grace period, and cancels the worker (a row it had
+claimed is retried by the next start after its lease).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import datetime as dt
+import ipaddress
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+import grpc
+
+from exchange import pki
+from exchange.clock import Clock, SystemClock
+from exchange.config import NodeConfig, load_node_config, passphrase_from_env
+from exchange.delivery import DeliveryWorker
+from exchange.envelope import ReceivePolicy
+from exchange.errors import ConfigError
+from exchange.identity import NodeIdentity
+from exchange.layout import NodeLayout
+from exchange.logs import get_logger
+from exchange.reading import Reader
+from exchange.receiving import Receiver
+from exchange.rpc.authority import AuthorityService
+from exchange.rpc.federation import FederationService
+from exchange.rpc.peers import PeerTransport
+from exchange.rpc.server import RunningServers, start_servers
+from exchange.rpc.tls import NodeTls, authority_server_credentials
+from exchange.runtime import NodeContext
+from exchange.store import migrate
+from exchange.store.engine import AsyncStore, Store
+from exchange.submitting import Submitter
+from exchange.trust import TrustList
+from exchange.trust_state import current_trust_list
+
+__all__ = ["Node", "check_membership", "is_loopback"]
+
+
+def is_loopback(address: str) -> bool:
+    """Whether host:port listens on a loopback address only."""
+    host = address.rsplit(":", 1)[0].strip("[]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def check_membership(trust: TrustList, identity: NodeIdentity, tls_certificate: bytes) -> None:
+    """Refuse to run unless the trust list lists this node with the keys it holds.
+
+    Raises:
+        ConfigError: saying what does not match and what to do.
+    """
+    entry = trust.node(identity.node_id)
+    if entry is None:
+        raise ConfigError(
+            f"node {identity.node_id} is not in trust list version {trust.version}; "
+            "ask the stewards to add it (exchange federation add-node) and install the new list"
+        )
+    if not entry.active:
+        raise ConfigError(
+            f"node {identity.node_id} is suspended in trust list version {trust.version}"
+        )
+    if identity.signing_key_id not in {k.key_id for k in entry.signing_keys}:
+        raise ConfigError("the trust list does not list this node's signing key")
+    if not set(identity.sealing_keys) & {k.key_id for k in entry.sealing_keys}:
+        raise ConfigError("the trust list does not list this node's sealing key")
+    if (
+        pki.certificate_sha256(pki.load_certificate(tls_certificate))
+        != entry.tls_certificate_sha256
+    ):
+        raise ConfigError("the trust list pins another TLS certificate for this node")
+
+
+@dataclasses.dataclass
+class Node:
+    """A node's parts, ready to start."""
+
+    config: NodeConfig
+    context: NodeContext
+    tls: NodeTls
+    # None when the authority port is plaintext (--insecure-loopback).
+    authority_credentials: grpc.ServerCredentials | None
+    _servers: RunningServers | None = None
+    _worker: asyncio.Task[None] | None = None
+    _transport: PeerTransport | None = None
+
+    @staticmethod
+    def load(
+        directory: Path,
+        *,
+        clock: Clock | None = None,
+        environ: Mapping[str, str] | None = None,
+        insecure_loopback: bool = False,
+    ) -> Node:
+        """Load and check the node in `directory`.
+
+        Raises:
+            ConfigError, KeyMaterialError: the node cannot run as configured.
+        """
+        environ = os.environ if environ is None else environ
+        config = load_node_config(directory, environ)
+        layout = NodeLayout(config.directory)
+        passphrase = passphrase_from_env(environ)
+        if insecure_loopback and not is_loopback(config.authority.listen):
+            raise ConfigError(
+                f"--insecure-loopback refused: authority.listen {config.authority.listen} "
+                "is not a loopback address"
+            )
+        identity = NodeIdentity.load(
+            config.node_id, layout.signing_key, [layout.sealing_key], passphrase
+        )
+        tls = NodeTls.load(layout, passphrase)
+        store = Store.open(
+            config.database_url(), sqlite_synchronous=config.store.sqlite_synchronous
+        )
+        revision = migrate.current_revision(store)
+        if revision != migrate.head_revision():
+            raise ConfigError(
+                f"database schema is at {revision or 'nothing'}, not {migrate.head_revision()}; "
+                "run `exchange node migrate`"
+            )
+        trust = current_trust_list(store)
+        if trust is None:
+            raise ConfigError(
+                "this node holds no trust list; install one with `exchange node update-trust`"
+            )
+        check_membership(trust, identity, tls.certificate_pem)
+        context = NodeContext(
+            config=config,
+            identity=identity,
+            store=AsyncStore(store),
+            clock=clock or SystemClock(),
+            trust=trust,
+            policy=ReceivePolicy(
+                max_clock_skew=dt.timedelta(seconds=config.receive.max_clock_skew_seconds),
+                max_message_age=dt.timedelta(days=config.receive.max_message_age_days),
+            ),
+            log=get_logger("exchange.node", node_id=config.node_id),
+        )
+        authority_credentials = (
+            None if insecure_loopback else authority_server_credentials(layout, passphrase)
+        )
+        return Node(config, context, tls, authority_credentials)
+
+    @property
+    def federation_port(self) -> int:
+        assert self._servers is not None, "not started"
+        return self._servers.federation_port
+
+    @property
+    def authority_port(self) -> int:
+        assert self._servers is not None, "not started"
+        return self._servers.authority_port
+
+    async def start(self, *, deliver: bool = True) -> None:
+        """Bind both ports and start delivering.
+
+        Args:
+            deliver: False leaves the outbox alone (for tests that drive it).
+        """
+        context = self.context
+        if context.trust.expired(context.clock.now()):
+            context.log.warning(
+                "trust_list.expired",
+                version=context.trust.version,
+                detail="sending is refused until a newer trust list is installed",
+            )
+        self._servers = await start_servers(
+            federation=FederationService(context, Receiver(context)),
+            authority=AuthorityService(context, Submitter(context), Reader(context)),
+            federation_address=self.config.federation.listen,
+            federation_credentials=self.tls.server_credentials(),
+            authority_address=self.config.authority.listen,
+            authority_credentials=self.authority_credentials,
+        )
+        self._transport = PeerTransport(self.tls.channel_credentials())
+        if deliver:
+            self._worker = asyncio.create_task(
+                DeliveryWorker(context, self._transport).run(), name="delivery"
+            )
+        context.log.info(
+            "node.started",
+            federation_port=self._servers.federation_port,
+            authority_port=self._servers.authority_port,
+            trust_list_version=context.trust.version,
+        )
+
+    async def stop(self, grace: float = 5.0) -> None:
+        """Stop gracefully: refuse new calls, finish those in flight, stop the worker."""
+        if self._servers is not None:
+            await self._servers.stop(grace)
+        if self._worker is not None:
+            self._worker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._worker
+        if self._transport is not None:
+            await self._transport.close()
+        self.context.store.close()
+        self.context.log.info("node.stopped")
+
+    async def wait(self) -> None:
+        assert self._servers is not None, "not started"
+        await self._servers.federation.wait_for_termination()

@@ -1,0 +1,149 @@
+"""What an authority reads from its node: inbox, notices, events, delivery, audit.
+
+Opening a notice is a disclosure, so `open_notice` commits the audit entry
+*before* it returns the content: a read that cannot be audited does not
+happen.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import dataclasses
+import functools
+from collections.abc import AsyncIterator
+
+from sqlalchemy import Connection
+
+from exchange import notices
+from exchange._proto.exchange.v1 import notices_pb2
+from exchange.audit import AuditRecord, ChainedEntry
+from exchange.clients import Principal
+from exchange.errors import NotFoundError, ValidationError, VerificationError
+from exchange.ids import validate_message_id
+from exchange.runtime import NodeContext, Signal
+from exchange.seal import open_sealed
+from exchange.store import audit_log, inbox, outbox
+from exchange.store.notices import OUTGOING, NoticeRecord, find_notice
+
+__all__ = ["Reader"]
+
+DEFAULT_PAGE = 50
+MAX_PAGE = 500
+MAX_AUDIT_PAGE = 1000
+# How often a watcher looks at the store even without a signal (other processes
+# of the node, such as admin commands, write events too).
+WATCH_POLL_SECONDS = 1.0
+
+
+def _page_size(value: int, default: int, maximum: int) -> int:
+    if value == 0:
+        return default
+    if not 1 <= value <= maximum:
+        raise ValidationError("page_size", f"must be between 1 and {maximum}")
+    return value
+
+
+def _encode_cursor(record: NoticeRecord) -> str:
+    raw = f"{record.received_at}:{record.message_id}".encode()
+    return base64.urlsafe_b64encode(raw).decode()
+
+
+def _decode_cursor(token: str) -> tuple[int, str]:
+    try:
+        received_at, message_id = base64.urlsafe_b64decode(token.encode()).decode().split(":", 1)
+        return int(received_at), validate_message_id(message_id)
+    except (ValueError, binascii.Error, UnicodeDecodeError):
+        raise ValidationError("page_token", "is not a token this node issued") from None
+
+
+class Reader:
+    """Read-side operations of the authority API."""
+
+    def __init__(self, context: NodeContext) -> None:
+        self._context = context
+
+    async def list_inbox(self, page_size: int, page_token: str) -> tuple[list[NoticeRecord], str]:
+        """A page of received notices (newest first) and the token of the next page."""
+        limit = _page_size(page_size, DEFAULT_PAGE, MAX_PAGE)
+        before = _decode_cursor(page_token) if page_token else None
+        records = await self._context.store.read(
+            lambda c: inbox.list_inbox(c, limit=limit + 1, before=before)
+        )
+        more = len(records) > limit
+        records = records[:limit]
+        return records, _encode_cursor(records[-1]) if more else ""
+
+    async def open_notice(
+        self, principal: Principal, message_id: str
+    ) -> tuple[NoticeRecord, notices_pb2.Notice]:
+        """Open a received notice for `principal`; audited before it is returned."""
+        validate_message_id(message_id)
+        context = self._context
+        found = await context.store.read(lambda c: inbox.get_incoming(c, message_id))
+        if found is None:
+            raise NotFoundError(f"no received notice {message_id}")
+        record, envelope = found
+        try:
+            notice = notices.decode_notice(
+                open_sealed(
+                    envelope.sealed_payload,
+                    message_id=message_id,
+                    sender_node_id=record.sender_node_id,
+                    recipient_node_id=context.node_id,
+                    keys=context.identity.sealing_keys,
+                )
+            )
+        except VerificationError as exc:
+            # It opened when it arrived; failing now means lost keys or a damaged store.
+            context.log.error("notice.unreadable", message_id=message_id)
+            raise NotFoundError(f"notice {message_id} can no longer be opened") from exc
+        now = context.clock.now()
+        entry = AuditRecord(
+            occurred_at=now,
+            actor=principal.actor,
+            action="notice.read",
+            message_id=message_id,
+            peer_node_id=record.sender_node_id,
+            details={"kind": notices.kind_name(record.kind)},
+        )
+
+        def audit_read(connection: Connection) -> None:
+            audit_log.append(connection, [entry])
+            inbox.set_state(connection, message_id, inbox.READ, from_states={inbox.RECEIVED})
+
+        await context.store.write(audit_read)
+        if record.state == inbox.RECEIVED:
+            record = dataclasses.replace(record, state=inbox.READ)
+        return record, notice
+
+    async def events(self, after: int) -> AsyncIterator[inbox.InboxEvent]:
+        """Inbox events after `after`, then new ones as they are committed; never ends."""
+        context = self._context
+        while True:
+            snapshot = context.inbox_changed.snapshot()
+            batch = await context.store.read(functools.partial(_events_page, after=after))
+            for event in batch:
+                yield event
+                after = event.sequence
+            if not batch:
+                await Signal.wait(snapshot, WATCH_POLL_SECONDS)
+
+    async def delivery_status(self, message_id: str) -> list[outbox.DeliveryRecord]:
+        validate_message_id(message_id)
+
+        def load(connection: Connection) -> list[outbox.DeliveryRecord]:
+            notice = find_notice(connection, message_id)
+            if notice is None or notice.direction != OUTGOING:
+                raise NotFoundError(f"no sent notice {message_id}")
+            return outbox.delivery_status(connection, message_id)
+
+        return await self._context.store.read(load)
+
+    async def audit_entries(self, after: int, page_size: int) -> list[ChainedEntry]:
+        limit = _page_size(page_size, 100, MAX_AUDIT_PAGE)
+        return await self._context.store.read(lambda c: audit_log.entries_after(c, after, limit))
+
+
+def _events_page(connection: Connection, after: int) -> list[inbox.InboxEvent]:
+    return inbox.events_after(connection, after, 100)

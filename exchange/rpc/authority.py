@@ -1,0 +1,141 @@
+"""The `Authority` service: what an authority system calls on its own node."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, TypeVar
+
+import grpc
+
+from exchange._proto.exchange.v1 import authority_pb2 as pb
+from exchange._proto.exchange.v1 import authority_pb2_grpc
+from exchange.clients import Principal, authenticate, parse_token
+from exchange.errors import AuthenticationError
+from exchange.reading import Reader
+from exchange.rpc import convert
+from exchange.rpc._status import guarded, status_from_errors
+from exchange.runtime import NodeContext
+from exchange.store import registry
+from exchange.submitting import Submitter
+
+__all__ = ["AuthorityService"]
+
+T = TypeVar("T")
+Context = grpc.aio.ServicerContext[Any, Any]
+
+
+def bearer_token(metadata: Any) -> str:
+    """The token of the call's `authorization: Bearer <token>` metadata.
+
+    Args:
+        metadata: the call's invocation metadata, (key, value) pairs.
+    """
+    for key, value in metadata or ():
+        if key == "authorization" and isinstance(value, str) and value.startswith("Bearer "):
+            return value.removeprefix("Bearer ").strip()
+    raise AuthenticationError("missing authorization: Bearer <token> metadata")
+
+
+class AuthorityService(authority_pb2_grpc.AuthorityServicer):
+    def __init__(self, node: NodeContext, submitter: Submitter, reader: Reader) -> None:
+        self._node = node
+        self._submitter = submitter
+        self._reader = reader
+
+    async def _principal(self, context: Context, method: str) -> Principal:
+        token = bearer_token(context.invocation_metadata())
+        client_id, _ = parse_token(token)
+        record = await self._node.store.read(lambda c: registry.find_client(c, client_id))
+        principal = authenticate(token, lambda _: record)
+        principal.require(method)
+        return principal
+
+    async def _call(
+        self, context: Context, method: str, handler: Callable[[Principal], Awaitable[T]]
+    ) -> T:
+        async def run() -> T:
+            return await handler(await self._principal(context, method))
+
+        return await guarded(context, self._node.log, run())
+
+    async def SubmitNotice(
+        self, request: pb.SubmitNoticeRequest, context: Context
+    ) -> pb.SubmitNoticeResponse:
+        async def handle(principal: Principal) -> pb.SubmitNoticeResponse:
+            outgoing = convert.outgoing_request(request)
+            submission = await self._submitter.submit(principal, outgoing)
+            return pb.SubmitNoticeResponse(submitted=convert.submitted(submission))
+
+        return await self._call(context, "SubmitNotice", handle)
+
+    async def Respond(self, request: pb.RespondRequest, context: Context) -> pb.RespondResponse:
+        async def handle(principal: Principal) -> pb.RespondResponse:
+            outgoing = convert.outgoing_request(request)
+            submission = await self._submitter.respond(principal, request.in_reply_to, outgoing)
+            return pb.RespondResponse(submitted=convert.submitted(submission))
+
+        return await self._call(context, "Respond", handle)
+
+    async def Acknowledge(
+        self, request: pb.AcknowledgeRequest, context: Context
+    ) -> pb.AcknowledgeResponse:
+        async def handle(principal: Principal) -> pb.AcknowledgeResponse:
+            submission = await self._submitter.acknowledge(
+                principal,
+                request.message_id,
+                request.status,
+                request.note,
+                request.client_request_id,
+            )
+            return pb.AcknowledgeResponse(submitted=convert.submitted(submission))
+
+        return await self._call(context, "Acknowledge", handle)
+
+    async def ListInbox(
+        self, request: pb.ListInboxRequest, context: Context
+    ) -> pb.ListInboxResponse:
+        async def handle(_: Principal) -> pb.ListInboxResponse:
+            records, token = await self._reader.list_inbox(request.page_size, request.page_token)
+            return pb.ListInboxResponse(
+                notices=[convert.summary(r) for r in records], next_page_token=token
+            )
+
+        return await self._call(context, "ListInbox", handle)
+
+    async def GetNotice(
+        self, request: pb.GetNoticeRequest, context: Context
+    ) -> pb.GetNoticeResponse:
+        async def handle(principal: Principal) -> pb.GetNoticeResponse:
+            record, notice = await self._reader.open_notice(principal, request.message_id)
+            return pb.GetNoticeResponse(summary=convert.summary(record), notice=notice)
+
+        return await self._call(context, "GetNotice", handle)
+
+    async def WatchInbox(
+        self, request: pb.WatchInboxRequest, context: Context
+    ) -> AsyncIterator[pb.WatchInboxResponse]:
+        async with status_from_errors(context, self._node.log):
+            await self._principal(context, "WatchInbox")
+            async for event in self._reader.events(request.after_sequence):
+                yield convert.watch_event(event)
+
+    async def GetDeliveryStatus(
+        self, request: pb.GetDeliveryStatusRequest, context: Context
+    ) -> pb.GetDeliveryStatusResponse:
+        async def handle(_: Principal) -> pb.GetDeliveryStatusResponse:
+            records = await self._reader.delivery_status(request.message_id)
+            return pb.GetDeliveryStatusResponse(
+                message_id=request.message_id,
+                recipients=[convert.recipient_delivery(r) for r in records],
+            )
+
+        return await self._call(context, "GetDeliveryStatus", handle)
+
+    async def ListAuditEntries(
+        self, request: pb.ListAuditEntriesRequest, context: Context
+    ) -> pb.ListAuditEntriesResponse:
+        async def handle(_: Principal) -> pb.ListAuditEntriesResponse:
+            entries = await self._reader.audit_entries(request.after_sequence, request.page_size)
+            return pb.ListAuditEntriesResponse(entries=[convert.audit_entry(e) for e in entries])
+
+        return await self._call(context, "ListAuditEntries", handle)

@@ -1,0 +1,123 @@
+"""An authority system's client of its node (used by `exchange client` and the harness)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from types import TracebackType
+
+import grpc
+
+from exchange._proto.exchange.v1 import authority_pb2 as pb
+from exchange._proto.exchange.v1 import authority_pb2_grpc
+
+__all__ = ["AuthorityClient"]
+
+DEFAULT_TIMEOUT = 30.0
+
+
+class AuthorityClient:
+    """Calls one node's Authority service with one client's token.
+
+    Args:
+        address: host:port of the node's authority port.
+        token: the client's bearer token.
+        ca_certificate: PEM the node's authority certificate must chain to;
+            None for a plaintext loopback port (`serve --insecure-loopback`).
+        server_name: name to check the certificate against, if not the host.
+    """
+
+    def __init__(
+        self,
+        address: str,
+        token: str,
+        *,
+        ca_certificate: bytes | None,
+        server_name: str | None = None,
+        timeout: float = DEFAULT_TIMEOUT,
+    ) -> None:
+        options = [("grpc.ssl_target_name_override", server_name)] if server_name else []
+        self._channel = (
+            grpc.aio.secure_channel(
+                address, grpc.ssl_channel_credentials(root_certificates=ca_certificate), options
+            )
+            if ca_certificate is not None
+            else grpc.aio.insecure_channel(address, options)
+        )
+        self._stub = authority_pb2_grpc.AuthorityStub(self._channel)
+        self._metadata = (("authorization", f"Bearer {token}"),)
+        self._timeout = timeout
+
+    async def __aenter__(self) -> AuthorityClient:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        await self._channel.close()
+
+    async def submit(self, request: pb.SubmitNoticeRequest) -> pb.SubmittedNotice:
+        response = await self._stub.SubmitNotice(
+            request, metadata=self._metadata, timeout=self._timeout
+        )
+        return response.submitted
+
+    async def respond(self, request: pb.RespondRequest) -> pb.SubmittedNotice:
+        response = await self._stub.Respond(request, metadata=self._metadata, timeout=self._timeout)
+        return response.submitted
+
+    async def acknowledge(self, request: pb.AcknowledgeRequest) -> pb.SubmittedNotice:
+        response = await self._stub.Acknowledge(
+            request, metadata=self._metadata, timeout=self._timeout
+        )
+        return response.submitted
+
+    async def list_inbox(self, page_size: int = 0, page_token: str = "") -> pb.ListInboxResponse:
+        return await self._stub.ListInbox(
+            pb.ListInboxRequest(page_size=page_size, page_token=page_token),
+            metadata=self._metadata,
+            timeout=self._timeout,
+        )
+
+    async def get_notice(self, message_id: str) -> pb.GetNoticeResponse:
+        return await self._stub.GetNotice(
+            pb.GetNoticeRequest(message_id=message_id),
+            metadata=self._metadata,
+            timeout=self._timeout,
+        )
+
+    async def watch(
+        self, after_sequence: int = 0, timeout: float | None = None
+    ) -> AsyncIterator[pb.WatchInboxResponse]:
+        """Inbox events after `after_sequence`, as they come, until `timeout` (if any)."""
+        call = self._stub.WatchInbox(
+            pb.WatchInboxRequest(after_sequence=after_sequence),
+            metadata=self._metadata,
+            timeout=timeout,
+        )
+        try:
+            async for event in call:
+                yield event
+        finally:
+            call.cancel()
+
+    async def delivery_status(self, message_id: str) -> pb.GetDeliveryStatusResponse:
+        return await self._stub.GetDeliveryStatus(
+            pb.GetDeliveryStatusRequest(message_id=message_id),
+            metadata=self._metadata,
+            timeout=self._timeout,
+        )
+
+    async def audit_entries(
+        self, after_sequence: int = 0, page_size: int = 0
+    ) -> pb.ListAuditEntriesResponse:
+        return await self._stub.ListAuditEntries(
+            pb.ListAuditEntriesRequest(after_sequence=after_sequence, page_size=page_size),
+            metadata=self._metadata,
+            timeout=self._timeout,
+        )

@@ -1,0 +1,136 @@
+"""Conversion between the authority API's messages and the domain."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+
+from google.protobuf.duration_pb2 import Duration
+
+from exchange import _wire
+from exchange._proto.exchange.v1 import authority_pb2 as pb
+from exchange._proto.exchange.v1 import envelope_pb2
+from exchange.audit import ChainedEntry
+from exchange.clock import from_millis
+from exchange.envelope import Handling
+from exchange.errors import ValidationError
+from exchange.receipt import SignedReceipt
+from exchange.store import inbox, outbox
+from exchange.store.notices import NoticeRecord
+from exchange.submitting import OutgoingRequest
+
+__all__ = [
+    "audit_entry",
+    "outgoing_request",
+    "recipient_delivery",
+    "submitted",
+    "summary",
+    "watch_event",
+]
+
+_INBOX_STATES = {
+    inbox.RECEIVED: pb.INBOX_STATE_RECEIVED,
+    inbox.READ: pb.INBOX_STATE_READ,
+    inbox.ACKNOWLEDGED: pb.INBOX_STATE_ACKNOWLEDGED,
+}
+_DELIVERY_STATES = {
+    outbox.PENDING: pb.DELIVERY_STATE_PENDING,
+    outbox.DELIVERED: pb.DELIVERY_STATE_DELIVERED,
+    outbox.FAILED: pb.DELIVERY_STATE_FAILED,
+}
+_EVENT_TYPES = {
+    inbox.NOTICE_RECEIVED: pb.INBOX_EVENT_TYPE_NOTICE_RECEIVED,
+    inbox.DELIVERY_FAILED: pb.INBOX_EVENT_TYPE_DELIVERY_FAILED,
+}
+
+
+def _ttl(message: Duration) -> dt.timedelta:
+    if message.nanos < 0 or message.seconds < 0:
+        raise ValidationError("time_to_live", "must be positive")
+    return message.ToTimedelta()
+
+
+def outgoing_request(request: pb.SubmitNoticeRequest | pb.RespondRequest) -> OutgoingRequest:
+    """The OutgoingRequest of a SubmitNotice or Respond call (a reply's recipient comes later)."""
+    if not request.HasField("handling"):
+        raise ValidationError("handling", "is required")
+    if not request.HasField("notice"):
+        raise ValidationError("notice", "is required")
+    recipients = request.recipient_node_ids if isinstance(request, pb.SubmitNoticeRequest) else ()
+    return OutgoingRequest(
+        recipient_node_ids=tuple(recipients),
+        case_reference=request.case_reference,
+        handling=Handling.from_proto(request.handling),
+        notice=request.notice,
+        time_to_live=_ttl(request.time_to_live) if request.HasField("time_to_live") else None,
+        client_request_id=request.client_request_id,
+    )
+
+
+def summary(record: NoticeRecord) -> pb.NoticeSummary:
+    message = pb.NoticeSummary(
+        message_id=record.message_id,
+        sender_node_id=record.sender_node_id,
+        recipient_node_ids=record.recipient_node_ids,
+        kind=record.kind,  # type: ignore[arg-type]
+        case_reference=record.case_reference,
+        in_reply_to=record.in_reply_to,
+        handling=record.handling.to_proto(),
+        created_at=_wire.timestamp(from_millis(record.created_at)),
+        expires_at=_wire.timestamp(from_millis(record.expires_at)),
+        state=_INBOX_STATES.get(record.state, pb.INBOX_STATE_UNSPECIFIED),
+    )
+    if record.received_at is not None:
+        message.received_at.CopyFrom(_wire.timestamp(from_millis(record.received_at)))
+    return message
+
+
+def submitted(submission: outbox.Submission) -> pb.SubmittedNotice:
+    return pb.SubmittedNotice(
+        message_id=submission.message_id,
+        recipient_node_ids=submission.recipient_node_ids,
+        created_at=_wire.timestamp(from_millis(submission.created_at)),
+        expires_at=_wire.timestamp(from_millis(submission.expires_at)),
+    )
+
+
+def watch_event(event: inbox.InboxEvent) -> pb.WatchInboxResponse:
+    return pb.WatchInboxResponse(
+        sequence=event.sequence,
+        type=_EVENT_TYPES.get(event.event_type, pb.INBOX_EVENT_TYPE_UNSPECIFIED),
+        message_id=event.message_id,
+        peer_node_id=event.peer_node_id,
+        reason=event.reason,
+        occurred_at=_wire.timestamp(from_millis(event.occurred_at)),
+    )
+
+
+def _receipt(receipt: SignedReceipt | None) -> envelope_pb2.SignedReceipt | None:
+    return None if receipt is None else receipt.to_proto()
+
+
+def recipient_delivery(record: outbox.DeliveryRecord) -> pb.RecipientDelivery:
+    message = pb.RecipientDelivery(
+        recipient_node_id=record.recipient_node_id,
+        state=_DELIVERY_STATES[record.state],
+        attempts=record.attempts,
+        last_error=record.last_error,
+        receipt=_receipt(record.receipt),
+    )
+    if record.state == outbox.PENDING:
+        message.next_attempt_at.CopyFrom(_wire.timestamp(from_millis(record.next_attempt_at)))
+    return message
+
+
+def audit_entry(entry: ChainedEntry) -> pb.AuditEntry:
+    return pb.AuditEntry(
+        sequence=entry.sequence,
+        occurred_at=_wire.timestamp(from_millis(entry.occurred_at_ms)),
+        actor=entry.actor,
+        action=entry.action,
+        message_id=entry.message_id,
+        peer_node_id=entry.peer_node_id,
+        details=json.loads(entry.details_json),
+        previous_hash=entry.previous_hash,
+        entry_hash=entry.entry_hash,
+    )

@@ -1,0 +1,77 @@
+"""The `Federation` service: what peers call on this node (mTLS)."""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+import grpc
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+
+from exchange._proto.exchange.v1 import federation_pb2 as pb
+from exchange._proto.exchange.v1 import federation_pb2_grpc
+from exchange.envelope import Envelope
+from exchange.errors import AuthenticationError
+from exchange.receiving import Receiver
+from exchange.rpc._status import guarded
+from exchange.runtime import NodeContext
+from exchange.store import registry
+from exchange.trust import SignedTrustList
+
+__all__ = ["FederationService", "tls_peer_node_id"]
+
+
+def tls_peer_node_id(context: grpc.aio.ServicerContext[Any, Any], node: NodeContext) -> str:
+    """The node id the TLS peer's certificate names, checked against the trust list's pin.
+
+    The federation CA vouches for the certificate; the pin in the trust list
+    makes sure the CA alone cannot mint a certificate for a member node.
+    """
+    auth = context.auth_context()
+    names = list(auth.get("x509_subject_alternative_name", []))
+    certificates = list(auth.get("x509_pem_cert", []))
+    if len(names) != 1 or len(certificates) != 1:
+        raise AuthenticationError("the TLS peer must present a node certificate naming one node")
+    node_id: str = names[0].decode()
+    member = node.trust.node(node_id)
+    if member is not None:
+        der = x509.load_pem_x509_certificate(certificates[0]).public_bytes(
+            serialization.Encoding.DER
+        )
+        if hashlib.sha256(der).digest() != member.tls_certificate_sha256:
+            raise AuthenticationError(
+                f"TLS certificate of {node_id} is not the one pinned in the trust list"
+            )
+    return node_id
+
+
+class FederationService(federation_pb2_grpc.FederationServicer):
+    def __init__(self, node: NodeContext, receiver: Receiver) -> None:
+        self._node = node
+        self._receiver = receiver
+
+    async def Deliver(
+        self, request: pb.DeliverRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.DeliverResponse:
+        return await guarded(context, self._node.log, self._deliver(request, context))
+
+    async def _deliver(
+        self, request: pb.DeliverRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.DeliverResponse:
+        peer = tls_peer_node_id(context, self._node)
+        receipt = await self._receiver.receive(Envelope.from_proto(request.envelope), peer)
+        return pb.DeliverResponse(receipt=receipt.to_proto())
+
+    async def GetTrustList(
+        self, request: pb.GetTrustListRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.GetTrustListResponse:
+        return await guarded(context, self._node.log, self._trust_list(context))
+
+    async def _trust_list(
+        self, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.GetTrustListResponse:
+        tls_peer_node_id(context, self._node)
+        data = await self._node.store.read(registry.latest_trust_list)
+        assert data is not None, "a serving node always holds a trust list"
+        return pb.GetTrustListResponse(trust_list=SignedTrustList.from_bytes(data).to_proto())

@@ -1,0 +1,60 @@
+"""Channels to peer nodes, reused across deliveries."""
+
+from __future__ import annotations
+
+import grpc
+
+from exchange._proto.exchange.v1 import federation_pb2 as pb
+from exchange._proto.exchange.v1 import federation_pb2_grpc
+from exchange.envelope import Envelope
+from exchange.errors import PeerUnreachableError
+from exchange.receipt import SignedReceipt
+from exchange.trust import TrustedNode
+
+__all__ = ["MAX_MESSAGE_BYTES", "PeerTransport"]
+
+MAX_MESSAGE_BYTES = 16 * 1024 * 1024
+
+
+def channel_options(node_id: str) -> list[tuple[str, object]]:
+    return [
+        # The peer's certificate must name the node we mean to reach, whatever
+        # address its endpoint is.
+        ("grpc.ssl_target_name_override", node_id),
+        ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+        ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+        ("grpc.keepalive_time_ms", 30_000),
+        ("grpc.keepalive_timeout_ms", 10_000),
+    ]
+
+
+class PeerTransport:
+    """Delivers envelopes over federation mTLS; one channel per peer endpoint."""
+
+    def __init__(self, credentials: grpc.ChannelCredentials) -> None:
+        self._credentials = credentials
+        self._channels: dict[tuple[str, str], grpc.aio.Channel] = {}
+
+    def _stub(self, peer: TrustedNode) -> federation_pb2_grpc.FederationAsyncStub:
+        key = (peer.node_id, peer.endpoint)
+        channel = self._channels.get(key)
+        if channel is None:
+            channel = grpc.aio.secure_channel(
+                peer.endpoint, self._credentials, options=channel_options(peer.node_id)
+            )
+            self._channels[key] = channel
+        return federation_pb2_grpc.FederationStub(channel)
+
+    async def deliver(self, peer: TrustedNode, envelope: Envelope, timeout: float) -> SignedReceipt:
+        try:
+            response = await self._stub(peer).Deliver(
+                pb.DeliverRequest(envelope=envelope.to_proto()), timeout=timeout
+            )
+        except grpc.aio.AioRpcError as exc:
+            raise PeerUnreachableError(f"{exc.code().name}: {exc.details()}") from None
+        return SignedReceipt.from_proto(response.receipt)
+
+    async def close(self) -> None:
+        channels, self._channels = self._channels, {}
+        for channel in channels.values():
+            await channel.close()

@@ -1,0 +1,87 @@
+"""What a running node's parts share: keys, store, clock, trust list, signals."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import datetime as dt
+import random
+from typing import Any
+
+from exchange.clock import Clock
+from exchange.config import NodeConfig
+from exchange.envelope import ReceivePolicy
+from exchange.errors import PreconditionError
+from exchange.identity import NodeIdentity
+from exchange.store.engine import AsyncStore
+from exchange.trust import TrustList
+
+__all__ = ["NodeContext", "Signal"]
+
+
+class Signal:
+    """Wakes everyone waiting for "something changed".
+
+    A waiter takes `snapshot()` *before* it looks at the store and then waits on
+    that snapshot, so a change made between the look and the wait is not missed.
+    """
+
+    def __init__(self) -> None:
+        self._event = asyncio.Event()
+
+    def snapshot(self) -> asyncio.Event:
+        return self._event
+
+    def fire(self) -> None:
+        event, self._event = self._event, asyncio.Event()
+        event.set()
+
+    @staticmethod
+    async def wait(snapshot: asyncio.Event, timeout: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(snapshot.wait(), timeout)
+
+
+@dataclasses.dataclass
+class NodeContext:
+    """The running node, as its services see it.
+
+    Attributes:
+        trust: the newest verified trust list; replaced when a newer one is installed.
+        inbox_changed: fired after an inbox event is committed.
+        outbox_changed: fired after outbox rows are committed.
+        rng: randomness for backoff jitter (seeded in tests).
+    """
+
+    config: NodeConfig
+    identity: NodeIdentity
+    store: AsyncStore
+    clock: Clock
+    trust: TrustList
+    policy: ReceivePolicy
+    log: Any
+    inbox_changed: Signal = dataclasses.field(default_factory=Signal)
+    outbox_changed: Signal = dataclasses.field(default_factory=Signal)
+    rng: random.Random = dataclasses.field(default_factory=random.Random)
+
+    @property
+    def node_id(self) -> str:
+        return self.identity.node_id
+
+    @property
+    def actor(self) -> str:
+        return f"node:{self.node_id}"
+
+    def usable_trust(self, now: dt.datetime) -> TrustList:
+        """The trust list, if it may be used to send now.
+
+        Raises:
+            PreconditionError: it has expired; sending stops until a newer one is installed.
+        """
+        if self.trust.expired(now):
+            raise PreconditionError(
+                f"trust list version {self.trust.version} expired at "
+                f"{self.trust.expires_at.isoformat()}; install a newer one"
+            )
+        return self.trust

@@ -1,0 +1,159 @@
+"""The receiving side: incoming notices, our own receipts, and inbox events."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from sqlalchemy import Connection, Row, and_, insert, or_, select, update
+
+from exchange.envelope import Envelope, Header
+from exchange.receipt import SignedReceipt
+from exchange.store.notices import INCOMING, NoticeRecord, insert_notice, load_envelope
+from exchange.store.tables import INBOX_EVENTS, NOTICES, RECEIPTS
+
+__all__ = [
+    "InboxEvent",
+    "events_after",
+    "get_incoming",
+    "insert_event",
+    "insert_incoming",
+    "list_inbox",
+    "own_receipt",
+    "set_state",
+]
+
+RECEIVED = "received"
+READ = "read"
+ACKNOWLEDGED = "acknowledged"
+REJECTED = "rejected"
+
+NOTICE_RECEIVED = "notice_received"
+DELIVERY_FAILED = "delivery_failed"
+
+
+def own_receipt(connection: Connection, message_id: str, node_id: str) -> SignedReceipt | None:
+    """The receipt this node signed for `message_id`, if it has seen it."""
+    row = connection.execute(
+        select(RECEIPTS.c.body, RECEIPTS.c.signature).where(
+            RECEIPTS.c.message_id == message_id, RECEIPTS.c.recipient_node_id == node_id
+        )
+    ).one_or_none()
+    return None if row is None else SignedReceipt(bytes(row.body), bytes(row.signature))
+
+
+def insert_incoming(
+    connection: Connection,
+    *,
+    header: Header,
+    envelope: Envelope,
+    receipt: SignedReceipt,
+    node_id: str,
+    accepted: bool,
+    received_at: int,
+) -> None:
+    """Store an authentic envelope as received, with the receipt this node signed.
+
+    Rejected envelopes are kept too (state "rejected"), as evidence of what was
+    refused and so that a retry gets the same signed answer.
+
+    Raises:
+        sqlalchemy.exc.IntegrityError: the message id is already stored.
+    """
+    insert_notice(
+        connection,
+        header,
+        envelope,
+        direction=INCOMING,
+        state=RECEIVED if accepted else REJECTED,
+        received_at=received_at,
+    )
+    connection.execute(
+        insert(RECEIPTS).values(
+            message_id=header.message_id,
+            recipient_node_id=node_id,
+            body=receipt.body,
+            signature=receipt.signature,
+            accepted=accepted,
+            received_at=received_at,
+        )
+    )
+
+
+def list_inbox(
+    connection: Connection, *, limit: int, before: tuple[int, str] | None
+) -> list[NoticeRecord]:
+    """Received notices, newest first, after the cursor (received_at, message_id)."""
+    query = select(NOTICES).where(NOTICES.c.direction == INCOMING, NOTICES.c.state != REJECTED)
+    if before is not None:
+        received_at, message_id = before
+        query = query.where(
+            or_(
+                NOTICES.c.received_at < received_at,
+                and_(NOTICES.c.received_at == received_at, NOTICES.c.message_id < message_id),
+            )
+        )
+    query = query.order_by(NOTICES.c.received_at.desc(), NOTICES.c.message_id.desc()).limit(limit)
+    return [NoticeRecord.from_row(row) for row in connection.execute(query)]
+
+
+def get_incoming(connection: Connection, message_id: str) -> tuple[NoticeRecord, Envelope] | None:
+    """A received (not rejected) notice and its envelope."""
+    row = connection.execute(
+        select(NOTICES).where(
+            NOTICES.c.message_id == message_id,
+            NOTICES.c.direction == INCOMING,
+            NOTICES.c.state != REJECTED,
+        )
+    ).one_or_none()
+    if row is None:
+        return None
+    envelope = load_envelope(connection, message_id)
+    assert envelope is not None, "every notice row has its envelope (foreign key)"
+    return NoticeRecord.from_row(row), envelope
+
+
+def set_state(
+    connection: Connection, message_id: str, state: str, *, from_states: set[str]
+) -> bool:
+    result = connection.execute(
+        update(NOTICES)
+        .where(NOTICES.c.message_id == message_id, NOTICES.c.state.in_(from_states))
+        .values(state=state)
+    )
+    return result.rowcount == 1
+
+
+@dataclasses.dataclass(frozen=True)
+class InboxEvent:
+    sequence: int
+    event_type: str
+    message_id: str
+    peer_node_id: str
+    reason: str
+    occurred_at: int
+
+    @staticmethod
+    def from_row(row: Row[Any]) -> InboxEvent:
+        return InboxEvent(
+            sequence=row.sequence,
+            event_type=row.event_type,
+            message_id=row.message_id,
+            peer_node_id=row.peer_node_id,
+            reason=row.reason,
+            occurred_at=row.occurred_at,
+        )
+
+
+def insert_event(connection: Connection, event: InboxEvent) -> None:
+    connection.execute(insert(INBOX_EVENTS).values(**dataclasses.asdict(event)))
+
+
+def events_after(connection: Connection, after: int, limit: int) -> list[InboxEvent]:
+    rows = connection.execute(
+        select(INBOX_EVENTS)
+        .where(INBOX_EVENTS.c.sequence > after)
+        .order_by(INBOX_EVENTS.c.sequence)
+        .limit(limit)
+    )
+    return [InboxEvent.from_row(row) for row in rows]

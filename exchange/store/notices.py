@@ -1,0 +1,115 @@
+"""Notice rows and their envelopes: what both the sending and receiving paths share."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from sqlalchemy import Connection, Row, insert, select
+
+from exchange.clock import to_millis
+from exchange.envelope import Envelope, Handling, Header
+from exchange.store.tables import ENVELOPES, NOTICES
+
+__all__ = [
+    "INCOMING",
+    "OUTGOING",
+    "NoticeRecord",
+    "find_notice",
+    "insert_notice",
+    "load_envelope",
+    "notice_columns",
+]
+
+OUTGOING = "outgoing"
+INCOMING = "incoming"
+
+
+@dataclasses.dataclass(frozen=True)
+class NoticeRecord:
+    """The header fields and state of a stored notice (never its content)."""
+
+    message_id: str
+    direction: str
+    kind: int
+    sender_node_id: str
+    recipient_node_ids: tuple[str, ...]
+    case_reference: str
+    in_reply_to: str
+    handling: Handling
+    created_at: int
+    expires_at: int
+    received_at: int | None
+    state: str
+
+    @staticmethod
+    def from_row(row: Row[Any]) -> NoticeRecord:
+        return NoticeRecord(
+            message_id=row.message_id,
+            direction=row.direction,
+            kind=row.kind,
+            sender_node_id=row.sender_node_id,
+            recipient_node_ids=tuple(row.recipient_node_ids.split(",")),
+            case_reference=row.case_reference,
+            in_reply_to=row.in_reply_to or "",
+            handling=Handling(row.onward_sharing, row.evidence_use, row.retention_days),
+            created_at=row.created_at,
+            expires_at=row.expires_at,
+            received_at=row.received_at,
+            state=row.state,
+        )
+
+
+def notice_columns(header: Header) -> dict[str, Any]:
+    """The notices-table columns that come from an envelope header."""
+    return {
+        "message_id": header.message_id,
+        "kind": header.kind,
+        "sender_node_id": header.sender_node_id,
+        "recipient_node_ids": ",".join(header.recipient_node_ids),
+        "case_reference": header.case_reference,
+        "in_reply_to": header.in_reply_to or None,
+        "created_at": to_millis(header.created_at),
+        "expires_at": to_millis(header.expires_at),
+        "onward_sharing": header.handling.onward_sharing,
+        "evidence_use": header.handling.evidence_use,
+        "retention_days": header.handling.retention_days,
+    }
+
+
+def insert_notice(
+    connection: Connection, header: Header, envelope: Envelope, **columns: Any
+) -> None:
+    """Insert the notice row and its envelope bytes.
+
+    Raises:
+        sqlalchemy.exc.IntegrityError: the message id is already stored.
+    """
+    connection.execute(insert(NOTICES).values(**notice_columns(header), **columns))
+    connection.execute(
+        insert(ENVELOPES).values(
+            message_id=header.message_id,
+            header=envelope.header,
+            sealed_payload=envelope.sealed_payload,
+            signature=envelope.signature,
+            digest=envelope.digest(),
+        )
+    )
+
+
+def find_notice(connection: Connection, message_id: str) -> NoticeRecord | None:
+    row = connection.execute(
+        select(NOTICES).where(NOTICES.c.message_id == message_id)
+    ).one_or_none()
+    return None if row is None else NoticeRecord.from_row(row)
+
+
+def load_envelope(connection: Connection, message_id: str) -> Envelope | None:
+    row = connection.execute(
+        select(ENVELOPES.c.header, ENVELOPES.c.sealed_payload, ENVELOPES.c.signature).where(
+            ENVELOPES.c.message_id == message_id
+        )
+    ).one_or_none()
+    if row is None:
+        return None
+    return Envelope(bytes(row.header), bytes(row.sealed_payload), bytes(row.signature))

@@ -1,0 +1,288 @@
+"""The sending side: outgoing notices and the transactional outbox.
+
+A submission writes the notice, its envelope and one outbox row per recipient
+in the caller's transaction. Delivery workers claim due rows with a lease
+(FOR UPDATE SKIP LOCKED on PostgreSQL, so several processes never take the same
+row); a worker that dies leaves its rows to be claimed again when the lease
+ends. Only a verified receipt, an authentic rejection or expiry ends a row.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from sqlalchemy import Connection, case, func, insert, select, update
+
+from exchange.envelope import Envelope, Header
+from exchange.receipt import SignedReceipt
+from exchange.store.notices import OUTGOING, insert_notice
+from exchange.store.tables import ENVELOPES, NOTICES, OUTBOX, RECEIPTS
+
+__all__ = [
+    "DeliveryRecord",
+    "OutboxItem",
+    "Submission",
+    "claim_due",
+    "delivery_status",
+    "fail",
+    "find_submission",
+    "insert_outgoing",
+    "next_due_at",
+    "record_receipt",
+    "retry_later",
+]
+
+PENDING = "pending"
+DELIVERED = "delivered"
+FAILED = "failed"
+
+
+@dataclasses.dataclass(frozen=True)
+class Submission:
+    """An accepted submission, as its authority client is told about it."""
+
+    message_id: str
+    recipient_node_ids: tuple[str, ...]
+    created_at: int
+    expires_at: int
+    request_digest: bytes | None = None
+
+
+def insert_outgoing(
+    connection: Connection,
+    *,
+    header: Header,
+    envelope: Envelope,
+    client_id: str,
+    client_request_id: str | None,
+    request_digest: bytes | None,
+    now: int,
+) -> None:
+    """Insert the notice, its envelope and its outbox rows."""
+    insert_notice(
+        connection,
+        header,
+        envelope,
+        direction=OUTGOING,
+        state="sent",
+        client_id=client_id,
+        client_request_id=client_request_id,
+        request_digest=request_digest,
+    )
+    connection.execute(
+        insert(OUTBOX),
+        [
+            {
+                "message_id": header.message_id,
+                "recipient_node_id": recipient,
+                "state": PENDING,
+                "attempts": 0,
+                "next_attempt_at": now,
+                "lease_until": 0,
+                "last_error": "",
+                "updated_at": now,
+            }
+            for recipient in header.recipient_node_ids
+        ],
+    )
+
+
+def find_submission(
+    connection: Connection, client_id: str, client_request_id: str
+) -> Submission | None:
+    """The earlier submission with this idempotency key, if any."""
+    row = connection.execute(
+        select(
+            NOTICES.c.message_id,
+            NOTICES.c.recipient_node_ids,
+            NOTICES.c.created_at,
+            NOTICES.c.expires_at,
+            NOTICES.c.request_digest,
+        ).where(NOTICES.c.client_id == client_id, NOTICES.c.client_request_id == client_request_id)
+    ).one_or_none()
+    if row is None:
+        return None
+    return Submission(
+        message_id=row.message_id,
+        recipient_node_ids=tuple(row.recipient_node_ids.split(",")),
+        created_at=row.created_at,
+        expires_at=row.expires_at,
+        request_digest=row.request_digest,
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class OutboxItem:
+    """One claimed delivery: which envelope goes to which recipient."""
+
+    outbox_id: int
+    message_id: str
+    recipient_node_id: str
+    attempts: int
+    expires_at: int
+    envelope: Envelope
+    envelope_digest: bytes
+
+
+def claim_due(connection: Connection, *, now: int, lease_ms: int, limit: int) -> list[OutboxItem]:
+    """Claim up to `limit` pending rows that are due and not leased, oldest first."""
+    rows = connection.execute(
+        select(
+            OUTBOX.c.id,
+            OUTBOX.c.message_id,
+            OUTBOX.c.recipient_node_id,
+            OUTBOX.c.attempts,
+            NOTICES.c.expires_at,
+            ENVELOPES.c.header,
+            ENVELOPES.c.sealed_payload,
+            ENVELOPES.c.signature,
+            ENVELOPES.c.digest,
+        )
+        .join(NOTICES, NOTICES.c.message_id == OUTBOX.c.message_id)
+        .join(ENVELOPES, ENVELOPES.c.message_id == OUTBOX.c.message_id)
+        .where(
+            OUTBOX.c.state == PENDING,
+            OUTBOX.c.next_attempt_at <= now,
+            OUTBOX.c.lease_until <= now,
+        )
+        .order_by(OUTBOX.c.next_attempt_at, OUTBOX.c.id)
+        .limit(limit)
+        .with_for_update(skip_locked=True, of=OUTBOX)
+    ).all()
+    if rows:
+        connection.execute(
+            update(OUTBOX)
+            .where(OUTBOX.c.id.in_([row.id for row in rows]))
+            .values(lease_until=now + lease_ms)
+        )
+    return [
+        OutboxItem(
+            outbox_id=row.id,
+            message_id=row.message_id,
+            recipient_node_id=row.recipient_node_id,
+            attempts=row.attempts,
+            expires_at=row.expires_at,
+            envelope=Envelope(bytes(row.header), bytes(row.sealed_payload), bytes(row.signature)),
+            envelope_digest=bytes(row.digest),
+        )
+        for row in rows
+    ]
+
+
+def next_due_at(connection: Connection) -> int | None:
+    """When the earliest pending row becomes due (ignoring leases), if any."""
+    ready_at = case(
+        (OUTBOX.c.lease_until > OUTBOX.c.next_attempt_at, OUTBOX.c.lease_until),
+        else_=OUTBOX.c.next_attempt_at,
+    )
+    value = connection.execute(select(func.min(ready_at)).where(OUTBOX.c.state == PENDING)).scalar()
+    return None if value is None else int(value)
+
+
+def _finish(connection: Connection, outbox_id: int, **values: Any) -> bool:
+    result = connection.execute(
+        update(OUTBOX)
+        .where(OUTBOX.c.id == outbox_id, OUTBOX.c.state == PENDING)
+        .values(attempts=OUTBOX.c.attempts + 1, lease_until=0, **values)
+    )
+    return result.rowcount == 1
+
+
+def record_receipt(
+    connection: Connection,
+    *,
+    outbox_id: int,
+    message_id: str,
+    recipient_node_id: str,
+    receipt: SignedReceipt,
+    accepted: bool,
+    received_at: int,
+    error: str,
+    now: int,
+) -> bool:
+    """Store a verified receipt and end the row: delivered, or failed if it rejects.
+
+    Returns:
+        False if the row was no longer pending (another worker finished it).
+    """
+    if not _finish(
+        connection,
+        outbox_id,
+        state=DELIVERED if accepted else FAILED,
+        last_error=error[:500],
+        updated_at=now,
+    ):
+        return False
+    connection.execute(
+        insert(RECEIPTS).values(
+            message_id=message_id,
+            recipient_node_id=recipient_node_id,
+            body=receipt.body,
+            signature=receipt.signature,
+            accepted=accepted,
+            received_at=received_at,
+        )
+    )
+    return True
+
+
+def retry_later(
+    connection: Connection, *, outbox_id: int, error: str, next_attempt_at: int, now: int
+) -> None:
+    _finish(
+        connection,
+        outbox_id,
+        next_attempt_at=next_attempt_at,
+        last_error=error[:500],
+        updated_at=now,
+    )
+
+
+def fail(connection: Connection, *, outbox_id: int, error: str, now: int) -> bool:
+    """End the row as failed (expired undelivered). False if it was no longer pending."""
+    return _finish(connection, outbox_id, state=FAILED, last_error=error[:500], updated_at=now)
+
+
+@dataclasses.dataclass(frozen=True)
+class DeliveryRecord:
+    recipient_node_id: str
+    state: str
+    attempts: int
+    next_attempt_at: int
+    last_error: str
+    receipt: SignedReceipt | None
+
+
+def delivery_status(connection: Connection, message_id: str) -> list[DeliveryRecord]:
+    """Per-recipient delivery of an outgoing notice (empty if there is none)."""
+    rows = connection.execute(
+        select(
+            OUTBOX.c.recipient_node_id,
+            OUTBOX.c.state,
+            OUTBOX.c.attempts,
+            OUTBOX.c.next_attempt_at,
+            OUTBOX.c.last_error,
+            RECEIPTS.c.body,
+            RECEIPTS.c.signature,
+        )
+        .outerjoin(
+            RECEIPTS,
+            (RECEIPTS.c.message_id == OUTBOX.c.message_id)
+            & (RECEIPTS.c.recipient_node_id == OUTBOX.c.recipient_node_id),
+        )
+        .where(OUTBOX.c.message_id == message_id)
+        .order_by(OUTBOX.c.id)
+    )
+    return [_delivery(row) for row in rows]
+
+
+def _delivery(row: Any) -> DeliveryRecord:
+    return DeliveryRecord(
+        recipient_node_id=row.recipient_node_id,
+        state=row.state,
+        attempts=row.attempts,
+        next_attempt_at=row.next_attempt_at,
+        last_error=row.last_error,
+        receipt=None if row.body is None else SignedReceipt(bytes(row.body), bytes(row.signature)),
+    )

@@ -1,0 +1,216 @@
+"""The node's tables, declared with sqlmodel.
+
+Conventions:
+- Times are epoch milliseconds in BIGINT columns (sqlmodel's `int` would be a
+  32-bit INTEGER on PostgreSQL).
+- Envelope and receipt bytes are stored exactly as sent or received: they are
+  evidence.
+- Content stays sealed at rest; it is opened only when an authority reads it.
+- Hot paths write these tables through SQLAlchemy Core (`Model.__table__`);
+  the schema itself changes only through Alembic migrations.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import BigInteger, Index, Integer, LargeBinary, Table, UniqueConstraint
+from sqlmodel import Field, SQLModel
+
+__all__ = [
+    "AUDIT_ENTRIES",
+    "AUDIT_HEAD",
+    "CLIENTS",
+    "ENVELOPES",
+    "INBOX_EVENTS",
+    "NOTICES",
+    "OUTBOX",
+    "RECEIPTS",
+    "TRUST_LISTS",
+    "AuditEntryRow",
+    "AuditHeadRow",
+    "ClientRow",
+    "EnvelopeRow",
+    "InboxEventRow",
+    "NoticeRow",
+    "OutboxRow",
+    "ReceiptRow",
+    "TrustListRow",
+    "metadata",
+]
+
+metadata = SQLModel.metadata
+
+# SQLite autoincrements only an INTEGER PRIMARY KEY; elsewhere ids are 64-bit.
+_ID = BigInteger().with_variant(Integer(), "sqlite")
+
+
+class NoticeRow(SQLModel, table=True):
+    """One notice this node sent ("outgoing") or received ("incoming"); header fields only."""
+
+    __tablename__ = "notices"
+    __table_args__ = (
+        UniqueConstraint("client_id", "client_request_id", name="uq_notices_client_request"),
+        Index("ix_notices_direction_received", "direction", "received_at"),
+    )
+
+    message_id: str = Field(primary_key=True, max_length=36)
+    direction: str = Field(max_length=8)
+    kind: int
+    sender_node_id: str = Field(max_length=63)
+    # Comma-separated node ids (a node id never contains a comma).
+    recipient_node_ids: str = Field(max_length=2048)
+    case_reference: str = Field(max_length=64)
+    in_reply_to: str | None = Field(default=None, max_length=36, index=True)
+    created_at: int = Field(sa_type=BigInteger)
+    expires_at: int = Field(sa_type=BigInteger)
+    received_at: int | None = Field(default=None, sa_type=BigInteger)
+    onward_sharing: int
+    evidence_use: int
+    retention_days: int
+    # Incoming: received / read / acknowledged. Outgoing: sent.
+    state: str = Field(max_length=16)
+    # Outgoing only: the authority client that submitted, and its idempotency key.
+    client_id: str | None = Field(default=None, max_length=64)
+    client_request_id: str | None = Field(default=None, max_length=128)
+    request_digest: bytes | None = Field(default=None, sa_type=LargeBinary)
+
+
+class EnvelopeRow(SQLModel, table=True):
+    """The signed envelope of a notice, byte for byte."""
+
+    __tablename__ = "envelopes"
+
+    message_id: str = Field(primary_key=True, max_length=36, foreign_key="notices.message_id")
+    header: bytes = Field(sa_type=LargeBinary)
+    sealed_payload: bytes = Field(sa_type=LargeBinary)
+    signature: bytes = Field(sa_type=LargeBinary)
+    digest: bytes = Field(sa_type=LargeBinary)
+
+
+class OutboxRow(SQLModel, table=True):
+    """Delivery of one outgoing envelope to one recipient (the transactional outbox)."""
+
+    __tablename__ = "outbox"
+    __table_args__ = (
+        UniqueConstraint("message_id", "recipient_node_id", name="uq_outbox_message_recipient"),
+        Index("ix_outbox_due", "state", "next_attempt_at"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True, sa_type=_ID)
+    message_id: str = Field(max_length=36, foreign_key="notices.message_id")
+    recipient_node_id: str = Field(max_length=63)
+    # pending / delivered / failed
+    state: str = Field(max_length=16)
+    attempts: int = 0
+    next_attempt_at: int = Field(sa_type=BigInteger)
+    # A worker that claimed the row owns it until then (crash-safe leases).
+    lease_until: int = Field(default=0, sa_type=BigInteger)
+    last_error: str = Field(default="", max_length=500)
+    updated_at: int = Field(sa_type=BigInteger)
+
+
+class ReceiptRow(SQLModel, table=True):
+    """A signed receipt: from a peer for our envelope, or ours for a peer's envelope."""
+
+    __tablename__ = "receipts"
+
+    message_id: str = Field(primary_key=True, max_length=36)
+    recipient_node_id: str = Field(primary_key=True, max_length=63)
+    body: bytes = Field(sa_type=LargeBinary)
+    signature: bytes = Field(sa_type=LargeBinary)
+    accepted: bool
+    received_at: int = Field(sa_type=BigInteger)
+
+
+class InboxEventRow(SQLModel, table=True):
+    """An event for the node's authority systems (WatchInbox).
+
+    `sequence` is the sequence number of the audit entry written in the same
+    transaction: audit appends are serialized, so sequences become visible in
+    increasing order and a watcher's cursor never skips an event.
+    """
+
+    __tablename__ = "inbox_events"
+
+    sequence: int = Field(
+        primary_key=True, sa_type=BigInteger, sa_column_kwargs={"autoincrement": False}
+    )
+    event_type: str = Field(max_length=32)
+    message_id: str = Field(max_length=36)
+    peer_node_id: str = Field(max_length=63)
+    reason: str = Field(default="", max_length=500)
+    occurred_at: int = Field(sa_type=BigInteger)
+
+
+class TrustListRow(SQLModel, table=True):
+    """Every trust list version this node accepted, as signed."""
+
+    __tablename__ = "trust_lists"
+
+    version: int = Field(
+        primary_key=True, sa_type=BigInteger, sa_column_kwargs={"autoincrement": False}
+    )
+    signed: bytes = Field(sa_type=LargeBinary)
+    expires_at: int = Field(sa_type=BigInteger)
+    installed_at: int = Field(sa_type=BigInteger)
+
+
+class ClientRow(SQLModel, table=True):
+    """An authority system allowed to call the authority API."""
+
+    __tablename__ = "authority_clients"
+
+    client_id: str = Field(primary_key=True, max_length=32)
+    name: str = Field(max_length=64, unique=True)
+    # Comma-separated roles.
+    roles: str = Field(max_length=64)
+    # SHA-256 of the token secret; the token itself is shown once and never stored.
+    secret_hash: bytes = Field(sa_type=LargeBinary)
+    created_at: int = Field(sa_type=BigInteger)
+    revoked_at: int | None = Field(default=None, sa_type=BigInteger)
+
+
+class AuditEntryRow(SQLModel, table=True):
+    """One entry of the hash-chained audit log: ids, digests, actors and times, never content."""
+
+    __tablename__ = "audit_entries"
+
+    sequence: int = Field(
+        primary_key=True, sa_type=BigInteger, sa_column_kwargs={"autoincrement": False}
+    )
+    occurred_at: int = Field(sa_type=BigInteger)
+    actor: str = Field(max_length=100)
+    action: str = Field(max_length=64)
+    message_id: str = Field(default="", max_length=36, index=True)
+    peer_node_id: str = Field(default="", max_length=63)
+    # Canonical JSON of a flat string map.
+    details: str = Field(default="{}", max_length=4000)
+    previous_hash: bytes = Field(sa_type=LargeBinary)
+    entry_hash: bytes = Field(sa_type=LargeBinary)
+
+
+class AuditHeadRow(SQLModel, table=True):
+    """The single row every audit append locks: it serializes appends across processes."""
+
+    __tablename__ = "audit_head"
+
+    id: int = Field(primary_key=True, sa_column_kwargs={"autoincrement": False})
+    sequence: int = Field(sa_type=BigInteger)
+    entry_hash: bytes = Field(sa_type=LargeBinary)
+
+
+def _table(model: type[SQLModel]) -> Table:
+    table = model.__table__  # type: ignore[attr-defined]
+    assert isinstance(table, Table)
+    return table
+
+
+# Core handles on the tables, for the hot paths' insert / update / select statements.
+NOTICES = _table(NoticeRow)
+ENVELOPES = _table(EnvelopeRow)
+OUTBOX = _table(OutboxRow)
+RECEIPTS = _table(ReceiptRow)
+INBOX_EVENTS = _table(InboxEventRow)
+TRUST_LISTS = _table(TrustListRow)
+CLIENTS = _table(ClientRow)
+AUDIT_ENTRIES = _table(AuditEntryRow)
+AUDIT_HEAD = _table(AuditHeadRow)

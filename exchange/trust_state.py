@@ -1,0 +1,77 @@
+"""The trust list a node holds: installing newer versions and reading the current one.
+
+Installing is one write transaction: read the newest held version, verify the
+candidate against it (`trust.verify_update`), store it, and audit the change,
+so two concurrent installs can never both succeed against the same old list.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from sqlalchemy import Connection
+
+from exchange.audit import AuditRecord
+from exchange.clock import to_millis
+from exchange.errors import TrustListError
+from exchange.store import audit_log, registry
+from exchange.store.engine import Store
+from exchange.trust import SignedTrustList, TrustList, verify_update
+
+__all__ = ["current_trust_list", "install_trust_list"]
+
+
+def held(connection: Connection) -> TrustList | None:
+    """The newest trust list stored (verified when it was installed)."""
+    data = registry.latest_trust_list(connection)
+    return None if data is None else SignedTrustList.from_bytes(data).trust_list
+
+
+def current_trust_list(store: Store) -> TrustList | None:
+    return store.read(held)
+
+
+def install_trust_list(
+    store: Store, candidate: SignedTrustList, *, now: dt.datetime, actor: str
+) -> TrustList:
+    """Verify `candidate` against the held list (or as the anchor) and store it.
+
+    Raises:
+        TrustListError: the candidate breaks a rule; only the refusal is audited.
+    """
+
+    def install(connection: Connection) -> TrustList:
+        current = held(connection)
+        accepted = verify_update(candidate, current, now)
+        registry.insert_trust_list(
+            connection,
+            version=accepted.version,
+            signed=candidate.to_bytes(),
+            expires_at=to_millis(accepted.expires_at),
+            installed_at=to_millis(now),
+        )
+        audit_log.append(
+            connection,
+            [
+                AuditRecord(
+                    occurred_at=now,
+                    actor=actor,
+                    action="trust_list.installed",
+                    details={
+                        "version": str(accepted.version),
+                        "previous_version": str(current.version) if current else "",
+                        "nodes": str(len(accepted.nodes)),
+                    },
+                )
+            ],
+        )
+        return accepted
+
+    try:
+        return store.write(install)
+    except TrustListError as exc:
+        refusal = AuditRecord(
+            occurred_at=now, actor=actor, action="trust_list.refused", details={"reason": str(exc)}
+        )
+        store.write(lambda connection: audit_log.append(connection, [refusal]))
+        raise
