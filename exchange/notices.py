@@ -107,12 +107,13 @@ def validate_reply(kind: int, in_reply_to_kind: int | None) -> None:
     allowed = REPLY_RULES.get(kind)
     if allowed is None:
         return
+    answers = " or ".join(sorted(kind_name(k) for k in allowed))
     if in_reply_to_kind is None:
-        raise ValidationError("in_reply_to", f"a {kind_name(kind)} must answer a notice")
+        raise ValidationError("in_reply_to", f"{kind_name(kind)} must answer a {answers}")
     if in_reply_to_kind not in allowed:
         raise ValidationError(
             "in_reply_to",
-            f"a {kind_name(kind)} cannot answer a {kind_name(in_reply_to_kind)}",
+            f"{kind_name(kind)} answers a {answers}, not a {kind_name(in_reply_to_kind)}",
         )
 
 

@@ -1,0 +1,211 @@
+"""`exchange client ...`: act as an authority system (for people and scripts).
+
+Connection settings come from options or the environment:
+EXCHANGE_ADDRESS (host:port of the authority port), EXCHANGE_TOKEN, and
+EXCHANGE_CA_FILE (the node's tls/authority.pem). Requests are read from JSON
+files in protobuf's JSON mapping (field names as in authority.proto).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Annotated, TypeVar
+
+import typer
+from google.protobuf import json_format
+from google.protobuf.message import Message
+
+from exchange._proto.exchange.v1 import authority_pb2 as pb
+from exchange._proto.exchange.v1 import envelope_pb2, notices_pb2
+from exchange.cli._output import console, fail, message_dict, print_message, table
+from exchange.rpc.client import AuthorityClient
+
+app = typer.Typer(help="Call a node's authority API as an authority system.")
+
+M = TypeVar("M", bound=Message)
+T = TypeVar("T")
+JsonFlag = Annotated[bool, typer.Option("--json", help="Print the response as JSON.")]
+
+
+@dataclasses.dataclass(frozen=True)
+class Connection:
+    address: str
+    token: str
+    ca_file: Path | None
+    insecure: bool
+
+    def client(self) -> AuthorityClient:
+        if self.insecure:
+            return AuthorityClient(self.address, self.token, ca_certificate=None)
+        if self.ca_file is None:
+            fail("give --ca-file (the node's tls/authority.pem) or --insecure for a loopback port")
+        return AuthorityClient(self.address, self.token, ca_certificate=self.ca_file.read_bytes())
+
+
+@app.callback()
+def connect(
+    context: typer.Context,
+    address: Annotated[
+        str, typer.Option(envvar="EXCHANGE_ADDRESS", help="host:port")
+    ] = "127.0.0.1:7443",
+    token: Annotated[str, typer.Option(envvar="EXCHANGE_TOKEN", help="Bearer token.")] = "",
+    ca_file: Annotated[
+        Path | None, typer.Option(envvar="EXCHANGE_CA_FILE", help="The node's authority.pem.")
+    ] = None,
+    insecure: Annotated[bool, typer.Option(help="Plaintext (serve --insecure-loopback).")] = False,
+) -> None:
+    if not token:
+        fail("give --token or set EXCHANGE_TOKEN")
+    context.obj = Connection(address, token, ca_file, insecure)
+
+
+def _run(context: typer.Context, call: Callable[[AuthorityClient], Awaitable[T]]) -> T:
+    async def run() -> T:
+        async with context.obj.client() as client:
+            return await call(client)
+
+    return asyncio.run(run())
+
+
+def _load(path: Path, message: M) -> M:
+    try:
+        json_format.Parse(path.read_text(), message)
+    except FileNotFoundError:
+        fail(f"{path}: not found")
+    except json_format.ParseError as exc:
+        fail(f"{path}: {exc}")
+    return message
+
+
+def _show_submitted(submitted: pb.SubmittedNotice, as_json: bool) -> None:
+    if as_json:
+        print_message(submitted)
+    else:
+        console.print(
+            f"queued {submitted.message_id} for {', '.join(submitted.recipient_node_ids)}"
+        )
+
+
+@app.command()
+def submit(context: typer.Context, request_file: Path, as_json: JsonFlag = False) -> None:
+    """Submit a notice from a SubmitNoticeRequest JSON file."""
+    request = _load(request_file, pb.SubmitNoticeRequest())
+    _show_submitted(_run(context, lambda c: c.submit(request)), as_json)
+
+
+@app.command()
+def respond(
+    context: typer.Context, in_reply_to: str, request_file: Path, as_json: JsonFlag = False
+) -> None:
+    """Reply to a received notice with a RespondRequest JSON file."""
+    request = _load(request_file, pb.RespondRequest())
+    request.in_reply_to = in_reply_to
+    _show_submitted(_run(context, lambda c: c.respond(request)), as_json)
+
+
+@app.command()
+def ack(
+    context: typer.Context,
+    message_id: str,
+    status: Annotated[str, typer.Option(help="RECEIVED, ACCEPTED_FOR_ACTION, ...")] = "RECEIVED",
+    note: str = "",
+    as_json: JsonFlag = False,
+) -> None:
+    """Acknowledge a received notice to its sender."""
+    try:
+        code = notices_pb2.AcknowledgementStatus.Value(f"ACKNOWLEDGEMENT_STATUS_{status.upper()}")
+    except ValueError:
+        fail(f"--status {status!r} is not an acknowledgement status")
+    request = pb.AcknowledgeRequest(message_id=message_id, status=code, note=note)
+    _show_submitted(_run(context, lambda c: c.acknowledge(request)), as_json)
+
+
+def _kind(kind: int) -> str:
+    return envelope_pb2.NoticeKind.Name(kind).removeprefix("NOTICE_KIND_")  # type: ignore[arg-type]
+
+
+@app.command()
+def inbox(
+    context: typer.Context,
+    page_size: int = 50,
+    page_token: str = "",
+    as_json: JsonFlag = False,
+) -> None:
+    """List received notices, newest first (header fields only)."""
+    response = _run(context, lambda c: c.list_inbox(page_size, page_token))
+    if as_json:
+        print_message(response)
+        return
+    table(
+        "inbox",
+        ["message id", "from", "kind", "case", "received", "state"],
+        [
+            (
+                n.message_id,
+                n.sender_node_id,
+                _kind(n.kind),
+                n.case_reference,
+                n.received_at.ToDatetime().isoformat(timespec="seconds"),
+                pb.InboxState.Name(n.state).removeprefix("INBOX_STATE_"),
+            )
+            for n in response.notices
+        ],
+    )
+    if response.next_page_token:
+        console.print(f"next page: --page-token {response.next_page_token}")
+
+
+@app.command()
+def get(context: typer.Context, message_id: str) -> None:
+    """Open a received notice (audited) and print it as JSON."""
+    print_message(_run(context, lambda c: c.get_notice(message_id)))
+
+
+@app.command()
+def watch(
+    context: typer.Context,
+    after: Annotated[int, typer.Option(help="Start after this event sequence.")] = 0,
+    count: Annotated[int, typer.Option(help="Stop after this many events (0: never).")] = 0,
+) -> None:
+    """Print inbox events as JSON lines as they happen."""
+
+    async def follow(client: AuthorityClient) -> None:
+        seen = 0
+        async for event in client.watch(after):
+            console.print_json(data=message_dict(event))
+            seen += 1
+            if count and seen >= count:
+                return
+
+    _run(context, follow)
+
+
+@app.command()
+def status(context: typer.Context, message_id: str, as_json: JsonFlag = False) -> None:
+    """Delivery state of a sent notice, per recipient."""
+    response = _run(context, lambda c: c.delivery_status(message_id))
+    if as_json:
+        print_message(response)
+        return
+    table(
+        f"delivery of {message_id}",
+        ["recipient", "state", "attempts", "last error"],
+        [
+            (
+                r.recipient_node_id,
+                pb.DeliveryState.Name(r.state).removeprefix("DELIVERY_STATE_"),
+                r.attempts,
+                r.last_error,
+            )
+            for r in response.recipients
+        ],
+    )
+
+
+@app.command()
+def audit(context: typer.Context, after: int = 0, page_size: int = 100) -> None:
+    """Print a page of the node's audit log as JSON (auditor role)."""
+    print_message(_run(context, lambda c: c.audit_entries(after, page_size)))

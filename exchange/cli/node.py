@@ -1,0 +1,122 @@
+"""`exchange node ...`: what a node's admins run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from exchange.admin import node as admin
+from exchange.cli._output import console, print_json, table
+from exchange.clients import ROLES
+from exchange.clock import SystemClock, from_millis
+from exchange.config import passphrase_from_env
+
+app = typer.Typer(help="Create and administer a node.")
+
+Directory = Annotated[Path, typer.Argument(help="The node directory.")]
+
+
+@app.command()
+def init(
+    directory: Directory,
+    node_id: Annotated[str, typer.Option(help="Lowercase DNS label, e.g. xa-police.")],
+    country: Annotated[str, typer.Option(help="ISO 3166-1 alpha-2 code, e.g. XA.")],
+    endpoint: Annotated[str, typer.Option(help="host:port peers dial (federation port).")],
+    federation: Annotated[Path, typer.Option(help="The federation directory (CA, trust list).")],
+    authority_listen: Annotated[
+        str, typer.Option(help="host:port of the authority port.")
+    ] = "127.0.0.1:7443",
+    authority_name: Annotated[str, typer.Option(help="e.g. 'XA National Police'.")] = "",
+    federation_listen: Annotated[str, typer.Option(help="Listen address; default endpoint.")] = "",
+    database_url: Annotated[
+        str, typer.Option(help="sqlite:///file (relative to DIR) or postgresql+psycopg://...")
+    ] = "sqlite:///exchange.db",
+) -> None:
+    """Create a node: keys, TLS certificates, node.toml, enrolment file, migrated store."""
+    enrolment = admin.init_node(
+        directory,
+        admin.NodeSpec(
+            node_id=node_id,
+            country=country,
+            endpoint=endpoint,
+            authority_listen=authority_listen,
+            authority_name=authority_name,
+            federation_listen=federation_listen,
+            database_url=database_url,
+        ),
+        federation=federation,
+        passphrase=passphrase_from_env(),
+        now=SystemClock().now(),
+    )
+    console.print(f"node {node_id} created; give {enrolment} to the federation stewards")
+
+
+@app.command()
+def migrate(directory: Directory) -> None:
+    """Bring the node's database schema to the newest version."""
+    before, after = admin.migrate_node(directory)
+    console.print(f"schema {before or 'empty'} -> {after}")
+
+
+@app.command("update-trust")
+def update_trust(
+    directory: Directory,
+    trust_list: Annotated[Path, typer.Argument(help="A published trust list (vN.pb).")],
+) -> None:
+    """Install a newer trust list after verifying its signatures and version."""
+    accepted = admin.update_trust(directory, trust_list, now=SystemClock().now())
+    console.print(f"trust list v{accepted.version} installed ({len(accepted.nodes)} nodes)")
+
+
+@app.command("add-client")
+def add_client(
+    directory: Directory,
+    name: Annotated[str, typer.Argument(help="Name of the authority system.")],
+    role: Annotated[
+        list[str], typer.Option(help=f"One of {', '.join(sorted(ROLES))}; repeatable.")
+    ],
+) -> None:
+    """Create an authority client and print its token (shown only once)."""
+    token = admin.add_client(directory, name, role, now=SystemClock().now())
+    console.print(f"client {name!r} ({', '.join(sorted(role))}); token (store it now):")
+    print(token)
+
+
+@app.command("revoke-client")
+def revoke_client(
+    directory: Directory,
+    name: Annotated[str, typer.Argument()],
+    yes: Annotated[bool, typer.Option("--yes", help="Do not ask for confirmation.")] = False,
+) -> None:
+    """Revoke an authority client's token."""
+    if not yes:
+        typer.confirm(f"Revoke client {name!r}? Its token stops working at once.", abort=True)
+    admin.revoke_client(directory, name, now=SystemClock().now())
+    console.print(f"client {name!r} revoked")
+
+
+@app.command("list-clients")
+def list_clients(
+    directory: Directory,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """List the authority clients."""
+    rows: list[dict[str, Any]] = [
+        {
+            "name": c.name,
+            "roles": sorted(c.roles),
+            "created_at": from_millis(c.created_at).isoformat(),
+            "revoked_at": from_millis(c.revoked_at).isoformat() if c.revoked_at else None,
+        }
+        for c in admin.list_clients(directory)
+    ]
+    if as_json:
+        print_json(rows)
+        return
+    table(
+        "authority clients",
+        ["name", "roles", "created", "revoked"],
+        [(r["name"], ",".join(r["roles"]), r["created_at"], r["revoked_at"] or "") for r in rows],
+    )

@@ -1,0 +1,91 @@
+"""Node processes of the simulation: `exchange serve`, started, killed and restarted."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from exchange.harness.setup import SimNode
+
+__all__ = ["NodeProcess"]
+
+READY_TIMEOUT = 30.0
+
+
+class NodeProcess:
+    """One `exchange serve` process, its log in the node directory."""
+
+    def __init__(self, node: SimNode, environ: dict[str, str] | None = None) -> None:
+        self.node = node
+        self._environ = {**os.environ, **(environ or {})}
+        self._process: subprocess.Popen[bytes] | None = None
+        self.log_path: Path = node.directory / "serve.log"
+        self.starts = 0
+
+    def start(self) -> None:
+        """Start the node and wait until its authority port reports SERVING."""
+        with self.log_path.open("ab") as log:
+            self._process = subprocess.Popen(  # noqa: S603 (our own interpreter and module)
+                [sys.executable, "-m", "exchange", "serve", str(self.node.directory)],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env={**self._environ, "EXCHANGE_LOG_LEVEL": "info"},
+            )
+        self.starts += 1
+        self._wait_ready()
+
+    def _wait_ready(self) -> None:
+        credentials = grpc.ssl_channel_credentials(self.node.authority_certificate)
+        deadline = time.monotonic() + READY_TIMEOUT
+        while time.monotonic() < deadline:
+            assert self._process is not None
+            if self._process.poll() is not None:
+                raise RuntimeError(f"{self.node.node_id} exited at start:\n{self.log_tail()}")
+            try:
+                with grpc.secure_channel(self.node.authority_address, credentials) as channel:
+                    status = health_pb2_grpc.HealthStub(channel).Check(
+                        health_pb2.HealthCheckRequest(), timeout=1
+                    )
+                if status.status == health_pb2.HealthCheckResponse.SERVING:
+                    return
+            except grpc.RpcError:
+                pass
+            time.sleep(0.1)
+        raise RuntimeError(
+            f"{self.node.node_id} not ready after {READY_TIMEOUT}s:\n{self.log_tail()}"
+        )
+
+    def kill(self) -> None:
+        """SIGKILL: no chance to clean up, as in a crash."""
+        self._signal(signal.SIGKILL)
+
+    def stop(self) -> None:
+        """SIGTERM: graceful stop."""
+        self._signal(signal.SIGTERM)
+
+    def _signal(self, signum: int) -> None:
+        if self._process is None or self._process.poll() is not None:
+            return
+        self._process.send_signal(signum)
+        try:
+            self._process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self._process.kill()
+            self._process.wait()
+
+    @property
+    def running(self) -> bool:
+        return self._process is not None and self._process.poll() is None
+
+    def log_tail(self, lines: int = 30) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except FileNotFoundError:
+            return "(no log)"

@@ -1,0 +1,176 @@
+"""Set up a simulated federation exactly as admins do, with the admin operations."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import socket
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from exchange.admin import federation as federation_admin
+from exchange.admin import node as node_admin
+from exchange.layout import NodeLayout
+
+__all__ = [
+    "CountrySpec",
+    "SimNode",
+    "build_federation",
+    "country_codes",
+    "free_port",
+    "sample_countries",
+]
+
+# The authority behind each simulated country's node, in turn.
+_AUTHORITIES = [
+    ("police", "National Police"),
+    ("prosecution", "Prosecution Service"),
+    ("childprotection", "Child Protection Agency"),
+]
+# Short retry delays, so the simulation's restarted node is reached in seconds.
+_SIMULATION_DELIVERY = """
+[delivery]
+# The simulation retries quickly; production defaults are 1 s growing to 600 s.
+initial_backoff_seconds = 0.25
+max_backoff_seconds = 2.0
+"""
+
+
+def free_port() -> int:
+    """A TCP port free on loopback right now."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def country_codes(count: int) -> list[str]:
+    """XA, XB, ...: ISO 3166 user-assigned codes, never a real country."""
+    if not 1 <= count <= 26:
+        raise ValueError("between 1 and 26 countries")
+    return [f"X{chr(ord('A') + i)}" for i in range(count)]
+
+
+@dataclasses.dataclass(frozen=True)
+class SimNode:
+    """One simulated country's node and the credentials of its authority system."""
+
+    node_id: str
+    country: str
+    directory: Path
+    federation_port: int
+    authority_port: int
+    case_worker_token: str
+    auditor_token: str
+
+    @property
+    def authority_address(self) -> str:
+        return f"127.0.0.1:{self.authority_port}"
+
+    @property
+    def authority_certificate(self) -> bytes:
+        return NodeLayout(self.directory).authority_certificate.read_bytes()
+
+
+@dataclasses.dataclass(frozen=True)
+class CountrySpec:
+    """One simulated country's node, as the harness or nodes/sample-federation.toml describe it."""
+
+    country: str
+    node_id: str
+    authority_name: str
+    federation_port: int
+    authority_port: int
+
+
+def sample_countries(count: int) -> list[CountrySpec]:
+    """`count` countries XA, XB, ... on free loopback ports, authorities in turn."""
+    specs = []
+    for i, country in enumerate(country_codes(count)):
+        suffix, name = _AUTHORITIES[i % len(_AUTHORITIES)]
+        specs.append(
+            CountrySpec(
+                country=country,
+                node_id=f"{country.lower()}-{suffix}",
+                authority_name=f"{country} {name}",
+                federation_port=free_port(),
+                authority_port=free_port(),
+            )
+        )
+    return specs
+
+
+def build_federation(
+    root: Path,
+    countries: Sequence[CountrySpec],
+    *,
+    now: dt.datetime,
+    database_url_for: Callable[[str], str] | None = None,
+    federation_id: str = "opsc-simulation",
+    stewards: int = 3,
+    threshold: int = 2,
+    delivery_overrides: str = _SIMULATION_DELIVERY,
+) -> list[SimNode]:
+    """Create a federation of one node per country under `root`, ready to serve.
+
+    The same steps as the README's admin guide: federation init, node init,
+    add-node for each enrolment, steward signatures up to the threshold,
+    publish, update-trust on every node, and authority clients.
+
+    Args:
+        database_url_for: node id -> database URL; default SQLite in the node directory.
+        delivery_overrides: TOML appended to each node.toml.
+    """
+    federation_dir = root / "federation"
+    federation_admin.init_federation(
+        federation_dir,
+        federation_id=federation_id,
+        stewards=stewards,
+        threshold=threshold,
+        validity_days=30,
+        passphrase=None,
+        now=now,
+    )
+    for spec in countries:
+        directory = root / spec.node_id
+        enrolment = node_admin.init_node(
+            directory,
+            node_admin.NodeSpec(
+                node_id=spec.node_id,
+                country=spec.country,
+                endpoint=f"127.0.0.1:{spec.federation_port}",
+                authority_listen=f"127.0.0.1:{spec.authority_port}",
+                authority_name=spec.authority_name,
+                database_url=database_url_for(spec.node_id)
+                if database_url_for
+                else "sqlite:///exchange.db",
+            ),
+            federation=federation_dir,
+            passphrase=None,
+            now=now,
+        )
+        if delivery_overrides:
+            with NodeLayout(directory).config.open("a") as config:
+                config.write(delivery_overrides)
+        federation_admin.add_node(federation_dir, enrolment, now=now)
+    for steward in range(1, threshold + 1):
+        federation_admin.sign_draft(federation_dir, f"steward-{steward}", None)
+    published, _ = federation_admin.publish(federation_dir, now=now)
+    nodes = []
+    for spec in countries:
+        directory = root / spec.node_id
+        node_admin.update_trust(directory, published, now=now)
+        nodes.append(
+            SimNode(
+                node_id=spec.node_id,
+                country=spec.country,
+                directory=directory,
+                federation_port=spec.federation_port,
+                authority_port=spec.authority_port,
+                case_worker_token=node_admin.add_client(
+                    directory, "case-management", ["submitter", "reader"], now=now
+                ),
+                auditor_token=node_admin.add_client(directory, "auditor", ["auditor"], now=now),
+            )
+        )
+    return nodes
