@@ -14,6 +14,7 @@ from google.protobuf import message as _message
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from exchange.clock import utc
+from exchange.errors import ValidationError
 
 __all__ = ["MalformedError", "from_timestamp", "optional_time", "parse", "timestamp"]
 
@@ -46,10 +47,21 @@ def from_timestamp(value: Timestamp) -> dt.datetime:
     return value.ToDatetime(tzinfo=dt.UTC)
 
 
-def optional_time(parent: _message.Message, field: str) -> dt.datetime | None:
-    """The datetime of message field `field` of `parent`, or None when unset."""
+def optional_time(parent: _message.Message, field: str, path: str = "") -> dt.datetime | None:
+    """The datetime of message field `field` of `parent`, or None when unset.
+
+    Args:
+        path: the field's path for the error message (default: `field`).
+
+    Raises:
+        ValidationError: the seconds or nanos are outside what a datetime can
+            hold; protobuf parses any values, so untrusted bytes can carry them.
+    """
     if not parent.HasField(field):
         return None
     value = getattr(parent, field)
     assert isinstance(value, Timestamp)
-    return from_timestamp(value)
+    try:
+        return from_timestamp(value)
+    except (ValueError, OverflowError):
+        raise ValidationError(path or field, "is not a valid timestamp") from None

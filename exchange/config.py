@@ -225,7 +225,10 @@ def load_node_config(directory: Path, environ: Mapping[str, str] | None = None) 
         raise ConfigError(f"{path}: unknown section [{unknown[0]}] (known: {', '.join(_SECTIONS)})")
     for variable, (section, key) in _ENV_OVERRIDES.items():
         if environ.get(variable):
-            data.setdefault(section, {})[key] = environ[variable]
+            table = data.setdefault(section, {})
+            if not isinstance(table, dict):
+                raise ConfigError(f"{path}: [{section}] must be a table")
+            table[key] = environ[variable]
     for required in ("node", "federation", "authority"):
         if required not in data:
             raise ConfigError(f"{path}: section [{required}] is required")

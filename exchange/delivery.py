@@ -117,6 +117,7 @@ class DeliveryWorker:
                 recipient_node_id=item.recipient_node_id,
                 message_id=item.message_id,
                 envelope_digest=item.envelope_digest,
+                now=context.clock.now(),
             )
         except VerificationError as exc:
             # A forged or mismatched receipt proves nothing: keep the row pending.

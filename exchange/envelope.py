@@ -272,15 +272,17 @@ def check_envelope(
     """Run the receiving node's checks, in order, stopping at the first failure.
 
     1. The header parses and is well formed.
-    2. The protocol version and seal suite are ones this node implements.
+    2. The protocol version is one this node implements (it decides the rules below).
     3. The sender is an active node of the trust list.
     4. The sender is the authenticated TLS peer (when called from the network).
     5. The named key is the sender's signing key, valid when the envelope was made.
-    6. The signature verifies over the header bytes as received.
-    7. The payload digest in the header matches the payload.
-    8. This node is among the recipients.
-    9. The envelope was not made too far in the future, nor too long ago.
-    10. The envelope has not expired. Only this failure leaves an authentic
+    6. The signature verifies over the header bytes as received; every later
+       check reads only authenticated values.
+    7. The seal suite is one this node implements (no fallback).
+    8. The payload digest in the header matches the payload.
+    9. This node is among the recipients.
+    10. The envelope was not made too far in the future, nor too long ago.
+    11. The envelope has not expired. Only this failure leaves an authentic
         envelope behind (the caller answers it with a signed rejection).
 
     Args:
@@ -292,14 +294,12 @@ def check_envelope(
         return _fail(exc.failure, exc.detail)
     if header.protocol_version != PROTOCOL_VERSION:
         return _fail(VerificationFailure.UNSUPPORTED_PROTOCOL, str(header.protocol_version))
-    if header.seal_suite not in _SUITES:
-        return _fail(VerificationFailure.UNSUPPORTED_SUITE, str(header.seal_suite))
     sender = trust.active_node(header.sender_node_id)
     if sender is None:
         return _fail(VerificationFailure.UNKNOWN_SENDER, header.sender_node_id)
     if peer_node_id is not None and peer_node_id != header.sender_node_id:
         return _fail(VerificationFailure.SENDER_MISMATCH, header.sender_node_id)
-    key = sender.signing_key(header.sender_key_id, header.created_at)
+    key = sender.signing_key(header.sender_key_id, header.created_at, now=now)
     if key is None:
         return _fail(VerificationFailure.UNKNOWN_KEY, header.sender_key_id)
     try:
@@ -307,6 +307,8 @@ def check_envelope(
     except InvalidSignature:
         return _fail(VerificationFailure.BAD_SIGNATURE)
     # From here on the header is authentic.
+    if header.seal_suite not in _SUITES:
+        return _fail(VerificationFailure.UNSUPPORTED_SUITE, str(header.seal_suite), header, sender)
     if hashlib.sha256(envelope.sealed_payload).digest() != header.payload_digest:
         return _fail(VerificationFailure.PAYLOAD_DIGEST_MISMATCH, header=header, sender=sender)
     if recipient_node_id not in header.recipient_node_ids:

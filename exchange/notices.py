@@ -18,6 +18,7 @@ Rules common to every type:
 from __future__ import annotations
 
 import datetime as dt
+import unicodedata
 from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -176,9 +177,8 @@ def _text(value: str, field: str, limit: int, *, required: bool = False) -> None
         raise ValidationError(field, "is required")
     if len(value) > limit:
         raise ValidationError(field, f"is longer than {limit} characters")
-    if any(ch in value for ch in "\x00\r") or any(
-        ord(ch) < 0x20 and ch not in "\n\t" for ch in value
-    ):
+    # Unicode category Cc: C0 (but newline and tab), DEL and the C1 controls such as NEL.
+    if any(unicodedata.category(ch) == "Cc" and ch not in "\n\t" for ch in value):
         raise ValidationError(field, "contains control characters")
 
 

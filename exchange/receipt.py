@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 from exchange import _wire
 from exchange._encoding import encode
 from exchange._proto.exchange.v1 import envelope_pb2 as pb
-from exchange.errors import VerificationError, VerificationFailure
+from exchange.errors import ValidationError, VerificationError, VerificationFailure
 from exchange.keys import ed25519_key_id
 from exchange.trust import TrustList
 
@@ -65,7 +65,10 @@ class Receipt:
             message = _wire.parse(pb.ReceiptBody, data)
         except _wire.MalformedError:
             raise VerificationError(VerificationFailure.MALFORMED, "receipt") from None
-        received_at = _wire.optional_time(message, "received_at")
+        try:
+            received_at = _wire.optional_time(message, "received_at")
+        except ValidationError as exc:
+            raise VerificationError(VerificationFailure.MALFORMED, f"receipt.{exc}") from None
         if received_at is None or message.status == pb.RECEIPT_STATUS_UNSPECIFIED:
             raise VerificationError(VerificationFailure.MALFORMED, "receipt fields missing")
         return Receipt(
@@ -112,8 +115,12 @@ def verify_receipt(
     recipient_node_id: str,
     message_id: str,
     envelope_digest: bytes,
+    now: dt.datetime,
 ) -> Receipt:
     """Verify that `recipient_node_id` signed a receipt for exactly this envelope.
+
+    Args:
+        now: when the receipt arrived; a key revoked by then is refused.
 
     Raises:
         VerificationError: MALFORMED, UNKNOWN_SENDER, UNKNOWN_KEY, BAD_SIGNATURE
@@ -125,7 +132,7 @@ def verify_receipt(
         raise VerificationError(VerificationFailure.UNKNOWN_SENDER, recipient_node_id)
     if receipt.recipient_node_id != recipient_node_id:
         raise VerificationError(VerificationFailure.RECEIPT_MISMATCH, "recipient")
-    key = node.signing_key(receipt.recipient_key_id, receipt.received_at)
+    key = node.signing_key(receipt.recipient_key_id, receipt.received_at, now=now)
     if key is None:
         raise VerificationError(VerificationFailure.UNKNOWN_KEY, receipt.recipient_key_id)
     try:

@@ -96,11 +96,25 @@ class TrustedNode:
     sealing_keys: tuple[KeyInfo, ...]
     tls_certificate_sha256: bytes
 
-    def signing_key(self, key_id: str, at: dt.datetime) -> KeyInfo | None:
-        """The signing key `key_id` if it is valid at `at`."""
+    def signing_key(
+        self, key_id: str, at: dt.datetime, *, now: dt.datetime | None = None
+    ) -> KeyInfo | None:
+        """The signing key `key_id` if something made with it at `at` is acceptable.
+
+        Args:
+            at: when the signer says it signed.
+            now: when the signature is being checked on arrival. A revoked key
+                is refused once `now` is past its revocation, whatever `at`
+                claims: whoever holds a stolen key also chooses `at`, and could
+                otherwise backdate. Evidence checked later (audit records) passes
+                no `now` and is judged by `at` alone.
+        """
         for key in self.signing_keys:
-            if key.key_id == key_id and key.valid_at(at):
-                return key
+            if key.key_id != key_id or not key.valid_at(at):
+                continue
+            if now is not None and key.revoked_at is not None and now >= key.revoked_at:
+                return None
+            return key
         return None
 
     def sealing_key(self, at: dt.datetime) -> KeyInfo | None:
@@ -334,7 +348,7 @@ def _key_from_proto(message: pb.NodeKey, field: str) -> KeyInfo:
         raise ValidationError(f"{field}.public_key", "must be a 32-byte public key") from None
     if message.key_id != expected_id:
         raise ValidationError(f"{field}.key_id", "does not match the public key")
-    not_before = _wire.optional_time(message, "not_before")
+    not_before = _wire.optional_time(message, "not_before", f"{field}.not_before")
     if not_before is None:
         raise ValidationError(f"{field}.not_before", "is required")
     return KeyInfo(
@@ -342,8 +356,8 @@ def _key_from_proto(message: pb.NodeKey, field: str) -> KeyInfo:
         algorithm=algorithm,
         public=message.public_key,
         not_before=not_before,
-        not_after=_wire.optional_time(message, "not_after"),
-        revoked_at=_wire.optional_time(message, "revoked_at"),
+        not_after=_wire.optional_time(message, "not_after", f"{field}.not_after"),
+        revoked_at=_wire.optional_time(message, "revoked_at", f"{field}.revoked_at"),
     )
 
 
