@@ -10,9 +10,9 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-from sqlalchemy import Connection, Row, insert, select, update
+from sqlalchemy import Connection, Row, bindparam, insert, select, update
 
-from exchange.audit import GENESIS_HASH, AuditRecord, ChainedEntry
+from exchange.audit import AuditRecord, ChainedEntry
 from exchange.store.tables import AUDIT_ENTRIES as _entries
 from exchange.store.tables import AUDIT_HEAD as _head
 
@@ -20,17 +20,25 @@ __all__ = ["append", "entries_after", "iter_entries", "size"]
 
 _HEAD_ID = 1
 
+# Statements are built once: building one per call costs several times what
+# executing it does.
+_READ_HEAD = (
+    select(_head.c.sequence, _head.c.entry_hash).where(_head.c.id == _HEAD_ID).with_for_update()
+)
+_INSERT_ENTRY = insert(_entries)
+_UPDATE_HEAD = (
+    update(_head)
+    .where(_head.c.id == _HEAD_ID)
+    .values(sequence=bindparam("new_sequence"), entry_hash=bindparam("new_hash"))
+)
+
 
 def append(connection: Connection, records: Sequence[AuditRecord]) -> list[int]:
     """Append `records` in order; returns their sequence numbers."""
-    row = connection.execute(
-        select(_head.c.sequence, _head.c.entry_hash).where(_head.c.id == _HEAD_ID).with_for_update()
-    ).one_or_none()
+    row = connection.execute(_READ_HEAD).one_or_none()
     if row is None:
-        sequence, previous = 0, GENESIS_HASH
-        connection.execute(insert(_head).values(id=_HEAD_ID, sequence=0, entry_hash=previous))
-    else:
-        sequence, previous = row.sequence, row.entry_hash
+        raise RuntimeError("audit_head row missing: the store is not migrated")
+    sequence, previous = row.sequence, row.entry_hash
     chained = []
     for record in records:
         sequence += 1
@@ -39,7 +47,7 @@ def append(connection: Connection, records: Sequence[AuditRecord]) -> list[int]:
         previous = entry.entry_hash
     if chained:
         connection.execute(
-            insert(_entries),
+            _INSERT_ENTRY,
             [
                 {
                     "sequence": e.sequence,
@@ -55,11 +63,7 @@ def append(connection: Connection, records: Sequence[AuditRecord]) -> list[int]:
                 for e in chained
             ],
         )
-        connection.execute(
-            update(_head)
-            .where(_head.c.id == _HEAD_ID)
-            .values(sequence=sequence, entry_hash=previous)
-        )
+        connection.execute(_UPDATE_HEAD, {"new_sequence": sequence, "new_hash": previous})
     return [e.sequence for e in chained]
 
 

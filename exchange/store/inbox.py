@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from sqlalchemy import Connection, Row, and_, insert, or_, select, update
+from sqlalchemy import Connection, Row, and_, bindparam, insert, or_, select, update
 
 from exchange.envelope import Envelope, Header
 from exchange.receipt import SignedReceipt
@@ -32,12 +32,52 @@ NOTICE_RECEIVED = "notice_received"
 DELIVERY_FAILED = "delivery_failed"
 
 
+# Statements are built once (see store/notices.py).
+_OWN_RECEIPT = select(RECEIPTS.c.body, RECEIPTS.c.signature).where(
+    RECEIPTS.c.message_id == bindparam("message_id"),
+    RECEIPTS.c.recipient_node_id == bindparam("node_id"),
+)
+_INSERT_RECEIPT = insert(RECEIPTS)
+_VISIBLE = (NOTICES.c.direction == INCOMING, NOTICES.c.state != REJECTED)
+_NEWEST_FIRST = (NOTICES.c.received_at.desc(), NOTICES.c.message_id.desc())
+_FIRST_PAGE = select(NOTICES).where(*_VISIBLE).order_by(*_NEWEST_FIRST).limit(bindparam("limit"))
+_NEXT_PAGE = (
+    select(NOTICES)
+    .where(
+        *_VISIBLE,
+        or_(
+            NOTICES.c.received_at < bindparam("received_at"),
+            and_(
+                NOTICES.c.received_at == bindparam("received_at"),
+                NOTICES.c.message_id < bindparam("message_id"),
+            ),
+        ),
+    )
+    .order_by(*_NEWEST_FIRST)
+    .limit(bindparam("limit"))
+)
+_GET_INCOMING = select(NOTICES).where(NOTICES.c.message_id == bindparam("message_id"), *_VISIBLE)
+_SET_STATE = (
+    update(NOTICES)
+    .where(
+        NOTICES.c.message_id == bindparam("target_id"),
+        NOTICES.c.state.in_(bindparam("from_states", expanding=True)),
+    )
+    .values(state=bindparam("new_state"))
+)
+_INSERT_EVENT = insert(INBOX_EVENTS)
+_EVENTS_AFTER = (
+    select(INBOX_EVENTS)
+    .where(INBOX_EVENTS.c.sequence > bindparam("after"))
+    .order_by(INBOX_EVENTS.c.sequence)
+    .limit(bindparam("limit"))
+)
+
+
 def own_receipt(connection: Connection, message_id: str, node_id: str) -> SignedReceipt | None:
     """The receipt this node signed for `message_id`, if it has seen it."""
     row = connection.execute(
-        select(RECEIPTS.c.body, RECEIPTS.c.signature).where(
-            RECEIPTS.c.message_id == message_id, RECEIPTS.c.recipient_node_id == node_id
-        )
+        _OWN_RECEIPT, {"message_id": message_id, "node_id": node_id}
     ).one_or_none()
     return None if row is None else SignedReceipt(bytes(row.body), bytes(row.signature))
 
@@ -69,14 +109,15 @@ def insert_incoming(
         received_at=received_at,
     )
     connection.execute(
-        insert(RECEIPTS).values(
-            message_id=header.message_id,
-            recipient_node_id=node_id,
-            body=receipt.body,
-            signature=receipt.signature,
-            accepted=accepted,
-            received_at=received_at,
-        )
+        _INSERT_RECEIPT,
+        {
+            "message_id": header.message_id,
+            "recipient_node_id": node_id,
+            "body": receipt.body,
+            "signature": receipt.signature,
+            "accepted": accepted,
+            "received_at": received_at,
+        },
     )
 
 
@@ -84,28 +125,19 @@ def list_inbox(
     connection: Connection, *, limit: int, before: tuple[int, str] | None
 ) -> list[NoticeRecord]:
     """Received notices, newest first, after the cursor (received_at, message_id)."""
-    query = select(NOTICES).where(NOTICES.c.direction == INCOMING, NOTICES.c.state != REJECTED)
-    if before is not None:
+    if before is None:
+        rows = connection.execute(_FIRST_PAGE, {"limit": limit})
+    else:
         received_at, message_id = before
-        query = query.where(
-            or_(
-                NOTICES.c.received_at < received_at,
-                and_(NOTICES.c.received_at == received_at, NOTICES.c.message_id < message_id),
-            )
+        rows = connection.execute(
+            _NEXT_PAGE, {"limit": limit, "received_at": received_at, "message_id": message_id}
         )
-    query = query.order_by(NOTICES.c.received_at.desc(), NOTICES.c.message_id.desc()).limit(limit)
-    return [NoticeRecord.from_row(row) for row in connection.execute(query)]
+    return [NoticeRecord.from_row(row) for row in rows]
 
 
 def get_incoming(connection: Connection, message_id: str) -> tuple[NoticeRecord, Envelope] | None:
     """A received (not rejected) notice and its envelope."""
-    row = connection.execute(
-        select(NOTICES).where(
-            NOTICES.c.message_id == message_id,
-            NOTICES.c.direction == INCOMING,
-            NOTICES.c.state != REJECTED,
-        )
-    ).one_or_none()
+    row = connection.execute(_GET_INCOMING, {"message_id": message_id}).one_or_none()
     if row is None:
         return None
     envelope = load_envelope(connection, message_id)
@@ -117,9 +149,8 @@ def set_state(
     connection: Connection, message_id: str, state: str, *, from_states: set[str]
 ) -> bool:
     result = connection.execute(
-        update(NOTICES)
-        .where(NOTICES.c.message_id == message_id, NOTICES.c.state.in_(from_states))
-        .values(state=state)
+        _SET_STATE,
+        {"target_id": message_id, "new_state": state, "from_states": sorted(from_states)},
     )
     return result.rowcount == 1
 
@@ -135,25 +166,13 @@ class InboxEvent:
 
     @staticmethod
     def from_row(row: Row[Any]) -> InboxEvent:
-        return InboxEvent(
-            sequence=row.sequence,
-            event_type=row.event_type,
-            message_id=row.message_id,
-            peer_node_id=row.peer_node_id,
-            reason=row.reason,
-            occurred_at=row.occurred_at,
-        )
+        return InboxEvent(**row._mapping)
 
 
 def insert_event(connection: Connection, event: InboxEvent) -> None:
-    connection.execute(insert(INBOX_EVENTS).values(**dataclasses.asdict(event)))
+    connection.execute(_INSERT_EVENT, dataclasses.asdict(event))
 
 
 def events_after(connection: Connection, after: int, limit: int) -> list[InboxEvent]:
-    rows = connection.execute(
-        select(INBOX_EVENTS)
-        .where(INBOX_EVENTS.c.sequence > after)
-        .order_by(INBOX_EVENTS.c.sequence)
-        .limit(limit)
-    )
+    rows = connection.execute(_EVENTS_AFTER, {"after": after, "limit": limit})
     return [InboxEvent.from_row(row) for row in rows]

@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from sqlalchemy import Connection, case, func, insert, select, update
+from sqlalchemy import Connection, bindparam, case, func, insert, select, update
 
 from exchange.envelope import Envelope, Header
 from exchange.receipt import SignedReceipt
@@ -49,6 +49,96 @@ class Submission:
     request_digest: bytes | None = None
 
 
+# Statements are built once (see store/notices.py).
+_INSERT_OUTBOX = insert(OUTBOX)
+_INSERT_RECEIPT = insert(RECEIPTS)
+_FIND_SUBMISSION = select(
+    NOTICES.c.message_id,
+    NOTICES.c.recipient_node_ids,
+    NOTICES.c.created_at,
+    NOTICES.c.expires_at,
+    NOTICES.c.request_digest,
+).where(
+    NOTICES.c.client_id == bindparam("client_id"),
+    NOTICES.c.client_request_id == bindparam("client_request_id"),
+)
+_DUE = (
+    select(
+        OUTBOX.c.id,
+        OUTBOX.c.message_id,
+        OUTBOX.c.recipient_node_id,
+        OUTBOX.c.attempts,
+        NOTICES.c.expires_at,
+        ENVELOPES.c.header,
+        ENVELOPES.c.sealed_payload,
+        ENVELOPES.c.signature,
+        ENVELOPES.c.digest,
+    )
+    .join(NOTICES, NOTICES.c.message_id == OUTBOX.c.message_id)
+    .join(ENVELOPES, ENVELOPES.c.message_id == OUTBOX.c.message_id)
+    .where(
+        OUTBOX.c.state == PENDING,
+        OUTBOX.c.next_attempt_at <= bindparam("now"),
+        OUTBOX.c.lease_until <= bindparam("now"),
+    )
+    .order_by(OUTBOX.c.next_attempt_at, OUTBOX.c.id)
+    .limit(bindparam("limit"))
+    .with_for_update(skip_locked=True, of=OUTBOX)
+)
+_LEASE = (
+    update(OUTBOX)
+    .where(OUTBOX.c.id.in_(bindparam("ids", expanding=True)))
+    .values(lease_until=bindparam("lease_until"))
+)
+_READY_AT = case(
+    (OUTBOX.c.lease_until > OUTBOX.c.next_attempt_at, OUTBOX.c.lease_until),
+    else_=OUTBOX.c.next_attempt_at,
+)
+_NEXT_DUE = select(func.min(_READY_AT)).where(OUTBOX.c.state == PENDING)
+_STILL_PENDING = (OUTBOX.c.id == bindparam("outbox_id"), OUTBOX.c.state == PENDING)
+# Each attempt's outcome: the row ends (delivered or failed), or waits for the next attempt.
+_END = (
+    update(OUTBOX)
+    .where(*_STILL_PENDING)
+    .values(
+        attempts=OUTBOX.c.attempts + 1,
+        lease_until=0,
+        state=bindparam("new_state"),
+        last_error=bindparam("error"),
+        updated_at=bindparam("now"),
+    )
+)
+_RESCHEDULE = (
+    update(OUTBOX)
+    .where(*_STILL_PENDING)
+    .values(
+        attempts=OUTBOX.c.attempts + 1,
+        lease_until=0,
+        next_attempt_at=bindparam("next_attempt_at"),
+        last_error=bindparam("error"),
+        updated_at=bindparam("now"),
+    )
+)
+_STATUS = (
+    select(
+        OUTBOX.c.recipient_node_id,
+        OUTBOX.c.state,
+        OUTBOX.c.attempts,
+        OUTBOX.c.next_attempt_at,
+        OUTBOX.c.last_error,
+        RECEIPTS.c.body,
+        RECEIPTS.c.signature,
+    )
+    .outerjoin(
+        RECEIPTS,
+        (RECEIPTS.c.message_id == OUTBOX.c.message_id)
+        & (RECEIPTS.c.recipient_node_id == OUTBOX.c.recipient_node_id),
+    )
+    .where(OUTBOX.c.message_id == bindparam("message_id"))
+    .order_by(OUTBOX.c.id)
+)
+
+
 def insert_outgoing(
     connection: Connection,
     *,
@@ -71,7 +161,7 @@ def insert_outgoing(
         request_digest=request_digest,
     )
     connection.execute(
-        insert(OUTBOX),
+        _INSERT_OUTBOX,
         [
             {
                 "message_id": header.message_id,
@@ -93,13 +183,7 @@ def find_submission(
 ) -> Submission | None:
     """The earlier submission with this idempotency key, if any."""
     row = connection.execute(
-        select(
-            NOTICES.c.message_id,
-            NOTICES.c.recipient_node_ids,
-            NOTICES.c.created_at,
-            NOTICES.c.expires_at,
-            NOTICES.c.request_digest,
-        ).where(NOTICES.c.client_id == client_id, NOTICES.c.client_request_id == client_request_id)
+        _FIND_SUBMISSION, {"client_id": client_id, "client_request_id": client_request_id}
     ).one_or_none()
     if row is None:
         return None
@@ -127,35 +211,9 @@ class OutboxItem:
 
 def claim_due(connection: Connection, *, now: int, lease_ms: int, limit: int) -> list[OutboxItem]:
     """Claim up to `limit` pending rows that are due and not leased, oldest first."""
-    rows = connection.execute(
-        select(
-            OUTBOX.c.id,
-            OUTBOX.c.message_id,
-            OUTBOX.c.recipient_node_id,
-            OUTBOX.c.attempts,
-            NOTICES.c.expires_at,
-            ENVELOPES.c.header,
-            ENVELOPES.c.sealed_payload,
-            ENVELOPES.c.signature,
-            ENVELOPES.c.digest,
-        )
-        .join(NOTICES, NOTICES.c.message_id == OUTBOX.c.message_id)
-        .join(ENVELOPES, ENVELOPES.c.message_id == OUTBOX.c.message_id)
-        .where(
-            OUTBOX.c.state == PENDING,
-            OUTBOX.c.next_attempt_at <= now,
-            OUTBOX.c.lease_until <= now,
-        )
-        .order_by(OUTBOX.c.next_attempt_at, OUTBOX.c.id)
-        .limit(limit)
-        .with_for_update(skip_locked=True, of=OUTBOX)
-    ).all()
+    rows = connection.execute(_DUE, {"now": now, "limit": limit}).all()
     if rows:
-        connection.execute(
-            update(OUTBOX)
-            .where(OUTBOX.c.id.in_([row.id for row in rows]))
-            .values(lease_until=now + lease_ms)
-        )
+        connection.execute(_LEASE, {"ids": [row.id for row in rows], "lease_until": now + lease_ms})
     return [
         OutboxItem(
             outbox_id=row.id,
@@ -172,19 +230,13 @@ def claim_due(connection: Connection, *, now: int, lease_ms: int, limit: int) ->
 
 def next_due_at(connection: Connection) -> int | None:
     """When the earliest pending row becomes due (ignoring leases), if any."""
-    ready_at = case(
-        (OUTBOX.c.lease_until > OUTBOX.c.next_attempt_at, OUTBOX.c.lease_until),
-        else_=OUTBOX.c.next_attempt_at,
-    )
-    value = connection.execute(select(func.min(ready_at)).where(OUTBOX.c.state == PENDING)).scalar()
+    value = connection.execute(_NEXT_DUE).scalar()
     return None if value is None else int(value)
 
 
-def _finish(connection: Connection, outbox_id: int, **values: Any) -> bool:
+def _end(connection: Connection, outbox_id: int, state: str, error: str, now: int) -> bool:
     result = connection.execute(
-        update(OUTBOX)
-        .where(OUTBOX.c.id == outbox_id, OUTBOX.c.state == PENDING)
-        .values(attempts=OUTBOX.c.attempts + 1, lease_until=0, **values)
+        _END, {"outbox_id": outbox_id, "new_state": state, "error": error[:500], "now": now}
     )
     return result.rowcount == 1
 
@@ -206,23 +258,18 @@ def record_receipt(
     Returns:
         False if the row was no longer pending (another worker finished it).
     """
-    if not _finish(
-        connection,
-        outbox_id,
-        state=DELIVERED if accepted else FAILED,
-        last_error=error[:500],
-        updated_at=now,
-    ):
+    if not _end(connection, outbox_id, DELIVERED if accepted else FAILED, error, now):
         return False
     connection.execute(
-        insert(RECEIPTS).values(
-            message_id=message_id,
-            recipient_node_id=recipient_node_id,
-            body=receipt.body,
-            signature=receipt.signature,
-            accepted=accepted,
-            received_at=received_at,
-        )
+        _INSERT_RECEIPT,
+        {
+            "message_id": message_id,
+            "recipient_node_id": recipient_node_id,
+            "body": receipt.body,
+            "signature": receipt.signature,
+            "accepted": accepted,
+            "received_at": received_at,
+        },
     )
     return True
 
@@ -230,18 +277,20 @@ def record_receipt(
 def retry_later(
     connection: Connection, *, outbox_id: int, error: str, next_attempt_at: int, now: int
 ) -> None:
-    _finish(
-        connection,
-        outbox_id,
-        next_attempt_at=next_attempt_at,
-        last_error=error[:500],
-        updated_at=now,
+    connection.execute(
+        _RESCHEDULE,
+        {
+            "outbox_id": outbox_id,
+            "next_attempt_at": next_attempt_at,
+            "error": error[:500],
+            "now": now,
+        },
     )
 
 
 def fail(connection: Connection, *, outbox_id: int, error: str, now: int) -> bool:
     """End the row as failed (expired undelivered). False if it was no longer pending."""
-    return _finish(connection, outbox_id, state=FAILED, last_error=error[:500], updated_at=now)
+    return _end(connection, outbox_id, FAILED, error, now)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -256,24 +305,7 @@ class DeliveryRecord:
 
 def delivery_status(connection: Connection, message_id: str) -> list[DeliveryRecord]:
     """Per-recipient delivery of an outgoing notice (empty if there is none)."""
-    rows = connection.execute(
-        select(
-            OUTBOX.c.recipient_node_id,
-            OUTBOX.c.state,
-            OUTBOX.c.attempts,
-            OUTBOX.c.next_attempt_at,
-            OUTBOX.c.last_error,
-            RECEIPTS.c.body,
-            RECEIPTS.c.signature,
-        )
-        .outerjoin(
-            RECEIPTS,
-            (RECEIPTS.c.message_id == OUTBOX.c.message_id)
-            & (RECEIPTS.c.recipient_node_id == OUTBOX.c.recipient_node_id),
-        )
-        .where(OUTBOX.c.message_id == message_id)
-        .order_by(OUTBOX.c.id)
-    )
+    rows = connection.execute(_STATUS, {"message_id": message_id})
     return [_delivery(row) for row in rows]
 
 

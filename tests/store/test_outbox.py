@@ -1,0 +1,456 @@
+"""The transactional outbox: submissions, claims with leases, retries and receipts."""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+
+import pytest
+from sqlalchemy import text
+from sqlalchemy.exc import IntegrityError
+
+from exchange.errors import StoreUnavailableError
+from exchange.store import outbox
+from exchange.store.engine import Store
+from exchange.store.notices import OUTGOING, find_notice, load_envelope
+
+from ._builders import (
+    NODE_XA,
+    NODE_XB,
+    NODE_XC,
+    START,
+    Notices,
+    Signed,
+    count_rows,
+    millis,
+    receipt_for,
+)
+
+T0 = millis(START)
+SECOND = 1000
+LEASE = 30 * SECOND
+
+
+def submit(
+    store: Store,
+    signed: Signed,
+    *,
+    now: int = T0,
+    client_id: str = "client-1",
+    client_request_id: str | None = None,
+    request_digest: bytes | None = None,
+) -> None:
+    store.write(
+        lambda c: outbox.insert_outgoing(
+            c,
+            header=signed.header,
+            envelope=signed.envelope,
+            client_id=client_id,
+            client_request_id=client_request_id,
+            request_digest=request_digest,
+            now=now,
+        )
+    )
+
+
+def claim(
+    store: Store, *, now: int, limit: int = 10, lease: int = LEASE
+) -> list[outbox.OutboxItem]:
+    return store.write(lambda c: outbox.claim_due(c, now=now, lease_ms=lease, limit=limit))
+
+
+def claimed(items: list[outbox.OutboxItem]) -> list[tuple[str, str]]:
+    return [(item.message_id, item.recipient_node_id) for item in items]
+
+
+def deliver(
+    store: Store, item: outbox.OutboxItem, signed: Signed, *, accepted: bool = True, now: int
+) -> bool:
+    received_at = START + dt.timedelta(milliseconds=now - T0)
+    return store.write(
+        lambda c: outbox.record_receipt(
+            c,
+            outbox_id=item.outbox_id,
+            message_id=item.message_id,
+            recipient_node_id=item.recipient_node_id,
+            receipt=receipt_for(
+                signed, item.recipient_node_id, received_at=received_at, accepted=accepted
+            ),
+            accepted=accepted,
+            received_at=now,
+            error="" if accepted else "rejected: expired",
+            now=now,
+        )
+    )
+
+
+@pytest.fixture
+def notices() -> Notices:
+    return Notices()
+
+
+# --- submission --------------------------------------------------------------------------------
+
+
+def test_insert_outgoing_writes_notice_envelope_and_one_row_per_recipient(store, notices):
+    signed = notices.envelope(recipients=(NODE_XB, NODE_XC))
+
+    submit(store, signed, client_request_id="req-1", request_digest=b"d" * 32)
+
+    record = store.read(lambda c: find_notice(c, signed.message_id))
+    assert record is not None
+    assert (record.direction, record.state, record.sender_node_id) == (OUTGOING, "sent", NODE_XA)
+    assert record.recipient_node_ids == (NODE_XB, NODE_XC)
+    assert record.handling == signed.header.handling
+    assert (record.created_at, record.expires_at) == (
+        millis(signed.header.created_at),
+        millis(signed.header.expires_at),
+    )
+    assert store.read(lambda c: load_envelope(c, signed.message_id)) == signed.envelope
+    status = store.read(lambda c: outbox.delivery_status(c, signed.message_id))
+    assert status == [
+        outbox.DeliveryRecord(NODE_XB, "pending", 0, T0, "", None),
+        outbox.DeliveryRecord(NODE_XC, "pending", 0, T0, "", None),
+    ]
+
+
+def test_insert_outgoing_is_all_or_nothing_with_its_transaction(store, notices):
+    signed = notices.envelope(recipients=(NODE_XB, NODE_XC))
+
+    def insert_then_fail(connection):
+        outbox.insert_outgoing(
+            connection,
+            header=signed.header,
+            envelope=signed.envelope,
+            client_id="client-1",
+            client_request_id="req-1",
+            request_digest=None,
+            now=T0,
+        )
+        raise RuntimeError("the audit append failed")
+
+    with pytest.raises(RuntimeError):
+        store.write(insert_then_fail)
+
+    assert [count_rows(store, t) for t in ("notices", "envelopes", "outbox")] == [0, 0, 0]
+
+
+def test_a_reused_idempotency_key_is_refused_by_the_database(store, notices):
+    first, second = notices.envelope(), notices.envelope()
+    submit(store, first, client_request_id="req-1")
+
+    with pytest.raises(IntegrityError):
+        submit(store, second, client_request_id="req-1")
+
+    assert store.read(lambda c: find_notice(c, second.message_id)) is None
+    assert [count_rows(store, t) for t in ("notices", "envelopes", "outbox")] == [1, 1, 1]
+
+
+def test_find_submission_looks_up_the_idempotency_key_per_client(store, notices):
+    signed = notices.envelope(recipients=(NODE_XB, NODE_XC))
+    submit(store, signed, client_id="client-1", client_request_id="req-1", request_digest=b"\x01")
+    # Submissions without a key never collide with each other.
+    submit(store, notices.envelope(), client_id="client-1")
+    submit(store, notices.envelope(), client_id="client-1")
+
+    found = store.read(lambda c: outbox.find_submission(c, "client-1", "req-1"))
+
+    assert found == outbox.Submission(
+        message_id=signed.message_id,
+        recipient_node_ids=(NODE_XB, NODE_XC),
+        created_at=millis(signed.header.created_at),
+        expires_at=millis(signed.header.expires_at),
+        request_digest=b"\x01",
+    )
+    assert store.read(lambda c: outbox.find_submission(c, "client-2", "req-1")) is None
+    assert store.read(lambda c: outbox.find_submission(c, "client-1", "req-2")) is None
+
+
+# --- claims ------------------------------------------------------------------------------------
+
+
+def test_claim_due_returns_due_rows_oldest_first_up_to_the_limit(store, notices):
+    first, second, third = (notices.envelope() for _ in range(3))
+    # Submitted out of order: the row due earliest is claimed first, whatever its id.
+    submit(store, second, now=T0 + 2 * SECOND)
+    submit(store, first, now=T0 + 1 * SECOND)
+    submit(store, third, now=T0 + 3 * SECOND)
+
+    items = claim(store, now=T0 + 5 * SECOND, limit=2)
+
+    assert claimed(items) == [(first.message_id, NODE_XB), (second.message_id, NODE_XB)]
+    assert items[0].envelope == first.envelope
+    assert items[0].envelope_digest == first.envelope.digest()
+    assert items[0].expires_at == millis(first.header.expires_at)
+    assert items[0].attempts == 0
+
+
+def test_claim_due_breaks_ties_by_row_id(store, notices):
+    signed = notices.envelope(recipients=(NODE_XC, NODE_XB))
+    submit(store, signed)
+
+    items = claim(store, now=T0)
+
+    assert claimed(items) == [(signed.message_id, NODE_XC), (signed.message_id, NODE_XB)]
+
+
+def test_claim_due_skips_rows_not_yet_due(store, notices):
+    later = notices.envelope()
+    submit(store, later, now=T0 + 10 * SECOND)
+
+    assert claim(store, now=T0 + 10 * SECOND - 1) == []
+    assert claimed(claim(store, now=T0 + 10 * SECOND)) == [(later.message_id, NODE_XB)]
+
+
+def test_claim_due_skips_rows_that_are_no_longer_pending(store, notices):
+    delivered, failed, pending = (notices.envelope() for _ in range(3))
+    for signed in (delivered, failed, pending):
+        submit(store, signed)
+    items = {item.message_id: item for item in claim(store, now=T0, lease=1)}
+    assert deliver(store, items[delivered.message_id], delivered, now=T0 + 1)
+    assert store.write(
+        lambda c: outbox.fail(
+            c, outbox_id=items[failed.message_id].outbox_id, error="expired", now=T0 + 1
+        )
+    )
+
+    assert claimed(claim(store, now=T0 + 10 * SECOND)) == [(pending.message_id, NODE_XB)]
+
+
+def test_a_claim_leases_its_rows_so_a_second_claim_at_the_same_time_gets_nothing(store, notices):
+    submit(store, notices.envelope())
+
+    assert len(claim(store, now=T0)) == 1
+    assert claim(store, now=T0) == []
+    assert claim(store, now=T0 + LEASE - 1) == []
+
+
+def test_a_claimed_row_is_claimable_again_when_its_lease_ends(store, notices):
+    # Crash safety: the worker that claimed the row died without finishing it.
+    signed = notices.envelope()
+    submit(store, signed)
+    (first,) = claim(store, now=T0)
+
+    (again,) = claim(store, now=T0 + LEASE)
+
+    assert again.outbox_id == first.outbox_id
+    assert again.attempts == 0, "a lost lease is not a delivery attempt"
+
+
+def test_workers_claiming_at_once_never_share_a_row(store, notices):
+    # Several workers, each claiming one row per transaction until none is left.
+    rows = []
+    for _ in range(8):
+        signed = notices.envelope(recipients=(NODE_XB, NODE_XC))
+        submit(store, signed)
+        rows += [(signed.message_id, NODE_XB), (signed.message_id, NODE_XC)]
+    start = threading.Barrier(4)
+    taken: list[list[tuple[str, str]]] = [[] for _ in range(4)]
+    errors: list[BaseException] = []
+
+    def worker(index: int) -> None:
+        try:
+            start.wait()
+            while items := claim(store, now=T0, limit=1):
+                taken[index] += claimed(items)
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert errors == []
+    every_claim = [row for rows_of_one in taken for row in rows_of_one]
+    assert sorted(every_claim) == sorted(rows)
+
+
+@pytest.mark.parametrize("databases", ["postgresql"], indirect=True)
+def test_postgresql_concurrent_claims_skip_each_others_locked_rows(store, notices):
+    # FOR UPDATE SKIP LOCKED: two transactions open at once, neither committed,
+    # never get the same row, and the second does not wait for the first.
+    for _ in range(6):
+        submit(store, notices.envelope())
+    with store.engine.connect() as first, store.engine.connect() as second:
+        first_transaction = first.begin()
+        second_transaction = second.begin()
+        # Were the rows not skipped, the second claim would wait: fail instead of hanging.
+        second.execute(text("SET LOCAL lock_timeout = '5s'"))
+
+        mine = outbox.claim_due(first, now=T0, lease_ms=LEASE, limit=3)
+        theirs = outbox.claim_due(second, now=T0, lease_ms=LEASE, limit=10)
+
+        first_transaction.commit()
+        second_transaction.commit()
+
+    assert len(mine) == 3
+    assert len(theirs) == 3
+    assert {item.outbox_id for item in mine}.isdisjoint(item.outbox_id for item in theirs)
+    assert claim(store, now=T0) == []
+
+
+@pytest.mark.parametrize("databases", ["sqlite"], indirect=True)
+def test_sqlite_a_second_claimer_waits_for_the_first_transaction(store, notices):
+    # SQLite has no row locks: BEGIN IMMEDIATE makes claimers take turns.
+    for _ in range(2):
+        submit(store, notices.envelope())
+    impatient = Store.open(
+        store.engine.url.render_as_string(hide_password=False), sqlite_busy_timeout_ms=50
+    )
+    try:
+        with store.engine.connect() as first:
+            first.execution_options(sqlite_begin="IMMEDIATE")
+            with first.begin():
+                mine = outbox.claim_due(first, now=T0, lease_ms=LEASE, limit=1)
+                with pytest.raises(StoreUnavailableError):
+                    claim(impatient, now=T0)
+        theirs = claim(impatient, now=T0)
+    finally:
+        impatient.dispose()
+
+    assert len(mine) == 1
+    assert len(theirs) == 1
+    assert mine[0].outbox_id != theirs[0].outbox_id
+
+
+# --- retries, receipts, failures ---------------------------------------------------------------
+
+
+def test_retry_later_counts_the_attempt_and_reschedules(store, notices):
+    signed = notices.envelope()
+    submit(store, signed)
+    (item,) = claim(store, now=T0)
+
+    store.write(
+        lambda c: outbox.retry_later(
+            c,
+            outbox_id=item.outbox_id,
+            error="peer unreachable",
+            next_attempt_at=T0 + 5 * SECOND,
+            now=T0 + 1,
+        )
+    )
+
+    (record,) = store.read(lambda c: outbox.delivery_status(c, signed.message_id))
+    assert record == outbox.DeliveryRecord(
+        NODE_XB, "pending", 1, T0 + 5 * SECOND, "peer unreachable", None
+    )
+    # The lease is released: the row is due at its new time, not at the lease's end.
+    assert claim(store, now=T0 + 5 * SECOND - 1) == []
+    (again,) = claim(store, now=T0 + 5 * SECOND)
+    assert again.attempts == 1
+
+
+def test_stored_errors_are_cut_to_500_characters(store, notices):
+    signed = notices.envelope()
+    submit(store, signed)
+    (item,) = claim(store, now=T0)
+
+    store.write(
+        lambda c: outbox.retry_later(
+            c, outbox_id=item.outbox_id, error="x" * 600, next_attempt_at=T0, now=T0
+        )
+    )
+
+    (record,) = store.read(lambda c: outbox.delivery_status(c, signed.message_id))
+    assert record.last_error == "x" * 500
+
+
+RECEIPT_CASES = [
+    pytest.param(True, "delivered", "", id="accepted-ends-delivered"),
+    pytest.param(False, "failed", "rejected: expired", id="rejected-ends-failed"),
+]
+
+
+@pytest.mark.parametrize(("accepted", "state", "error"), RECEIPT_CASES)
+def test_record_receipt_ends_the_row_exactly_once(store, notices, accepted, state, error):
+    signed = notices.envelope()
+    submit(store, signed)
+    (item,) = claim(store, now=T0)
+
+    assert deliver(store, item, signed, accepted=accepted, now=T0 + 1) is True
+    assert deliver(store, item, signed, accepted=accepted, now=T0 + 2) is False
+
+    (record,) = store.read(lambda c: outbox.delivery_status(c, signed.message_id))
+    expected = receipt_for(
+        signed, NODE_XB, received_at=START + dt.timedelta(milliseconds=1), accepted=accepted
+    )
+    assert record == outbox.DeliveryRecord(NODE_XB, state, 1, T0, error, expected)
+    assert count_rows(store, "receipts") == 1
+
+
+def test_a_late_receipt_for_a_failed_row_is_not_stored(store, notices):
+    signed = notices.envelope()
+    submit(store, signed)
+    (item,) = claim(store, now=T0)
+    assert store.write(lambda c: outbox.fail(c, outbox_id=item.outbox_id, error="e", now=T0))
+
+    assert deliver(store, item, signed, now=T0 + 1) is False
+    assert count_rows(store, "receipts") == 0
+
+
+def test_fail_ends_a_pending_row_once(store, notices):
+    signed = notices.envelope()
+    submit(store, signed)
+    (item,) = claim(store, now=T0)
+
+    def fail(connection):
+        return outbox.fail(connection, outbox_id=item.outbox_id, error="expired", now=T0 + 1)
+
+    assert store.write(fail) is True
+    assert store.write(fail) is False
+    (record,) = store.read(lambda c: outbox.delivery_status(c, signed.message_id))
+    assert (record.state, record.attempts, record.last_error) == ("failed", 1, "expired")
+
+
+def test_delivery_status_joins_each_recipients_receipt(store, notices):
+    signed = notices.envelope(recipients=(NODE_XB, NODE_XC))
+    submit(store, signed)
+    items = {item.recipient_node_id: item for item in claim(store, now=T0)}
+    deliver(store, items[NODE_XC], signed, now=T0 + 1)
+
+    status = store.read(lambda c: outbox.delivery_status(c, signed.message_id))
+
+    assert [(r.recipient_node_id, r.state, r.receipt is not None) for r in status] == [
+        (NODE_XB, "pending", False),
+        (NODE_XC, "delivered", True),
+    ]
+    assert status[1].receipt == receipt_for(
+        signed, NODE_XC, received_at=START + dt.timedelta(milliseconds=1)
+    )
+
+
+def test_delivery_status_of_an_unknown_message_is_empty(store, notices):
+    submit(store, notices.envelope())
+    unknown = notices.envelope()
+
+    assert store.read(lambda c: outbox.delivery_status(c, unknown.message_id)) == []
+
+
+# --- next_due_at -------------------------------------------------------------------------------
+
+
+def test_next_due_at_is_none_without_pending_rows(store, notices):
+    assert store.read(outbox.next_due_at) is None
+    signed = notices.envelope()
+    submit(store, signed)
+    (item,) = claim(store, now=T0)
+    deliver(store, item, signed, now=T0 + 1)
+
+    assert store.read(outbox.next_due_at) is None
+
+
+def test_next_due_at_is_the_earliest_time_a_pending_row_can_be_claimed(store, notices):
+    leased, later = notices.envelope(), notices.envelope()
+    submit(store, leased, now=T0)
+    submit(store, later, now=T0 + 40 * SECOND)
+    assert store.read(outbox.next_due_at) == T0
+
+    claim(store, now=T0, limit=1, lease=LEASE)
+
+    # The leased row is due at T0 but cannot be claimed before its lease ends.
+    assert store.read(outbox.next_due_at) == T0 + LEASE
+    claim(store, now=T0 + LEASE, limit=1, lease=20 * SECOND)
+    assert store.read(outbox.next_due_at) == T0 + 40 * SECOND
