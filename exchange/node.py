@@ -209,7 +209,8 @@ class Node:
                 await self._worker
         if self._transport is not None:
             await self._transport.close()
-        self.context.store.close()
+        # Waits for store threads to finish their statement: off the event loop.
+        await asyncio.to_thread(self.context.store.close)
         self.context.log.info("node.stopped")
 
     async def wait(self) -> None:

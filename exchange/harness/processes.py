@@ -36,7 +36,7 @@ class NodeProcess:
                 [sys.executable, "-m", "exchange", "serve", str(self.node.directory)],
                 stdout=log,
                 stderr=subprocess.STDOUT,
-                env={**self._environ, "EXCHANGE_LOG_LEVEL": "info"},
+                env={"EXCHANGE_LOG_LEVEL": "info", **self._environ},
             )
         self.starts += 1
         self._wait_ready()

@@ -25,6 +25,13 @@ def channel_options(node_id: str) -> list[tuple[str, object]]:
         ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
         ("grpc.keepalive_time_ms", 30_000),
         ("grpc.keepalive_timeout_ms", 10_000),
+        # After an outage a channel reconnects on its own schedule (by default up
+        # to 120 s apart) and fails calls fast meanwhile; the delivery worker has
+        # its own backoff, so keep the channel's short and a recovered peer is
+        # reached within seconds.
+        ("grpc.initial_reconnect_backoff_ms", 250),
+        ("grpc.min_reconnect_backoff_ms", 250),
+        ("grpc.max_reconnect_backoff_ms", 2_000),
     ]
 
 

@@ -55,11 +55,16 @@ class FederationServicer:
         """Delivers one envelope. The TLS peer must be the envelope's sender. A
         repeated delivery of a message id returns the original receipt.
 
-        Errors: INVALID_ARGUMENT (malformed envelope or header), UNAUTHENTICATED
-        (bad signature or unknown key), PERMISSION_DENIED (sender is not the TLS
-        peer, or this node is not a recipient), FAILED_PRECONDITION (protocol
-        version, suite, clock skew or message age outside the rules),
-        UNAVAILABLE (store not reachable; retry).
+        An authentic envelope that has expired, cannot be opened, or carries an
+        invalid notice is answered with a signed rejection receipt (do not retry).
+
+        Errors: INVALID_ARGUMENT (malformed envelope, unsupported protocol version
+        or seal suite), UNAUTHENTICATED (unknown sender or key, bad signature,
+        payload not covered by the signature, TLS certificate not the pinned one),
+        PERMISSION_DENIED (sender is not the TLS peer, or this node is not a
+        recipient), FAILED_PRECONDITION (created too far in the future or too long
+        ago), ALREADY_EXISTS (the message id belongs to another message),
+        RESOURCE_EXHAUSTED (too large), UNAVAILABLE (store busy; retry).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

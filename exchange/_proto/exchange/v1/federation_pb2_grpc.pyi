@@ -42,11 +42,16 @@ class FederationStub:
     """Delivers one envelope. The TLS peer must be the envelope's sender. A
     repeated delivery of a message id returns the original receipt.
 
-    Errors: INVALID_ARGUMENT (malformed envelope or header), UNAUTHENTICATED
-    (bad signature or unknown key), PERMISSION_DENIED (sender is not the TLS
-    peer, or this node is not a recipient), FAILED_PRECONDITION (protocol
-    version, suite, clock skew or message age outside the rules),
-    UNAVAILABLE (store not reachable; retry).
+    An authentic envelope that has expired, cannot be opened, or carries an
+    invalid notice is answered with a signed rejection receipt (do not retry).
+
+    Errors: INVALID_ARGUMENT (malformed envelope, unsupported protocol version
+    or seal suite), UNAUTHENTICATED (unknown sender or key, bad signature,
+    payload not covered by the signature, TLS certificate not the pinned one),
+    PERMISSION_DENIED (sender is not the TLS peer, or this node is not a
+    recipient), FAILED_PRECONDITION (created too far in the future or too long
+    ago), ALREADY_EXISTS (the message id belongs to another message),
+    RESOURCE_EXHAUSTED (too large), UNAVAILABLE (store busy; retry).
     """
     GetTrustList: _grpc.UnaryUnaryMultiCallable[_federation_pb2.GetTrustListRequest, _federation_pb2.GetTrustListResponse]
     """Returns the newest trust list this node holds."""
@@ -60,11 +65,16 @@ class FederationAsyncStub(FederationStub):
     """Delivers one envelope. The TLS peer must be the envelope's sender. A
     repeated delivery of a message id returns the original receipt.
 
-    Errors: INVALID_ARGUMENT (malformed envelope or header), UNAUTHENTICATED
-    (bad signature or unknown key), PERMISSION_DENIED (sender is not the TLS
-    peer, or this node is not a recipient), FAILED_PRECONDITION (protocol
-    version, suite, clock skew or message age outside the rules),
-    UNAVAILABLE (store not reachable; retry).
+    An authentic envelope that has expired, cannot be opened, or carries an
+    invalid notice is answered with a signed rejection receipt (do not retry).
+
+    Errors: INVALID_ARGUMENT (malformed envelope, unsupported protocol version
+    or seal suite), UNAUTHENTICATED (unknown sender or key, bad signature,
+    payload not covered by the signature, TLS certificate not the pinned one),
+    PERMISSION_DENIED (sender is not the TLS peer, or this node is not a
+    recipient), FAILED_PRECONDITION (created too far in the future or too long
+    ago), ALREADY_EXISTS (the message id belongs to another message),
+    RESOURCE_EXHAUSTED (too large), UNAVAILABLE (store busy; retry).
     """
     GetTrustList: _aio.UnaryUnaryMultiCallable[_federation_pb2.GetTrustListRequest, _federation_pb2.GetTrustListResponse]  # type: ignore[assignment]
     """Returns the newest trust list this node holds."""
@@ -81,11 +91,16 @@ class FederationServicer(metaclass=_abc_1.ABCMeta):
         """Delivers one envelope. The TLS peer must be the envelope's sender. A
         repeated delivery of a message id returns the original receipt.
 
-        Errors: INVALID_ARGUMENT (malformed envelope or header), UNAUTHENTICATED
-        (bad signature or unknown key), PERMISSION_DENIED (sender is not the TLS
-        peer, or this node is not a recipient), FAILED_PRECONDITION (protocol
-        version, suite, clock skew or message age outside the rules),
-        UNAVAILABLE (store not reachable; retry).
+        An authentic envelope that has expired, cannot be opened, or carries an
+        invalid notice is answered with a signed rejection receipt (do not retry).
+
+        Errors: INVALID_ARGUMENT (malformed envelope, unsupported protocol version
+        or seal suite), UNAUTHENTICATED (unknown sender or key, bad signature,
+        payload not covered by the signature, TLS certificate not the pinned one),
+        PERMISSION_DENIED (sender is not the TLS peer, or this node is not a
+        recipient), FAILED_PRECONDITION (created too far in the future or too long
+        ago), ALREADY_EXISTS (the message id belongs to another message),
+        RESOURCE_EXHAUSTED (too large), UNAVAILABLE (store busy; retry).
         """
 
     @_abc_1.abstractmethod

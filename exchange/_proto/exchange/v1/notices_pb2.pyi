@@ -590,8 +590,8 @@ class AssistanceRequest(_message.Message):
 
     @_builtins.property
     def response_deadline(self) -> _timestamp_pb2.Timestamp:
-        """When the requesting authority needs the answer; in the future and before
-        the envelope expires.
+        """When the requesting authority needs the answer: in the future, at most
+        365 days ahead. Urgent requests count in hours, ordinary ones in days.
         """
 
     @_builtins.property

@@ -1,0 +1,78 @@
+"""Acting as a node towards a peer: craft envelopes with its keys and deliver them raw."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+
+import grpc
+
+from exchange import notices
+from exchange._proto.exchange.v1 import federation_pb2, federation_pb2_grpc, notices_pb2
+from exchange.envelope import Envelope, Handling, Header, sign_envelope
+from exchange.harness import samples
+from exchange.ids import new_message_id
+from exchange.node import Node
+from exchange.rpc.peers import channel_options
+from exchange.seal import SUITE, SealRecipient, seal
+
+
+def referral_notice() -> notices_pb2.Notice:
+    return samples.case_referral(["unused"], "XA-1", "A referral crafted by the test.").notice
+
+
+def craft_envelope(
+    sender: Node,
+    recipients: list[str],
+    notice: notices_pb2.Notice,
+    *,
+    created_at: dt.datetime | None = None,
+    ttl: dt.timedelta = dt.timedelta(hours=1),
+    kind: int | None = None,
+    in_reply_to: str = "",
+    message_id: str | None = None,
+) -> Envelope:
+    """An envelope exactly as `sender`'s submission path would make it."""
+    context = sender.context
+    now = created_at or context.clock.now()
+    message_id = message_id or new_message_id(context.clock)
+    sealed = seal(
+        notices.encode_notice(notice),
+        message_id=message_id,
+        sender_node_id=context.node_id,
+        recipients=[
+            SealRecipient(r, key.key_id, key.x25519())
+            for r in recipients
+            if (key := context.trust.nodes[r].sealing_key(now)) is not None
+        ],
+    )
+    header = Header(
+        message_id=message_id,
+        sender_node_id=context.node_id,
+        sender_key_id=context.identity.signing_key_id,
+        recipient_node_ids=tuple(recipients),
+        created_at=now,
+        expires_at=now + ttl,
+        kind=kind if kind is not None else notices.kind_of(notice),
+        case_reference="XA-1",
+        in_reply_to=in_reply_to,
+        handling=Handling.from_proto(samples.handling()),
+        payload_digest=hashlib.sha256(sealed).digest(),
+        seal_suite=SUITE,
+    )
+    return sign_envelope(header, sealed, context.identity.signing_key)
+
+
+async def deliver_as(
+    sender: Node, recipient: Node, envelope: Envelope
+) -> federation_pb2.DeliverResponse:
+    """Deliver over federation mTLS with `sender`'s certificate; raises AioRpcError."""
+    target = recipient.context.node_id
+    async with grpc.aio.secure_channel(
+        f"127.0.0.1:{recipient.federation_port}",
+        sender.tls.channel_credentials(),
+        options=channel_options(target),
+    ) as channel:
+        return await federation_pb2_grpc.FederationStub(channel).Deliver(
+            federation_pb2.DeliverRequest(envelope=envelope.to_proto()), timeout=10
+        )

@@ -1,0 +1,188 @@
+"""The delivery worker against real peers: retries, expiry, rejections, forged receipts.
+
+Node XA runs on a manual clock without its own worker; the test drives
+`DeliveryWorker.run_once` so that time and attempts are deterministic.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import datetime as dt
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from google.protobuf.duration_pb2 import Duration
+
+from exchange._proto.exchange.v1 import authority_pb2 as apb
+from exchange.clock import ManualClock
+from exchange.delivery import DeliveryTransport, DeliveryWorker
+from exchange.envelope import Envelope, Header
+from exchange.harness import samples
+from exchange.receipt import Receipt, SignedReceipt, sign_receipt
+from exchange.rpc.peers import PeerTransport
+from exchange.runtime import NodeContext
+from exchange.store import audit_log
+from exchange.trust import TrustedNode
+from tests.conftest import DatabaseFactory
+from tests.integration.conftest import Federation, start_federation
+
+START = dt.datetime.now(dt.UTC).replace(microsecond=0)
+
+
+@pytest.fixture
+async def manual(
+    tmp_path: Path, databases: DatabaseFactory
+) -> AsyncIterator[tuple[Federation, ManualClock]]:
+    clock = ManualClock(START)
+    running = await start_federation(tmp_path, databases, clocks={"xa-police": clock})
+    # XA delivers only when the test says so.
+    await running.crash("xa-police")
+    await running.start("xa-police", deliver=False)
+    try:
+        yield running, clock
+    finally:
+        for transport in _TRANSPORTS:
+            await transport.close()
+        _TRANSPORTS.clear()
+        await running.close()
+
+
+def _referral(recipient: str, ttl_seconds: int = 600) -> apb.SubmitNoticeRequest:
+    request = samples.case_referral([recipient], "XA-2026-0009", "Delivery test.")
+    request.time_to_live.CopyFrom(Duration(seconds=ttl_seconds))
+    return request
+
+
+_TRANSPORTS: list[PeerTransport] = []
+
+
+def _worker(federation: Federation, transport: DeliveryTransport | None = None) -> DeliveryWorker:
+    """XA's delivery worker, over real mTLS unless another transport is given."""
+    node = federation.node(0)
+    if transport is None:
+        transport = PeerTransport(node.tls.channel_credentials())
+        _TRANSPORTS.append(transport)
+    return DeliveryWorker(node.context, transport)
+
+
+async def _recipient(federation: Federation, message_id: str) -> apb.RecipientDelivery:
+    status = await federation.client(0).delivery_status(message_id)
+    (only,) = status.recipients
+    return only
+
+
+async def test_a_peer_down_is_retried_with_backoff_and_reached_when_back(
+    manual: tuple[Federation, ManualClock],
+) -> None:
+    federation, clock = manual
+    b = federation.sim(1).node_id
+    await federation.crash(b)
+    sent = await federation.client(0).submit(_referral(b))
+    worker = _worker(federation)
+    assert await worker.run_once() == 1
+    first = await _recipient(federation, sent.message_id)
+    assert (first.state, first.attempts) == (apb.DELIVERY_STATE_PENDING, 1)
+    assert first.last_error.startswith("UNAVAILABLE")
+    # Not due yet: the backoff holds the row back.
+    assert await worker.run_once() == 0
+    clock.advance(dt.timedelta(seconds=1))
+    assert await worker.run_once() == 1
+    second = await _recipient(federation, sent.message_id)
+    assert second.attempts == 2
+    assert second.next_attempt_at.ToDatetime(dt.UTC) > clock.now()
+    await federation.start(b)
+    # The channel notices the peer is back within its reconnect backoff (seconds).
+    for _ in range(50):
+        clock.advance(dt.timedelta(seconds=5))
+        await worker.run_once()
+        delivered = await _recipient(federation, sent.message_id)
+        if delivered.state != apb.DELIVERY_STATE_PENDING:
+            break
+        await asyncio.sleep(0.1)
+    assert delivered.state == apb.DELIVERY_STATE_DELIVERED
+    assert delivered.attempts >= 3
+    assert delivered.receipt.body
+
+
+async def test_past_expiry_the_sender_is_told_it_failed(
+    manual: tuple[Federation, ManualClock],
+) -> None:
+    federation, clock = manual
+    b = federation.sim(1).node_id
+    await federation.crash(b)
+    sent = await federation.client(0).submit(_referral(b, ttl_seconds=60))
+    worker = _worker(federation)
+    for _ in range(4):
+        await worker.run_once()
+        clock.advance(dt.timedelta(seconds=20))
+    failed = await _recipient(federation, sent.message_id)
+    assert failed.state == apb.DELIVERY_STATE_FAILED
+    assert failed.last_error == "expired before delivery"
+    async for event in federation.client(0).watch(0):
+        assert event.type == apb.INBOX_EVENT_TYPE_DELIVERY_FAILED
+        assert (event.message_id, event.peer_node_id) == (sent.message_id, b)
+        break
+    entries = await federation.node(0).context.store.read(
+        lambda c: audit_log.entries_after(c, 0, 100)
+    )
+    assert [e.action for e in entries if e.message_id == sent.message_id] == [
+        "notice.submitted",
+        "delivery.failed",
+    ]
+    # Failed rows are never tried again.
+    clock.advance(dt.timedelta(hours=1))
+    assert await worker.run_once() == 0
+
+
+async def test_a_signed_rejection_ends_delivery_and_tells_the_sender(
+    manual: tuple[Federation, ManualClock],
+) -> None:
+    federation, clock = manual
+    # XA's clock runs two hours behind: XB finds the envelope expired on arrival.
+    clock.set(dt.datetime.now(dt.UTC) - dt.timedelta(hours=2))
+    sent = await federation.client(0).submit(_referral(federation.sim(1).node_id, ttl_seconds=60))
+    await _worker(federation).run_once()
+    rejected = await _recipient(federation, sent.message_id)
+    assert rejected.state == apb.DELIVERY_STATE_FAILED
+    assert rejected.last_error == "rejected by recipient: REJECTION_REASON_EXPIRED"
+    assert Receipt.from_bytes(rejected.receipt.body).accepted is False
+
+
+@dataclasses.dataclass
+class ForgingTransport:
+    """Answers every delivery with a receipt signed by the wrong key."""
+
+    forger: NodeContext
+
+    async def deliver(self, peer: TrustedNode, envelope: Envelope, timeout: float) -> SignedReceipt:
+        header = Header.from_bytes(envelope.header)
+        key = self.forger.identity.signing_key
+        return sign_receipt(
+            Receipt(
+                message_id=header.message_id,
+                envelope_digest=envelope.digest(),
+                recipient_node_id=peer.node_id,  # claims to be the recipient
+                recipient_key_id=self.forger.identity.signing_key_id,
+                received_at=dt.datetime.now(dt.UTC),
+                accepted=True,
+            ),
+            key,
+        )
+
+
+async def test_a_forged_receipt_is_ignored_and_the_notice_stays_pending(
+    manual: tuple[Federation, ManualClock],
+) -> None:
+    federation, clock = manual
+    sent = await federation.client(0).submit(_referral(federation.sim(1).node_id))
+    forger = ForgingTransport(federation.node(2).context)
+    await _worker(federation, forger).run_once()
+    pending = await _recipient(federation, sent.message_id)
+    assert pending.state == apb.DELIVERY_STATE_PENDING
+    assert pending.last_error.startswith("invalid receipt")
+    assert not pending.receipt.body
+    clock.advance(dt.timedelta(seconds=5))
+    await _worker(federation).run_once()
+    assert (await _recipient(federation, sent.message_id)).state == apb.DELIVERY_STATE_DELIVERED
