@@ -9,7 +9,7 @@ clients) through `exchange.harness.setup.build_federation`. Afterwards:
         --token "$(jq -r .case_worker nodes/xa-police/client-tokens.json)" inbox
 
 Usage:
-    python scripts/setup_federation.py [--force]
+    python scripts/setup_federation.py [--force] [--nodes DIR]
 """
 
 from __future__ import annotations
@@ -26,8 +26,8 @@ from pathlib import Path
 from exchange.harness.setup import CountrySpec, build_federation
 
 NODES = Path(__file__).resolve().parent.parent / "nodes"
-SAMPLE = NODES / "sample-federation.toml"
-KEEP = {"README.md", SAMPLE.name}
+SAMPLE = "sample-federation.toml"
+KEEP = {"README.md", SAMPLE, "examples"}
 
 
 def main() -> int:
@@ -35,17 +35,19 @@ def main() -> int:
     parser.add_argument(
         "--force", action="store_true", help="replace an existing sample federation"
     )
+    parser.add_argument("--nodes", type=Path, default=NODES, help=f"the folder holding {SAMPLE}")
     arguments = parser.parse_args()
-    generated = [path for path in NODES.iterdir() if path.name not in KEEP]
+    nodes_dir: Path = arguments.nodes
+    generated = [path for path in nodes_dir.iterdir() if path.name not in KEEP]
     if generated and not arguments.force:
-        print(f"{NODES} already holds a federation; use --force to replace it", file=sys.stderr)
+        print(f"{nodes_dir} already holds a federation; use --force to replace it", file=sys.stderr)
         return 1
     for path in generated:
         shutil.rmtree(path) if path.is_dir() else path.unlink()
-    sample = tomllib.loads(SAMPLE.read_text())
+    sample = tomllib.loads((nodes_dir / SAMPLE).read_text())
     countries = [CountrySpec(**entry) for entry in sample["country"]]
     nodes = build_federation(
-        NODES,
+        nodes_dir,
         countries,
         now=dt.datetime.now(dt.UTC),
         federation_id=sample["federation_id"],
@@ -60,7 +62,7 @@ def main() -> int:
             json.dump({"case_worker": node.case_worker_token, "auditor": node.auditor_token}, out)
         print(
             f"{node.node_id:20} federation 127.0.0.1:{node.federation_port}  "
-            f"authority 127.0.0.1:{node.authority_port}  tokens {tokens.relative_to(NODES.parent)}"
+            f"authority 127.0.0.1:{node.authority_port}  tokens {tokens}"
         )
     print("start each node with: exchange serve nodes/<node id>")
     return 0

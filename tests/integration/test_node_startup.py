@@ -13,7 +13,8 @@ from exchange.errors import ConfigError, KeyMaterialError, TrustListError
 from exchange.harness.setup import free_port
 from exchange.node import Node
 from exchange.rpc.client import AuthorityClient
-from exchange.store import audit_log
+from exchange.store import audit_log, migrate
+from exchange.store.engine import Store
 from tests.conftest import DatabaseFactory
 from tests.integration.conftest import start_federation
 
@@ -66,6 +67,19 @@ def test_a_node_missing_from_the_trust_list_refuses_to_start(
     node = _node(tmp_path, _federation(tmp_path), databases.new_url())
     with pytest.raises(ConfigError, match="not in trust list version 1"):
         Node.load(node)
+
+
+def test_a_node_without_any_trust_list_refuses_to_start(
+    tmp_path: Path, databases: DatabaseFactory
+) -> None:
+    federation = _federation(tmp_path)
+    node = _node(tmp_path, federation, databases.new_url())
+    empty = databases.new_url("empty")
+    store = Store.open(empty)
+    migrate.upgrade(store)
+    store.dispose()
+    with pytest.raises(ConfigError, match="holds no trust list"):
+        Node.load(node, environ={"EXCHANGE_DATABASE_URL": empty})
 
 
 def test_an_unmigrated_store_refuses_to_start(tmp_path: Path, databases: DatabaseFactory) -> None:
