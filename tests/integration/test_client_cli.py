@@ -1,0 +1,77 @@
+"""`exchange client` as a case-management script uses it, against node processes."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from exchange.harness.processes import NodeProcess
+from exchange.harness.setup import SimNode, build_federation, sample_countries
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLES = ROOT / "nodes" / "examples"
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def running(tmp_path: Path) -> Iterator[list[SimNode]]:
+    nodes = build_federation(tmp_path, sample_countries(3), now=dt.datetime.now(dt.UTC))
+    processes = [NodeProcess(node) for node in nodes]
+    try:
+        for process in processes:
+            process.start()
+        yield nodes
+    finally:
+        for process in processes:
+            process.stop()
+
+
+def client(node: SimNode, *arguments: str | Path) -> dict[str, object]:
+    """Run `exchange client ... --json` as `node`'s case worker; the parsed output."""
+    environ = {
+        **os.environ,
+        "EXCHANGE_ADDRESS": node.authority_address,
+        "EXCHANGE_TOKEN": node.case_worker_token,
+        "EXCHANGE_CA_FILE": str(node.directory / "tls" / "authority.pem"),
+    }
+    result = subprocess.run(
+        [sys.executable, "-m", "exchange", "client", *map(str, arguments)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env=environ,
+    )
+    assert result.returncode == 0, result.stderr
+    parsed: dict[str, object] = json.loads(result.stdout)
+    return parsed
+
+
+def test_submit_watch_get_acknowledge_and_status_from_the_shell(running: list[SimNode]) -> None:
+    xa, xb, _ = running
+    submitted = client(xa, "submit", EXAMPLES / "case-referral.json", "--json")
+    message_id = submitted["message_id"]
+    assert submitted["recipient_node_ids"] == ["xb-prosecution", "xc-childprotection"]
+    # The example carries a client_request_id: submitting it again is the same notice.
+    assert (
+        client(xa, "submit", EXAMPLES / "case-referral.json", "--json")["message_id"] == message_id
+    )
+    event = client(xb, "watch", "--count", "1")
+    assert event["message_id"] == message_id
+    assert event["type"] == "INBOX_EVENT_TYPE_NOTICE_RECEIVED"
+    opened = client(xb, "get", str(message_id))
+    assert opened["notice"]["case_referral"]["urgency"] == "URGENCY_URGENT"  # type: ignore[index]
+    ack = client(xb, "ack", str(message_id), "--status", "accepted_for_action", "--json")
+    assert ack["recipient_node_ids"] == ["xa-police"]
+    inbox = client(xb, "inbox", "--json")
+    assert inbox["notices"][0]["state"] == "INBOX_STATE_ACKNOWLEDGED"  # type: ignore[index]
+    status = client(xa, "status", str(message_id), "--json")
+    recipients = status["recipients"]
+    assert {r["recipient_node_id"] for r in recipients} == {"xb-prosecution", "xc-childprotection"}  # type: ignore[union-attr]
