@@ -247,7 +247,33 @@ def load_node_config(directory: Path, environ: Mapping[str, str] | None = None) 
         raise ConfigError(f"{path}: logging.format: expected auto, json or console")
     if config.store.sqlite_synchronous not in ("FULL", "NORMAL", "EXTRA"):
         raise ConfigError(f"{path}: store.sqlite_synchronous: expected FULL, NORMAL or EXTRA")
+    _check_delivery(config.delivery, path)
     return config
+
+
+def _check_delivery(delivery: DeliveryConfig, path: Path) -> None:
+    """Values that load but could not work together."""
+    problems = {
+        "initial_backoff_seconds": delivery.initial_backoff_seconds <= 0,
+        "max_backoff_seconds": delivery.max_backoff_seconds < delivery.initial_backoff_seconds,
+        "attempt_timeout_seconds": delivery.attempt_timeout_seconds <= 0,
+        # A notice may travel 30 days at most (the submit limit and peers' maximum age).
+        "default_ttl_hours": not 1 <= delivery.default_ttl_hours <= 30 * 24,
+        "batch_size": delivery.batch_size < 1,
+        # A lease shorter than an attempt would let a second worker send while the first waits.
+        "lease_seconds": delivery.lease_seconds <= delivery.attempt_timeout_seconds,
+    }
+    expected = {
+        "initial_backoff_seconds": "a number above 0",
+        "max_backoff_seconds": "at least initial_backoff_seconds",
+        "attempt_timeout_seconds": "a number above 0",
+        "default_ttl_hours": "between 1 and 720",
+        "batch_size": "at least 1",
+        "lease_seconds": "more than attempt_timeout_seconds",
+    }
+    for key, wrong in problems.items():
+        if wrong:
+            raise ConfigError(f"{path}: delivery.{key}: expected {expected[key]}")
 
 
 def passphrase_from_env(environ: Mapping[str, str] | None = None) -> bytes | None:

@@ -18,6 +18,7 @@ delivery after the lease runs out.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 from typing import Protocol
 
@@ -26,7 +27,7 @@ from sqlalchemy import Connection
 from exchange.audit import AuditRecord
 from exchange.clock import to_millis
 from exchange.envelope import Envelope
-from exchange.errors import PeerUnreachableError, VerificationError
+from exchange.errors import PeerUnreachableError, StoreUnavailableError, VerificationError
 from exchange.receipt import Receipt, SignedReceipt, verify_receipt
 from exchange.runtime import NodeContext, Signal
 from exchange.store import audit_log, inbox, outbox
@@ -66,13 +67,29 @@ class DeliveryWorker:
         self._config = context.config.delivery
 
     async def run(self) -> None:
-        """Deliver forever; cancel the task to stop (claimed rows return after their lease)."""
+        """Deliver forever; cancel the task to stop (claimed rows return after their lease).
+
+        Nothing ends the loop but cancellation: a store that is unavailable is
+        waited for with backoff, and a failed attempt only reschedules its row.
+        """
         context = self._context
+        outages = 0
         while True:
             snapshot = context.outbox_changed.snapshot()
-            if await self.run_once():
+            try:
+                if await self.run_once():
+                    outages = 0
+                    continue
+                due = await context.store.read(outbox.next_due_at)
+                outages = 0
+            except StoreUnavailableError as exc:
+                outages += 1
+                delay = backoff(outages, 0.5, IDLE_WAIT_SECONDS * 6, context.rng.random())
+                context.log.warning(
+                    "delivery.store_unavailable", error=str(exc), retry_in=delay.total_seconds()
+                )
+                await asyncio.sleep(delay.total_seconds())
                 continue
-            due = await context.store.read(outbox.next_due_at)
             wait = IDLE_WAIT_SECONDS
             if due is not None:
                 wait = (due - to_millis(context.clock.now())) / 1000
@@ -80,8 +97,13 @@ class DeliveryWorker:
 
     async def run_once(self) -> int:
         """Claim and attempt one batch of due rows; returns how many were attempted."""
-        now = to_millis(self._context.clock.now())
-        items = await self._context.store.write(
+        context = self._context
+        if context.trust.expired(context.clock.now()):
+            # Held, not failed: they go out once a newer trust list is installed.
+            context.log.warning("delivery.held", reason="trust list expired")
+            return 0
+        now = to_millis(context.clock.now())
+        items = await context.store.write(
             lambda c: outbox.claim_due(
                 c,
                 now=now,
@@ -94,6 +116,25 @@ class DeliveryWorker:
         return len(items)
 
     async def _attempt(self, item: outbox.OutboxItem) -> None:
+        """One delivery attempt; never raises (but for cancellation)."""
+        try:
+            await self._try(item)
+        except StoreUnavailableError as exc:
+            # The outcome could not be recorded: the lease runs out and the row is
+            # tried again (the recipient answers a repeat with the same receipt).
+            self._context.log.warning(
+                "delivery.unrecorded", message_id=item.message_id, error=str(exc)
+            )
+        except Exception as exc:
+            self._context.log.exception(
+                "delivery.attempt_failed", message_id=item.message_id, error_type=type(exc).__name__
+            )
+            with contextlib.suppress(StoreUnavailableError):
+                await self._retry(
+                    item, f"internal error ({type(exc).__name__})", self._context.clock.now()
+                )
+
+    async def _try(self, item: outbox.OutboxItem) -> None:
         context = self._context
         now = context.clock.now()
         if item.expires_at <= to_millis(now):

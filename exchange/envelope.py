@@ -25,7 +25,12 @@ from exchange import _wire
 from exchange._encoding import encode, tagged_digest
 from exchange._proto.exchange.v1 import envelope_pb2 as pb
 from exchange.errors import ValidationError, VerificationError, VerificationFailure
-from exchange.ids import validate_case_reference, validate_message_id, validate_node_id
+from exchange.ids import (
+    message_id_bound_to,
+    validate_case_reference,
+    validate_message_id,
+    validate_node_id,
+)
 from exchange.keys import ed25519_key_id
 from exchange.trust import TrustedNode, TrustList
 
@@ -141,6 +146,8 @@ def _header_from_proto(message: pb.EnvelopeHeader) -> Header:
     # The version and suite are checked by check_envelope with their own failure.
     validate_message_id(message.message_id, "message_id")
     validate_node_id(message.sender_node_id, "sender_node_id")
+    if not message_id_bound_to(message.message_id, message.sender_node_id):
+        raise ValidationError("message_id", "is not bound to the sender")
     if not message.sender_key_id:
         raise ValidationError("sender_key_id", "is required")
     recipients = tuple(message.recipient_node_ids)
@@ -190,8 +197,14 @@ class Envelope:
         """SHA-256 over the tagged encoding of the three parts (what receipts sign).
 
         Independent of protobuf serialization, so sender and receiver agree.
+        Computed once per envelope (payloads can be megabytes).
         """
-        return tagged_digest(_DIGEST_TAG, self.header, self.sealed_payload, self.signature)
+        cached: bytes | None = self.__dict__.get("_digest")
+        if cached is None:
+            cached = tagged_digest(_DIGEST_TAG, self.header, self.sealed_payload, self.signature)
+            # A frozen dataclass: memoize beside the fields, outside equality.
+            object.__setattr__(self, "_digest", cached)
+        return cached
 
     def to_proto(self) -> pb.SignedEnvelope:
         return pb.SignedEnvelope(

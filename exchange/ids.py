@@ -11,10 +11,12 @@ import secrets
 import uuid
 from collections.abc import Callable
 
+from exchange._encoding import tagged_digest
 from exchange.clock import Clock, to_millis
 from exchange.errors import ValidationError
 
 __all__ = [
+    "message_id_bound_to",
     "new_message_id",
     "validate_case_reference",
     "validate_country",
@@ -31,17 +33,44 @@ _COUNTRY = re.compile(r"^[A-Z]{2}$")
 _CASE_REFERENCE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,63}$")
 
 
-def new_message_id(clock: Clock, random_bytes: Callable[[int], bytes] = secrets.token_bytes) -> str:
-    """A UUIDv7 (RFC 9562 section 5.7): 48-bit Unix milliseconds, then randomness.
+_BINDING_TAG = "exchange.v1.MessageId"
+_BINDING_BITS = 32
+_BINDING_MASK = (1 << _BINDING_BITS) - 1
 
-    Time-ordered ids keep the store's indexes append-mostly.
+
+def _binding(sender_node_id: str, unbound: int) -> int:
+    digest = tagged_digest(_BINDING_TAG, sender_node_id.encode(), unbound.to_bytes(16, "big"))
+    return int.from_bytes(digest[: _BINDING_BITS // 8], "big")
+
+
+def new_message_id(
+    clock: Clock,
+    sender_node_id: str,
+    random_bytes: Callable[[int], bytes] = secrets.token_bytes,
+) -> str:
+    """A UUIDv7 (RFC 9562 section 5.7) bound to its sender.
+
+    Layout: 48-bit Unix milliseconds, version 7, 12 random bits (rand_a), the
+    variant, then rand_b: 30 random bits and a 32-bit binding, the first bits
+    of a tagged SHA-256 of the sender's node id and the rest of the UUID.
+    Receivers refuse an id not bound to the envelope's sender, so no node can
+    claim a message id that another node chose (for instance to make a
+    recipient refuse the genuine envelope as a duplicate). Time-ordered ids
+    keep the store's indexes append-mostly.
     """
     millis = to_millis(clock.now()) & ((1 << 48) - 1)
-    rand = int.from_bytes(random_bytes(10), "big")
-    rand_a = rand >> 68  # 12 bits
-    rand_b = rand & ((1 << 62) - 1)  # 62 bits
-    value = (millis << 80) | (0x7 << 76) | (rand_a << 64) | (0b10 << 62) | rand_b
-    return str(uuid.UUID(int=value))
+    rand = int.from_bytes(random_bytes(6), "big") >> 6  # 42 bits
+    rand_a = rand >> 30
+    rand_b_high = rand & ((1 << 30) - 1)
+    unbound = (millis << 80) | (0x7 << 76) | (rand_a << 64) | (0b10 << 62) | (rand_b_high << 32)
+    return str(uuid.UUID(int=unbound | _binding(sender_node_id, unbound)))
+
+
+def message_id_bound_to(message_id: str, sender_node_id: str) -> bool:
+    """Whether `message_id` (already validated as a UUIDv7) was made for `sender_node_id`."""
+    value = uuid.UUID(message_id).int
+    unbound = value & ~_BINDING_MASK
+    return value & _BINDING_MASK == _binding(sender_node_id, unbound)
 
 
 def validate_message_id(value: str, field: str = "message_id") -> str:

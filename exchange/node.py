@@ -14,7 +14,6 @@ import asyncio
 import contextlib
 import dataclasses
 import datetime as dt
-import ipaddress
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -22,11 +21,12 @@ from pathlib import Path
 import grpc
 
 from exchange import pki
+from exchange.addresses import is_loopback
 from exchange.clock import Clock, SystemClock
 from exchange.config import NodeConfig, load_node_config, passphrase_from_env
 from exchange.delivery import DeliveryWorker
 from exchange.envelope import ReceivePolicy
-from exchange.errors import ConfigError
+from exchange.errors import ConfigError, StoreUnavailableError
 from exchange.identity import NodeIdentity
 from exchange.layout import NodeLayout
 from exchange.logs import get_logger
@@ -42,20 +42,12 @@ from exchange.store import migrate
 from exchange.store.engine import AsyncStore, Store
 from exchange.submitting import Submitter
 from exchange.trust import TrustList
-from exchange.trust_state import current_trust_list
+from exchange.trust_state import current_trust_list, held
 
-__all__ = ["Node", "check_membership", "is_loopback"]
+__all__ = ["Node", "check_membership"]
 
-
-def is_loopback(address: str) -> bool:
-    """Whether host:port listens on a loopback address only."""
-    host = address.rsplit(":", 1)[0].strip("[]")
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
+# How often a running node looks for a trust list installed meanwhile.
+TRUST_REFRESH_SECONDS = 5.0
 
 
 def check_membership(trust: TrustList, identity: NodeIdentity, tls_certificate: bytes) -> None:
@@ -85,6 +77,23 @@ def check_membership(trust: TrustList, identity: NodeIdentity, tls_certificate: 
         raise ConfigError("the trust list pins another TLS certificate for this node")
 
 
+def _checked_trust(store: Store, identity: NodeIdentity, tls: NodeTls) -> TrustList:
+    """The store's trust list, once the schema is current and the list lists this node."""
+    revision = migrate.current_revision(store)
+    if revision != migrate.head_revision():
+        raise ConfigError(
+            f"database schema is at {revision or 'nothing'}, not {migrate.head_revision()}; "
+            "run `exchange node migrate`"
+        )
+    trust = current_trust_list(store)
+    if trust is None:
+        raise ConfigError(
+            "this node holds no trust list; install one with `exchange node update-trust`"
+        )
+    check_membership(trust, identity, tls.certificate_pem)
+    return trust
+
+
 @dataclasses.dataclass
 class Node:
     """A node's parts, ready to start."""
@@ -95,7 +104,7 @@ class Node:
     # None when the authority port is plaintext (--insecure-loopback).
     authority_credentials: grpc.ServerCredentials | None
     _servers: RunningServers | None = None
-    _worker: asyncio.Task[None] | None = None
+    _tasks: list[asyncio.Task[None]] = dataclasses.field(default_factory=list)
     _transport: PeerTransport | None = None
 
     @staticmethod
@@ -124,21 +133,17 @@ class Node:
             config.node_id, layout.signing_key, [layout.sealing_key], passphrase
         )
         tls = NodeTls.load(layout, passphrase)
+        authority_credentials = (
+            None if insecure_loopback else authority_server_credentials(layout, passphrase)
+        )
         store = Store.open(
             config.database_url(), sqlite_synchronous=config.store.sqlite_synchronous
         )
-        revision = migrate.current_revision(store)
-        if revision != migrate.head_revision():
-            raise ConfigError(
-                f"database schema is at {revision or 'nothing'}, not {migrate.head_revision()}; "
-                "run `exchange node migrate`"
-            )
-        trust = current_trust_list(store)
-        if trust is None:
-            raise ConfigError(
-                "this node holds no trust list; install one with `exchange node update-trust`"
-            )
-        check_membership(trust, identity, tls.certificate_pem)
+        try:
+            trust = _checked_trust(store, identity, tls)
+        except BaseException:
+            store.dispose()
+            raise
         context = NodeContext(
             config=config,
             identity=identity,
@@ -150,9 +155,6 @@ class Node:
                 max_message_age=dt.timedelta(days=config.receive.max_message_age_days),
             ),
             log=get_logger("exchange.node", node_id=config.node_id),
-        )
-        authority_credentials = (
-            None if insecure_loopback else authority_server_credentials(layout, passphrase)
         )
         return Node(config, context, tls, authority_credentials)
 
@@ -188,9 +190,10 @@ class Node:
             authority_credentials=self.authority_credentials,
         )
         self._transport = PeerTransport(self.tls.channel_credentials())
+        self._tasks.append(asyncio.create_task(self._follow_trust(), name="trust"))
         if deliver:
-            self._worker = asyncio.create_task(
-                DeliveryWorker(context, self._transport).run(), name="delivery"
+            self._tasks.append(
+                asyncio.create_task(DeliveryWorker(context, self._transport).run(), name="delivery")
             )
         context.log.info(
             "node.started",
@@ -203,15 +206,47 @@ class Node:
         """Stop gracefully: refuse new calls, finish those in flight, stop the worker."""
         if self._servers is not None:
             await self._servers.stop(grace)
-        if self._worker is not None:
-            self._worker.cancel()
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
-                await self._worker
+                await task
+        self._tasks.clear()
         if self._transport is not None:
             await self._transport.close()
         # Waits for store threads to finish their statement: off the event loop.
         await asyncio.to_thread(self.context.store.close)
         self.context.log.info("node.stopped")
+
+    async def refresh_trust(self) -> bool:
+        """Adopt a newer trust list installed in the store (`exchange node update-trust`).
+
+        The list was verified when it was installed. A list that no longer
+        lists this node as it is (suspended, re-keyed) is adopted all the same,
+        since it is authoritative, and the mismatch is logged as an error.
+
+        Returns:
+            Whether a newer list was adopted.
+        """
+        context = self.context
+        newest = await context.store.read(held)
+        if newest is None or newest.version <= context.trust.version:
+            return False
+        try:
+            check_membership(newest, context.identity, self.tls.certificate_pem)
+        except ConfigError as exc:
+            context.log.error("trust_list.membership", version=newest.version, problem=str(exc))
+        context.trust = newest
+        context.log.info("trust_list.adopted", version=newest.version)
+        return True
+
+    async def _follow_trust(self) -> None:
+        while True:
+            await asyncio.sleep(TRUST_REFRESH_SECONDS)
+            try:
+                await self.refresh_trust()
+            except StoreUnavailableError as exc:
+                self.context.log.warning("trust_list.refresh_failed", error=str(exc))
 
     async def wait(self) -> None:
         assert self._servers is not None, "not started"

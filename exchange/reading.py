@@ -52,7 +52,10 @@ def _encode_cursor(record: NoticeRecord) -> str:
 def _decode_cursor(token: str) -> tuple[int, str]:
     try:
         received_at, message_id = base64.urlsafe_b64decode(token.encode()).decode().split(":", 1)
-        return int(received_at), validate_message_id(message_id)
+        millis = int(received_at)
+        if not 0 <= millis < 2**63:
+            raise ValueError("out of range")
+        return millis, validate_message_id(message_id)
     except (ValueError, binascii.Error, UnicodeDecodeError):
         raise ValidationError("page_token", "is not a token this node issued") from None
 

@@ -30,6 +30,7 @@ REJECTION_REASONS = {
     VerificationFailure.UNREADABLE_PAYLOAD: pb.REJECTION_REASON_UNREADABLE_PAYLOAD,
     VerificationFailure.INVALID_NOTICE: pb.REJECTION_REASON_INVALID_NOTICE,
 }
+_KNOWN_REASONS = frozenset(REJECTION_REASONS.values())
 
 
 @dataclasses.dataclass(frozen=True)
@@ -69,8 +70,18 @@ class Receipt:
             received_at = _wire.optional_time(message, "received_at")
         except ValidationError as exc:
             raise VerificationError(VerificationFailure.MALFORMED, f"receipt.{exc}") from None
-        if received_at is None or message.status == pb.RECEIPT_STATUS_UNSPECIFIED:
-            raise VerificationError(VerificationFailure.MALFORMED, "receipt fields missing")
+        if received_at is None:
+            raise VerificationError(VerificationFailure.MALFORMED, "receipt.received_at missing")
+        # Only the two statuses, and a known reason exactly when rejected: a receipt
+        # must not be read as something its signer did not say.
+        if message.status == pb.RECEIPT_STATUS_ACCEPTED:
+            if message.rejection_reason != pb.REJECTION_REASON_UNSPECIFIED:
+                raise VerificationError(VerificationFailure.MALFORMED, "accepted with a reason")
+        elif message.status == pb.RECEIPT_STATUS_REJECTED:
+            if message.rejection_reason not in _KNOWN_REASONS:
+                raise VerificationError(VerificationFailure.MALFORMED, "unknown rejection reason")
+        else:
+            raise VerificationError(VerificationFailure.MALFORMED, "unknown receipt status")
         return Receipt(
             message_id=message.message_id,
             envelope_digest=message.envelope_digest,

@@ -41,7 +41,7 @@ from exchange.receipt import REJECTION_REASONS, Receipt, SignedReceipt, sign_rec
 from exchange.runtime import NodeContext
 from exchange.seal import open_sealed
 from exchange.store import audit_log, inbox
-from exchange.store.notices import INCOMING, OUTGOING, find_notice
+from exchange.store.notices import INCOMING, OUTGOING, find_notice, stored_digest
 
 __all__ = ["MAX_SEALED_PAYLOAD", "Receiver"]
 
@@ -49,6 +49,14 @@ MAX_SEALED_PAYLOAD = 4 * 1024 * 1024
 
 # Failures after which the envelope is authentic: answered with a signed rejection.
 _REJECTABLE = frozenset(REJECTION_REASONS)
+# Authentic headers that this node never accepts, not even as a repeat.
+_NEVER_ACCEPTED = frozenset(
+    {
+        VerificationFailure.PAYLOAD_DIGEST_MISMATCH,
+        VerificationFailure.NOT_A_RECIPIENT,
+        VerificationFailure.UNSUPPORTED_SUITE,
+    }
+)
 
 
 class Receiver:
@@ -73,34 +81,44 @@ class Receiver:
         try:
             if len(envelope.sealed_payload) > MAX_SEALED_PAYLOAD:
                 raise ResourceLimitError("sealed payload exceeds 4 MiB")
+            # An expired list may no longer say who is a member: accept nothing.
+            trust = context.usable_trust(now)
             check = check_envelope(
                 envelope,
-                trust=context.trust,
+                trust=trust,
                 recipient_node_id=context.node_id,
                 peer_node_id=peer_node_id,
                 now=now,
                 policy=context.policy,
             )
-            if check.failure is not None and check.failure not in _REJECTABLE:
-                check.raise_for_failure()
-            assert check.header is not None
             header = check.header
-            earlier = await self._earlier_receipt(header)
+            if header is None or check.failure in _NEVER_ACCEPTED:
+                check.raise_for_failure()
+            assert header is not None
+            # An authentic envelope seen before gets its original receipt, even if it
+            # is now too old or expired: its first receipt was lost on the way back.
+            earlier = await self._earlier_receipt(header, envelope.digest())
             if earlier is not None:
                 return earlier
+            if check.failure is not None and check.failure not in _REJECTABLE:
+                check.raise_for_failure()
             failure = check.failure or await self._open_and_validate(envelope, header)
         except ExchangeError as exc:
             await self._audit_refusal(envelope, peer_node_id, exc, now)
             raise
         return await self._commit(envelope, header, failure, now)
 
-    async def _earlier_receipt(self, header: Header) -> SignedReceipt | None:
+    async def _earlier_receipt(self, header: Header, digest: bytes) -> SignedReceipt | None:
         def lookup(connection: Connection) -> SignedReceipt | None:
             known = find_notice(connection, header.message_id)
             if known is None:
                 return None
             if known.direction != INCOMING or known.sender_node_id != header.sender_node_id:
                 raise ConflictError(f"message id {header.message_id} is already in use")
+            if stored_digest(connection, header.message_id) != digest:
+                raise ConflictError(
+                    f"message id {header.message_id} was already delivered with other content"
+                )
             return inbox.own_receipt(connection, header.message_id, self._context.node_id)
 
         return await self._context.store.read(lookup)
@@ -212,7 +230,7 @@ class Receiver:
             stored = await context.store.write(commit)
         except IntegrityError:
             # The same envelope was committed concurrently: answer with that receipt.
-            earlier = await self._earlier_receipt(header)
+            earlier = await self._earlier_receipt(header, envelope.digest())
             if earlier is None:
                 raise
             return earlier
@@ -228,7 +246,7 @@ class Receiver:
     async def _audit_refusal(
         self, envelope: Envelope, peer_node_id: str | None, error: ExchangeError, now: dt.datetime
     ) -> None:
-        reason = error.failure.value if isinstance(error, VerificationError) else str(error)
+        reason = error.failure.value if isinstance(error, VerificationError) else str(error)[:200]
         record = AuditRecord(
             occurred_at=now,
             actor=self._context.actor,

@@ -74,10 +74,12 @@ class NodeContext:
         return f"node:{self.node_id}"
 
     def usable_trust(self, now: dt.datetime) -> TrustList:
-        """The trust list, if it may be used to send now.
+        """The trust list, if it may be used to send or receive now.
 
         Raises:
-            PreconditionError: it has expired; sending stops until a newer one is installed.
+            PreconditionError: it has expired; the node neither sends nor accepts
+                until a newer one is installed (an expired list may no longer say
+                who the members are).
         """
         if self.trust.expired(now):
             raise PreconditionError(

@@ -14,6 +14,7 @@ import datetime as dt
 import hashlib
 
 from sqlalchemy import Connection
+from sqlalchemy.exc import IntegrityError
 
 from exchange import notices
 from exchange._encoding import tagged_digest
@@ -186,7 +187,7 @@ class Submitter:
             if earlier is not None:
                 return _same_request(earlier, request_digest)
         sealed_to = self._seal_recipients(trust, request.recipient_node_ids, now)
-        message_id = new_message_id(context.clock)
+        message_id = new_message_id(context.clock, context.node_id)
         ttl = request.time_to_live or context.config.delivery.default_ttl()
         plaintext = notices.encode_notice(request.notice)
         sealed = seal(
@@ -255,7 +256,18 @@ class Submitter:
                 expires_at=to_millis(header.expires_at),
             )
 
-        submission = await context.store.write(commit)
+        try:
+            submission = await context.store.write(commit)
+        except IntegrityError:
+            # Another process of this node committed the same retry first.
+            if not request.client_request_id:
+                raise
+            earlier = await context.store.read(
+                lambda c: outbox.find_submission(c, principal.client_id, request.client_request_id)
+            )
+            if earlier is None:
+                raise
+            return _same_request(earlier, request_digest)
         context.outbox_changed.fire()
         context.log.info(
             "notice.submitted",

@@ -376,6 +376,10 @@ def _node_from_proto(message: pb.NodeEntry, field: str) -> TrustedNode:
         raise ValidationError(f"{field}.signing_keys", "must be one or more Ed25519 keys")
     if any(k.algorithm != X25519 for k in sealing) or not sealing:
         raise ValidationError(f"{field}.sealing_keys", "must be one or more X25519 keys")
+    key_ids = [k.key_id for k in (*signing, *sealing)]
+    if len(set(key_ids)) != len(key_ids):
+        # A key listed twice could stay usable through one entry after the other is revoked.
+        raise ValidationError(f"{field}", "lists a key twice")
     if len(message.tls_certificate_sha256) != 32:
         raise ValidationError(f"{field}.tls_certificate_sha256", "must be 32 bytes")
     return TrustedNode(

@@ -1,8 +1,9 @@
 """The trust list a node holds: installing newer versions and reading the current one.
 
-Installing is one write transaction: read the newest held version, verify the
-candidate against it (`trust.verify_update`), store it, and audit the change,
-so two concurrent installs can never both succeed against the same old list.
+Installing is one write transaction that first takes the audit lock, then
+reads the newest held version, verifies the candidate against it
+(`trust.verify_update`), stores it and audits the change: two concurrent
+installs can never both be verified against the same old list.
 """
 
 from __future__ import annotations
@@ -41,6 +42,8 @@ def install_trust_list(
     """
 
     def install(connection: Connection) -> TrustList:
+        # Serializes installs (PostgreSQL): each is verified against the one before.
+        audit_log.lock(connection)
         current = held(connection)
         accepted = verify_update(candidate, current, now)
         registry.insert_trust_list(
@@ -71,7 +74,10 @@ def install_trust_list(
         return store.write(install)
     except TrustListError as exc:
         refusal = AuditRecord(
-            occurred_at=now, actor=actor, action="trust_list.refused", details={"reason": str(exc)}
+            occurred_at=now,
+            actor=actor,
+            action="trust_list.refused",
+            details={"reason": str(exc)[:500]},
         )
         store.write(lambda connection: audit_log.append(connection, [refusal]))
         raise

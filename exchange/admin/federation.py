@@ -114,6 +114,8 @@ def init_federation(
         raise ValidationError("threshold", "must be between 1 and the number of stewards")
     if not 1 <= validity_days <= 3650:
         raise ValidationError("validity_days", "must be between 1 and 3650")
+    directory.mkdir(parents=True, exist_ok=True)
+    directory.chmod(0o700)  # the CA key and the stewards' keys
     names = tuple(f"steward-{i}" for i in range(1, stewards + 1))
     ca_key = pki.new_tls_key()
     write_private_key(layout.ca_key, ca_key, passphrase)

@@ -106,6 +106,9 @@ def init_node(
     layout = NodeLayout(directory)
     if layout.config.exists():
         raise ConfigError(f"{directory} already holds a node ({CONFIG_FILE} exists)")
+    # Keys, the store and its audit trail: readable by the node's own user only.
+    directory.mkdir(parents=True, exist_ok=True)
+    directory.chmod(0o700)
     federation_layout = FederationLayout(federation)
     _, anchor = latest_published(federation)
     ca_certificate = pki.load_certificate(federation_layout.ca_certificate.read_bytes())

@@ -20,6 +20,7 @@ from google.protobuf.message import Message
 
 from exchange._proto.exchange.v1 import authority_pb2 as pb
 from exchange._proto.exchange.v1 import envelope_pb2, notices_pb2
+from exchange.addresses import is_loopback
 from exchange.cli._output import console, fail, message_dict, print_message, table
 from exchange.rpc.client import AuthorityClient
 
@@ -39,6 +40,8 @@ class Connection:
 
     def client(self) -> AuthorityClient:
         if self.insecure:
+            if not is_loopback(self.address):
+                fail(f"--insecure would send the token in clear to {self.address}: loopback only")
             return AuthorityClient(self.address, self.token, ca_certificate=None)
         if self.ca_file is None:
             fail("give --ca-file (the node's tls/authority.pem) or --insecure for a loopback port")
@@ -89,20 +92,42 @@ def _show_submitted(submitted: pb.SubmittedNotice, as_json: bool) -> None:
         )
 
 
+RequestId = Annotated[
+    str,
+    typer.Option(
+        "--request-id",
+        help="Idempotency key: retrying with the same key never sends the notice twice.",
+    ),
+]
+
+
 @app.command()
-def submit(context: typer.Context, request_file: Path, as_json: JsonFlag = False) -> None:
+def submit(
+    context: typer.Context,
+    request_file: Path,
+    request_id: RequestId = "",
+    as_json: JsonFlag = False,
+) -> None:
     """Submit a notice from a SubmitNoticeRequest JSON file."""
     request = _load(request_file, pb.SubmitNoticeRequest())
+    if request_id:
+        request.client_request_id = request_id
     _show_submitted(_run(context, lambda c: c.submit(request)), as_json)
 
 
 @app.command()
 def respond(
-    context: typer.Context, in_reply_to: str, request_file: Path, as_json: JsonFlag = False
+    context: typer.Context,
+    in_reply_to: str,
+    request_file: Path,
+    request_id: RequestId = "",
+    as_json: JsonFlag = False,
 ) -> None:
     """Reply to a received notice with a RespondRequest JSON file."""
     request = _load(request_file, pb.RespondRequest())
     request.in_reply_to = in_reply_to
+    if request_id:
+        request.client_request_id = request_id
     _show_submitted(_run(context, lambda c: c.respond(request)), as_json)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import random
 import socket
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -36,12 +37,22 @@ max_backoff_seconds = 2.0
 """
 
 
+# Below Linux's ephemeral range (32768-60999): a port handed out here is not
+# also picked by the kernel for an outgoing connection before the node binds it.
+_PORTS = range(20000, 32000)
+
+
 def free_port() -> int:
-    """A TCP port free on loopback right now."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
+    """A TCP port free on loopback right now, outside the ephemeral range."""
+    for _ in range(100):
+        port = random.choice(_PORTS)  # noqa: S311 (not a secret)
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise OSError("no free port found on loopback")
 
 
 def country_codes(count: int) -> list[str]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -21,6 +23,7 @@ from exchange.submitting import Submitter
 __all__ = ["AuthorityService"]
 
 T = TypeVar("T")
+WATCH_LIFETIME_SECONDS = 300.0
 Context = grpc.aio.ServicerContext[Any, Any]
 
 
@@ -116,8 +119,12 @@ class AuthorityService(authority_pb2_grpc.AuthorityServicer):
     ) -> AsyncIterator[pb.WatchInboxResponse]:
         async with status_from_errors(context, self._node.log):
             await self._principal(context, "WatchInbox")
-            async for event in self._reader.events(request.after_sequence):
-                yield convert.watch_event(event)
+            # The stream ends after a while, so a revoked token stops a watcher
+            # soon; clients reconnect with the last sequence they saw.
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(WATCH_LIFETIME_SECONDS):
+                    async for event in self._reader.events(request.after_sequence):
+                        yield convert.watch_event(event)
 
     async def GetDeliveryStatus(
         self, request: pb.GetDeliveryStatusRequest, context: Context

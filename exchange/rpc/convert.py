@@ -17,7 +17,7 @@ from exchange.errors import ValidationError
 from exchange.receipt import SignedReceipt
 from exchange.store import inbox, outbox
 from exchange.store.notices import NoticeRecord
-from exchange.submitting import OutgoingRequest
+from exchange.submitting import MAX_TTL, OutgoingRequest
 
 __all__ = [
     "audit_entry",
@@ -45,8 +45,9 @@ _EVENT_TYPES = {
 
 
 def _ttl(message: Duration) -> dt.timedelta:
-    if message.nanos < 0 or message.seconds < 0:
-        raise ValidationError("time_to_live", "must be positive")
+    # Bounded before converting: a huge value would overflow timedelta.
+    if not 0 <= message.seconds <= MAX_TTL.total_seconds() or message.nanos < 0:
+        raise ValidationError("time_to_live", "must be between 1 minute and 30 days")
     return message.ToTimedelta()
 
 

@@ -23,10 +23,11 @@ __all__ = ["FederationService", "tls_peer_node_id"]
 
 
 def tls_peer_node_id(context: grpc.aio.ServicerContext[Any, Any], node: NodeContext) -> str:
-    """The node id the TLS peer's certificate names, checked against the trust list's pin.
+    """The node id the TLS peer's certificate names, checked against the trust list.
 
-    The federation CA vouches for the certificate; the pin in the trust list
-    makes sure the CA alone cannot mint a certificate for a member node.
+    The federation CA vouches for the certificate; the trust list must list the
+    node (suspended members still get a clear refusal later), and its pin makes
+    sure the CA alone cannot mint a certificate for a member node.
     """
     auth = context.auth_context()
     names = list(auth.get("x509_subject_alternative_name", []))
@@ -35,14 +36,14 @@ def tls_peer_node_id(context: grpc.aio.ServicerContext[Any, Any], node: NodeCont
         raise AuthenticationError("the TLS peer must present a node certificate naming one node")
     node_id: str = names[0].decode()
     member = node.trust.node(node_id)
-    if member is not None:
-        der = x509.load_pem_x509_certificate(certificates[0]).public_bytes(
-            serialization.Encoding.DER
+    if member is None:
+        # Refused before anything is stored or audited: strangers cannot fill the log.
+        raise AuthenticationError("the TLS peer is not a member of the federation")
+    der = x509.load_pem_x509_certificate(certificates[0]).public_bytes(serialization.Encoding.DER)
+    if hashlib.sha256(der).digest() != member.tls_certificate_sha256:
+        raise AuthenticationError(
+            f"TLS certificate of {node_id} is not the one pinned in the trust list"
         )
-        if hashlib.sha256(der).digest() != member.tls_certificate_sha256:
-            raise AuthenticationError(
-                f"TLS certificate of {node_id} is not the one pinned in the trust list"
-            )
     return node_id
 
 

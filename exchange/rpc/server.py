@@ -52,13 +52,14 @@ class RunningServers:
 
 
 def _bind(server: grpc.aio.Server, address: str, credentials: grpc.ServerCredentials | None) -> int:
-    port = (
-        server.add_secure_port(address, credentials)
-        if credentials is not None
-        else server.add_insecure_port(address)
-    )
-    if port == 0:
-        raise OSError(f"cannot listen on {address}")
+    try:
+        port: int = (
+            server.add_secure_port(address, credentials)
+            if credentials is not None
+            else server.add_insecure_port(address)
+        )
+    except RuntimeError as exc:  # what gRPC raises when the address cannot be bound
+        raise OSError(f"cannot listen on {address} (in use, or not an address here)") from exc
     return port
 
 

@@ -16,7 +16,7 @@ from exchange.audit import AuditRecord, ChainedEntry
 from exchange.store.tables import AUDIT_ENTRIES as _entries
 from exchange.store.tables import AUDIT_HEAD as _head
 
-__all__ = ["append", "entries_after", "iter_entries", "size"]
+__all__ = ["append", "entries_after", "iter_entries", "lock", "size"]
 
 _HEAD_ID = 1
 
@@ -31,6 +31,12 @@ _UPDATE_HEAD = (
     .where(_head.c.id == _HEAD_ID)
     .values(sequence=bindparam("new_sequence"), entry_hash=bindparam("new_hash"))
 )
+
+
+def lock(connection: Connection) -> None:
+    """Take the audit lock now, for a transaction that must not interleave with another."""
+    if connection.execute(_READ_HEAD).one_or_none() is None:
+        raise RuntimeError("audit_head row missing: the store is not migrated")
 
 
 def append(connection: Connection, records: Sequence[AuditRecord]) -> list[int]:

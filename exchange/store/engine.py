@@ -92,6 +92,8 @@ class Store:
                 raise ConfigError("database_url must name a SQLite file, not memory")
             engine = create_engine(
                 parsed,
+                # Driver errors must never carry case references or signed bytes into logs.
+                hide_parameters=True,
                 connect_args={
                     "check_same_thread": False,
                     "timeout": sqlite_busy_timeout_ms / 1000,
@@ -103,7 +105,11 @@ class Store:
             if parsed.drivername == "postgresql":
                 parsed = parsed.set(drivername="postgresql+psycopg")
             engine = create_engine(
-                parsed, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True
+                parsed,
+                hide_parameters=True,
+                pool_size=pool_size,
+                max_overflow=pool_size,
+                pool_pre_ping=True,
             )
         else:
             raise ConfigError(
@@ -184,11 +190,18 @@ class AsyncStore:
         self._max_batch = max_batch
         self._readers = ThreadPoolExecutor(max_workers=readers, thread_name_prefix="store-read")
         self._queue: queue.SimpleQueue[_Write | None] = queue.SimpleQueue()
+        self._closed = False
         self._writer = threading.Thread(target=self._write_loop, name="store-write", daemon=True)
         self._writer.start()
 
     async def write(self, fn: Callable[[Connection], T]) -> T:
-        """Run `fn` in a write transaction; returns once its effects are committed."""
+        """Run `fn` in a write transaction; returns once its effects are committed.
+
+        Raises:
+            StoreUnavailableError: the store is closed (or its writer stopped).
+        """
+        if self._closed or not self._writer.is_alive():
+            raise StoreUnavailableError("the store is closed")
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
         self._queue.put(_Write(fn, future, loop))
@@ -200,6 +213,7 @@ class AsyncStore:
 
     def close(self) -> None:
         """Finish the queued writes, then stop the threads and close the connections."""
+        self._closed = True
         self._queue.put(None)
         self._writer.join()
         self._readers.shutdown(wait=True)
@@ -247,4 +261,6 @@ class AsyncStore:
         except Exception as exc:  # nothing was committed: every caller gets the error
             outcomes = [(False, exc)] * len(batch)
         for write, (ok, value) in zip(batch, outcomes, strict=True):
-            write.loop.call_soon_threadsafe(_settle, write.future, ok, value)
+            # A caller whose event loop has closed is gone; the writer carries on.
+            with contextlib.suppress(RuntimeError):
+                write.loop.call_soon_threadsafe(_settle, write.future, ok, value)

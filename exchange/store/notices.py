@@ -19,6 +19,7 @@ __all__ = [
     "insert_notice",
     "load_envelope",
     "notice_columns",
+    "stored_digest",
 ]
 
 OUTGOING = "outgoing"
@@ -65,6 +66,7 @@ class NoticeRecord:
 _INSERT_NOTICE = insert(NOTICES)
 _INSERT_ENVELOPE = insert(ENVELOPES)
 _FIND_NOTICE = select(NOTICES).where(NOTICES.c.message_id == bindparam("message_id"))
+_STORED_DIGEST = select(ENVELOPES.c.digest).where(ENVELOPES.c.message_id == bindparam("message_id"))
 _LOAD_ENVELOPE = select(
     ENVELOPES.c.header, ENVELOPES.c.sealed_payload, ENVELOPES.c.signature
 ).where(ENVELOPES.c.message_id == bindparam("message_id"))
@@ -119,6 +121,12 @@ def insert_notice(
 def find_notice(connection: Connection, message_id: str) -> NoticeRecord | None:
     row = connection.execute(_FIND_NOTICE, {"message_id": message_id}).one_or_none()
     return None if row is None else NoticeRecord.from_row(row)
+
+
+def stored_digest(connection: Connection, message_id: str) -> bytes | None:
+    """The digest of the stored envelope of `message_id`, if any."""
+    value = connection.execute(_STORED_DIGEST, {"message_id": message_id}).scalar()
+    return None if value is None else bytes(value)
 
 
 def load_envelope(connection: Connection, message_id: str) -> Envelope | None:

@@ -35,7 +35,7 @@ def craft_envelope(
     """An envelope exactly as `sender`'s submission path would make it."""
     context = sender.context
     now = created_at or context.clock.now()
-    message_id = message_id or new_message_id(context.clock)
+    message_id = message_id or new_message_id(context.clock, context.node_id)
     sealed = seal(
         notices.encode_notice(notice),
         message_id=message_id,

@@ -84,8 +84,12 @@ async def start_federation(
         database_url_for=databases.new_url,
     )
     federation = Federation(nodes, {}, clocks or {})
-    for sim in nodes:
-        await federation.start(sim.node_id, deliver=deliver)
+    try:
+        for sim in nodes:
+            await federation.start(sim.node_id, deliver=deliver)
+    except BaseException:
+        await federation.close()
+        raise
     return federation
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 from collections.abc import Callable
 
@@ -80,6 +81,11 @@ BAD_SUBMISSIONS: list[tuple[str, Mutation, str]] = [
         "summary too long",
         lambda r: setattr(r.notice.case_referral, "summary", "x" * 501),
         "notice.case_referral.summary",
+    ),
+    (
+        "time to live beyond any date",
+        lambda r: r.time_to_live.CopyFrom(Duration(seconds=10**15)),
+        "time_to_live",
     ),
     (
         "time to live of a year",
@@ -251,9 +257,11 @@ async def test_inbox_pages_newest_first_without_repeats(federation: Federation) 
             break
     assert seen == list(reversed(sent))
     assert pages == 3
-    with pytest.raises(grpc.aio.AioRpcError) as refused:
-        await b.list_inbox(page_token="forged")
-    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    for forged in ("forged", base64.urlsafe_b64encode(f"{10**23}:{sent[0]}".encode()).decode()):
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await b.list_inbox(page_token=forged)
+        assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert (refused.value.details() or "").startswith("page_token:")
 
 
 async def test_watch_resumes_after_a_sequence(federation: Federation) -> None:

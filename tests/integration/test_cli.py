@@ -97,6 +97,9 @@ def test_admin_commands_from_federation_to_a_serving_node(tmp_path: Path) -> Non
     assert [(c["name"], c["roles"]) for c in clients] == [("cms", ["reader", "submitter"])]
     assert "0001 -> 0001" in ok("node", "migrate", node)
     assert "give --token" in refused("client", "--address", authority, "inbox")
+    assert "loopback only" in refused(
+        "client", "--address", "10.0.0.1:7443", "--token", "x", "--insecure", "inbox"
+    )
     assert "not a loopback" in refused(
         "serve", node, "--insecure-loopback", env={"EXCHANGE_AUTHORITY_LISTEN": "0.0.0.0:7999"}
     )

@@ -15,10 +15,13 @@ from pathlib import Path
 import pytest
 from google.protobuf.duration_pb2 import Duration
 
+from exchange._encoding import encode
 from exchange._proto.exchange.v1 import authority_pb2 as apb
+from exchange._proto.exchange.v1 import envelope_pb2 as env_pb
 from exchange.clock import ManualClock
 from exchange.delivery import DeliveryTransport, DeliveryWorker
 from exchange.envelope import Envelope, Header
+from exchange.errors import StoreUnavailableError
 from exchange.harness import samples
 from exchange.receipt import Receipt, SignedReceipt, sign_receipt
 from exchange.rpc.peers import PeerTransport
@@ -185,4 +188,99 @@ async def test_a_forged_receipt_is_ignored_and_the_notice_stays_pending(
     assert not pending.receipt.body
     clock.advance(dt.timedelta(seconds=5))
     await _worker(federation).run_once()
+    assert (await _recipient(federation, sent.message_id)).state == apb.DELIVERY_STATE_DELIVERED
+
+
+@dataclasses.dataclass
+class RecipientSigning:
+    """Answers with a receipt the recipient itself signed, but with a status field its
+    protocol does not know: the worker must treat it as no receipt at all."""
+
+    recipient: NodeContext
+
+    async def deliver(self, peer: TrustedNode, envelope: Envelope, timeout: float) -> SignedReceipt:
+        header = Header.from_bytes(envelope.header)
+        body = env_pb.ReceiptBody(
+            message_id=header.message_id,
+            envelope_digest=envelope.digest(),
+            recipient_node_id=peer.node_id,
+            recipient_key_id=self.recipient.identity.signing_key_id,
+            status=env_pb.RECEIPT_STATUS_REJECTED,
+            rejection_reason=999,
+        )
+        body.received_at.GetCurrentTime()
+        data = body.SerializeToString()
+        return SignedReceipt(
+            data,
+            self.recipient.identity.signing_key.sign(encode("exchange.v1.ReceiptBody", data)),
+        )
+
+
+class Exploding:
+    async def deliver(self, peer: TrustedNode, envelope: Envelope, timeout: float) -> SignedReceipt:
+        raise RuntimeError("a bug in a transport")
+
+
+@pytest.mark.parametrize(
+    ("transport", "error"),
+    [
+        pytest.param(
+            "recipient-signed-unknown-reason", "invalid receipt: malformed", id="odd-receipt"
+        ),
+        pytest.param("exploding", "internal error (RuntimeError)", id="transport-bug"),
+    ],
+)
+async def test_a_bad_attempt_reschedules_its_row_and_the_worker_carries_on(
+    manual: tuple[Federation, ManualClock], transport: str, error: str
+) -> None:
+    federation, clock = manual
+    sent = await federation.client(0).submit(_referral(federation.sim(1).node_id))
+    odd = (
+        RecipientSigning(federation.node(1).context)
+        if transport.startswith("recipient")
+        else Exploding()
+    )
+    await _worker(federation, odd).run_once()
+    pending = await _recipient(federation, sent.message_id)
+    assert (pending.state, pending.last_error) == (apb.DELIVERY_STATE_PENDING, error)
+    clock.advance(dt.timedelta(seconds=5))
+    await _worker(federation).run_once()
+    assert (await _recipient(federation, sent.message_id)).state == apb.DELIVERY_STATE_DELIVERED
+
+
+async def test_the_worker_waits_out_an_unavailable_store(
+    manual: tuple[Federation, ManualClock],
+) -> None:
+    federation, _ = manual
+    node = federation.node(0)
+    real = node.context.store
+    failures = {"left": 2}
+
+    class Flaky:
+        """The node's store, but the first writes find the database unavailable."""
+
+        def __getattr__(self, name: str) -> object:
+            return getattr(real, name)
+
+        async def write(self, fn: object) -> object:
+            if failures["left"]:
+                failures["left"] -= 1
+                raise StoreUnavailableError("database is locked; retry")
+            return await real.write(fn)  # type: ignore[arg-type]
+
+    sent = await federation.client(0).submit(_referral(federation.sim(1).node_id))
+    node.context.store = Flaky()  # type: ignore[assignment]
+    worker = asyncio.create_task(_worker(federation).run())
+    try:
+        for _ in range(200):
+            if (
+                await _recipient(federation, sent.message_id)
+            ).state == apb.DELIVERY_STATE_DELIVERED:
+                break
+            await asyncio.sleep(0.05)
+        assert not worker.done()
+    finally:
+        worker.cancel()
+        node.context.store = real
+    assert failures["left"] == 0
     assert (await _recipient(federation, sent.message_id)).state == apb.DELIVERY_STATE_DELIVERED

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+from pathlib import Path
 
 import grpc
 import pytest
 
 from exchange._proto.exchange.v1 import envelope_pb2, federation_pb2, federation_pb2_grpc
+from exchange.clock import ManualClock
 from exchange.envelope import Envelope, Header
 from exchange.harness import samples
 from exchange.node import Node
@@ -16,8 +18,9 @@ from exchange.receipt import Receipt, SignedReceipt, verify_receipt
 from exchange.rpc.peers import channel_options
 from exchange.store import audit_log, inbox
 from exchange.store.notices import find_notice
+from tests.conftest import DatabaseFactory
 from tests.integration._peers import craft_envelope, deliver_as, referral_notice
-from tests.integration.conftest import Federation
+from tests.integration.conftest import Federation, start_federation
 
 
 async def _events(node: Node) -> list[inbox.InboxEvent]:
@@ -176,15 +179,17 @@ async def test_reply_to_a_notice_never_sent_is_rejected(federation: Federation) 
 
 
 async def test_message_id_of_another_sender_is_refused(federation: Federation) -> None:
+    """A co-recipient cannot claim a message id to make the genuine envelope a 'duplicate'."""
     a, b, c = federation.node(0), federation.node(1), federation.node(2)
-    original = craft_envelope(a, [b.context.node_id], referral_notice())
-    await deliver_as(a, b, original)
+    original = craft_envelope(a, [b.context.node_id, c.context.node_id], referral_notice())
     squatter = craft_envelope(
         c, [b.context.node_id], referral_notice(), message_id=_message_id(original)
     )
     with pytest.raises(grpc.aio.AioRpcError) as refused:
         await deliver_as(c, b, squatter)
-    assert refused.value.code() == grpc.StatusCode.ALREADY_EXISTS
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "not bound to the sender" in (refused.value.details() or "")
+    assert _receipt(await deliver_as(a, b, original), a, b, original).accepted
     assert len(await _events(b)) == 1
 
 
@@ -199,3 +204,34 @@ async def test_federation_port_requires_a_client_certificate(federation: Federat
                 federation_pb2.GetTrustListRequest(), timeout=5
             )
     assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
+
+
+async def test_a_repeat_after_expiry_still_gets_the_original_receipt(
+    tmp_path: Path, databases: DatabaseFactory
+) -> None:
+    """The first receipt was lost; the sender's retry arrives after the envelope expired."""
+    clock = ManualClock(dt.datetime.now(dt.UTC))
+    federation = await start_federation(tmp_path, databases, clocks={"xb-prosecution": clock})
+    try:
+        a, b = federation.node(0), federation.node(1)
+        envelope = craft_envelope(a, [b.context.node_id], referral_notice())
+        first = await deliver_as(a, b, envelope)
+        clock.advance(dt.timedelta(hours=2))  # past the envelope's one-hour expiry
+        again = await deliver_as(a, b, envelope)
+        assert again.receipt == first.receipt
+        assert _receipt(again, a, b, envelope).accepted
+    finally:
+        await federation.close()
+
+
+async def test_the_same_message_id_with_other_content_is_refused(federation: Federation) -> None:
+    a, b = federation.node(0), federation.node(1)
+    first = craft_envelope(a, [b.context.node_id], referral_notice())
+    await deliver_as(a, b, first)
+    other = referral_notice()
+    other.case_referral.summary = "Something else under the same id."
+    second = craft_envelope(a, [b.context.node_id], other, message_id=_message_id(first))
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await deliver_as(a, b, second)
+    assert refused.value.code() == grpc.StatusCode.ALREADY_EXISTS
+    assert len(await _events(b)) == 1

@@ -131,6 +131,8 @@ def test_encrypted_keys_need_the_passphrase(tmp_path: Path, databases: DatabaseF
         federation_admin.sign_draft(federation, steward, passphrase)
     published, _ = federation_admin.publish(federation, now=NOW)
     node_admin.update_trust(node, published, now=NOW)
+    assert node.stat().st_mode & 0o777 == 0o700
+    assert (tmp_path / "federation").stat().st_mode & 0o777 == 0o700
     assert all(
         (node / path).stat().st_mode & 0o777 == 0o600
         for path in ("keys/signing.pem", "keys/sealing.pem", "tls/node.key", "tls/authority.key")

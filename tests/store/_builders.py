@@ -84,7 +84,7 @@ class Notices:
     ) -> Signed:
         """A notice from `sender` to `recipients`, created now, signed with the sender's key."""
         key = NODE_KEYS[sender]
-        message_id = new_message_id(self.clock, self._random)
+        message_id = new_message_id(self.clock, sender, self._random)
         created_at = self.clock.now()
         # The store never opens content: any bytes stand for the sealed payload.
         sealed_payload = b"sealed:" + message_id.encode()

@@ -223,3 +223,10 @@ async def test_a_write_whose_caller_gave_up_before_it_ran_is_not_made(store):
         async_store.close()
     stored = store.read(lambda c: [row.version for row in c.execute(select(TRUST_LISTS.c.version))])
     assert stored == [10]
+
+
+async def test_writing_to_a_closed_store_is_refused_not_left_waiting(store):
+    async_store = AsyncStore(store)
+    async_store.close()
+    with pytest.raises(StoreUnavailableError, match="closed"):
+        await async_store.write(trust_list(11))

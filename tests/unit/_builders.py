@@ -211,9 +211,9 @@ HANDLING = Handling(
 )
 
 
-def message_id(n: int = 0, at: dt.datetime = T0) -> str:
-    """A deterministic UUIDv7 made at `at`; `n` picks its random bits."""
-    return new_message_id(clock(at), fixed_random(f"message-{n}".encode()))
+def message_id(n: int = 0, at: dt.datetime = T0, sender: NodeKeys = XA) -> str:
+    """A deterministic UUIDv7 of `sender` made at `at`; `n` picks its random bits."""
+    return new_message_id(clock(at), sender.node_id, fixed_random(f"message-{n}".encode()))
 
 
 def sealed_for(
@@ -225,7 +225,7 @@ def sealed_for(
     """A SealedPayload for `recipients` (XB by default) in message `msg_id`."""
     return seal(
         notice().SerializeToString() if plaintext is None else plaintext,
-        message_id=msg_id or message_id(),
+        message_id=msg_id or message_id(sender=sender),
         sender_node_id=sender.node_id,
         recipients=[r.seal_recipient() for r in recipients or (XB,)],
         random_bytes=fixed_random(),
@@ -246,7 +246,7 @@ def header(
     """A header for `sealed_payload`, naming the key that will sign it."""
     key = signing_key or sender.signing
     made = Header(
-        message_id=msg_id or message_id(),
+        message_id=msg_id or message_id(sender=sender),
         sender_node_id=sender.node_id,
         sender_key_id=ed25519_key_id(key.public_key()),
         recipient_node_ids=tuple(r.node_id for r in recipients),
@@ -272,7 +272,7 @@ def envelope(
     **header_fields: object,
 ) -> Envelope:
     """A signed envelope from `sender` to `recipients`, sealed and signed as a node does."""
-    msg_id = msg_id or message_id()
+    msg_id = msg_id or message_id(sender=sender)
     if sealed_payload is None:
         sealed_payload = sealed_for(*recipients, sender=sender, msg_id=msg_id)
     made = header(

@@ -226,6 +226,23 @@ CHOICES = [
     pytest.param(
         '[store]\nsqlite_synchronous = "OFF"\n', "store.sqlite_synchronous", id="sqlite-sync-off"
     ),
+    # Values that load alone but could not work together.
+    pytest.param(
+        "[delivery]\ndefault_ttl_hours = 1000\n",
+        "delivery.default_ttl_hours",
+        id="ttl-past-30-days",
+    ),
+    pytest.param(
+        "[delivery]\nlease_seconds = 5.0\nattempt_timeout_seconds = 10.0\n",
+        "delivery.lease_seconds",
+        id="lease-shorter-than-an-attempt",
+    ),
+    pytest.param("[delivery]\nbatch_size = 0\n", "delivery.batch_size", id="empty-batches"),
+    pytest.param(
+        "[delivery]\ninitial_backoff_seconds = 0\n",
+        "delivery.initial_backoff_seconds",
+        id="no-backoff",
+    ),
 ]
 
 

@@ -93,12 +93,24 @@ def test_splice_without_resigning_is_a_payload_digest_mismatch() -> None:
     assert check.failure is F.PAYLOAD_DIGEST_MISMATCH
 
 
+def test_reattribution_reusing_the_original_message_id_is_refused() -> None:
+    msg_id = message_id()  # XA's
+    payload = sealed_for(XB, sender=XA, msg_id=msg_id)
+    # XC, a member in good standing, signs its own header over XA's id and payload.
+    reattributed = envelope(sender=XC, msg_id=msg_id, sealed_payload=payload)
+    check = receive(reattributed, peer=XC.node_id)
+    assert check.failure is F.MALFORMED
+    assert "not bound to the sender" in check.detail
+
+
 def test_reattribution_payload_sealed_by_x_presented_as_from_y() -> None:
     msg_id = message_id()
     payload = sealed_for(XB, sender=XA, msg_id=msg_id)
-    # XC, a member in good standing, signs its own header over XA's payload.
-    reattributed = envelope(sender=XC, msg_id=msg_id, sealed_payload=payload)
+    # With an id of its own, XC's header is authentic, but XA's payload never opens as XC's.
+    own_id = message_id(sender=XC)
+    reattributed = envelope(sender=XC, msg_id=own_id, sealed_payload=payload)
     assert receive(reattributed, peer=XC.node_id).ok
+    assert_unreadable(XB, payload, msg_id=own_id, sender=XC)
     assert_unreadable(XB, payload, msg_id=msg_id, sender=XC)
     assert open_as(XB, payload, msg_id=msg_id, sender=XA) == notice().SerializeToString()
 

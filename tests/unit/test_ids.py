@@ -10,6 +10,7 @@ import pytest
 from exchange.clock import to_millis
 from exchange.errors import ValidationError
 from exchange.ids import (
+    message_id_bound_to,
     new_message_id,
     validate_case_reference,
     validate_country,
@@ -26,55 +27,68 @@ def repeated(byte: int) -> object:
     return lambda n: bytes([byte]) * n
 
 
+SENDER = "xa-node"
+
+
 def test_layout_with_all_random_bits_clear() -> None:
-    made = new_message_id(clock(), repeated(0x00))  # type: ignore[arg-type]
-    assert made == f"{T0_MILLIS_HEX[:8]}-{T0_MILLIS_HEX[8:]}-7000-8000-000000000000"
-
-
-def test_layout_with_all_random_bits_set() -> None:
-    made = new_message_id(clock(), repeated(0xFF))  # type: ignore[arg-type]
-    assert made == f"{T0_MILLIS_HEX[:8]}-{T0_MILLIS_HEX[8:]}-7fff-bfff-ffffffffffff"
+    made = new_message_id(clock(), SENDER, repeated(0x00))  # type: ignore[arg-type]
+    # Time, version 7, zero rand_a, the variant, zero random bits, then the binding.
+    assert made.startswith(f"{T0_MILLIS_HEX[:8]}-{T0_MILLIS_HEX[8:]}-7000-8000-0000")
+    assert message_id_bound_to(made, SENDER)
 
 
 def test_version_variant_and_embedded_time() -> None:
     at = T0 + dt.timedelta(milliseconds=4321, microseconds=999)
-    parsed = uuid.UUID(new_message_id(clock(at), fixed_random()))
+    parsed = uuid.UUID(new_message_id(clock(at), SENDER, fixed_random()))
     assert parsed.version == 7
     assert parsed.variant == uuid.RFC_4122
     # The top 48 bits are the Unix time in whole milliseconds (truncated, not rounded).
     assert parsed.int >> 80 == to_millis(at) == to_millis(T0) + 4321
 
 
-def test_randomness_fills_the_rand_fields() -> None:
-    # 80 bits asked for: the top 12 become rand_a, the low 62 rand_b.
-    pattern = bytes(range(1, 11))
-    value = int.from_bytes(pattern, "big")
-    parsed = uuid.UUID(new_message_id(clock(), lambda n: pattern[:n]))
-    assert (parsed.int >> 64) & 0xFFF == value >> 68
-    assert parsed.int & ((1 << 62) - 1) == value & ((1 << 62) - 1)
+def test_randomness_fills_rand_a_and_the_top_of_rand_b() -> None:
+    # 48 bits asked for, 42 used: the top 12 become rand_a, the next 30 rand_b's top.
+    pattern = bytes(range(1, 7))
+    value = int.from_bytes(pattern, "big") >> 6
+    parsed = uuid.UUID(new_message_id(clock(), SENDER, lambda n: pattern[:n]))
+    assert (parsed.int >> 64) & 0xFFF == value >> 30
+    assert (parsed.int >> 32) & ((1 << 30) - 1) == value & ((1 << 30) - 1)
 
 
 def test_deterministic_with_injected_clock_and_randomness() -> None:
-    assert new_message_id(clock(), fixed_random(b"a")) == new_message_id(
-        clock(), fixed_random(b"a")
+    assert new_message_id(clock(), SENDER, fixed_random(b"a")) == new_message_id(
+        clock(), SENDER, fixed_random(b"a")
     )
-    assert new_message_id(clock(), fixed_random(b"a")) != new_message_id(
-        clock(), fixed_random(b"b")
+    assert new_message_id(clock(), SENDER, fixed_random(b"a")) != new_message_id(
+        clock(), SENDER, fixed_random(b"b")
     )
 
 
 def test_later_ids_sort_after_earlier_ones_whatever_the_randomness() -> None:
-    earlier = new_message_id(clock(T0), repeated(0xFF))  # type: ignore[arg-type]
-    later = new_message_id(clock(T0 + dt.timedelta(milliseconds=1)), repeated(0x00))  # type: ignore[arg-type]
+    earlier = new_message_id(clock(T0), SENDER, repeated(0xFF))  # type: ignore[arg-type]
+    later = new_message_id(clock(T0 + dt.timedelta(milliseconds=1)), SENDER, repeated(0x00))  # type: ignore[arg-type]
     assert earlier < later
 
 
 def test_generated_ids_validate() -> None:
-    made = new_message_id(clock(), fixed_random())
+    made = new_message_id(clock(), SENDER, fixed_random())
     assert validate_message_id(made) == made
 
 
-V7 = new_message_id(clock(), fixed_random())
+def test_an_id_is_bound_to_its_sender_only() -> None:
+    made = new_message_id(clock(), SENDER, fixed_random())
+    assert message_id_bound_to(made, SENDER)
+    assert not message_id_bound_to(made, "xb-node")
+
+
+@pytest.mark.parametrize("bit", [0, 31, 32, 61, 64, 75, 80, 127])
+def test_changing_any_bit_breaks_the_binding(bit: int) -> None:
+    made = uuid.UUID(new_message_id(clock(), SENDER, fixed_random()))
+    changed = str(uuid.UUID(int=made.int ^ (1 << bit)))
+    assert not message_id_bound_to(changed, SENDER)
+
+
+V7 = new_message_id(clock(), SENDER, fixed_random())
 
 
 def _variant(value: str, bits: int) -> str:

@@ -204,6 +204,18 @@ def _body(**fields: object) -> bytes:
         pytest.param(b"", id="empty"),
         pytest.param(_body(received_at=None), id="no-time"),
         pytest.param(_body(status=pb.RECEIPT_STATUS_UNSPECIFIED), id="no-status"),
+        pytest.param(_body(status=7), id="unknown-status"),
+        pytest.param(
+            _body(rejection_reason=pb.REJECTION_REASON_EXPIRED), id="accepted-with-a-reason"
+        ),
+        pytest.param(
+            _body(status=pb.RECEIPT_STATUS_REJECTED, rejection_reason=0),
+            id="rejected-without-a-reason",
+        ),
+        pytest.param(
+            _body(status=pb.RECEIPT_STATUS_REJECTED, rejection_reason=999),
+            id="rejected-for-an-unknown-reason",
+        ),
     ],
 )
 def test_malformed_receipt_body(body: bytes) -> None:

@@ -313,6 +313,12 @@ INCONSISTENT = [
         "nodes[0].signing_keys[0].revoked_at",
         id="revocation-out-of-datetime-range",
     ),
+    # One entry revoked, a copy not: the key would survive its revocation.
+    pytest.param(
+        lambda m: m.nodes[0].signing_keys.append(m.nodes[0].signing_keys[0]),
+        "nodes[0]: lists a key twice",
+        id="key-listed-twice",
+    ),
 ]
 
 

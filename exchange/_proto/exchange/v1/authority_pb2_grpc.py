@@ -126,6 +126,8 @@ class AuthorityServicer:
 
     def WatchInbox(self, request, context):
         """Streams inbox events after a sequence number, then new ones as they come.
+        The stream ends with OK after at most five minutes, so that credentials
+        are checked again: reconnect with the last sequence seen.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

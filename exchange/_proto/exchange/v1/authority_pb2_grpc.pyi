@@ -66,7 +66,10 @@ class AuthorityStub:
     GetNotice: _grpc.UnaryUnaryMultiCallable[_authority_pb2.GetNoticeRequest, _authority_pb2.GetNoticeResponse]
     """Opens one received notice and returns its content. Every call is audited."""
     WatchInbox: _grpc.UnaryStreamMultiCallable[_authority_pb2.WatchInboxRequest, _authority_pb2.WatchInboxResponse]
-    """Streams inbox events after a sequence number, then new ones as they come."""
+    """Streams inbox events after a sequence number, then new ones as they come.
+    The stream ends with OK after at most five minutes, so that credentials
+    are checked again: reconnect with the last sequence seen.
+    """
     GetDeliveryStatus: _grpc.UnaryUnaryMultiCallable[_authority_pb2.GetDeliveryStatusRequest, _authority_pb2.GetDeliveryStatusResponse]
     """Delivery state of a sent notice, per recipient, with the signed receipts."""
     ListAuditEntries: _grpc.UnaryUnaryMultiCallable[_authority_pb2.ListAuditEntriesRequest, _authority_pb2.ListAuditEntriesResponse]
@@ -100,7 +103,10 @@ class AuthorityAsyncStub(AuthorityStub):
     GetNotice: _aio.UnaryUnaryMultiCallable[_authority_pb2.GetNoticeRequest, _authority_pb2.GetNoticeResponse]  # type: ignore[assignment]
     """Opens one received notice and returns its content. Every call is audited."""
     WatchInbox: _aio.UnaryStreamMultiCallable[_authority_pb2.WatchInboxRequest, _authority_pb2.WatchInboxResponse]  # type: ignore[assignment]
-    """Streams inbox events after a sequence number, then new ones as they come."""
+    """Streams inbox events after a sequence number, then new ones as they come.
+    The stream ends with OK after at most five minutes, so that credentials
+    are checked again: reconnect with the last sequence seen.
+    """
     GetDeliveryStatus: _aio.UnaryUnaryMultiCallable[_authority_pb2.GetDeliveryStatusRequest, _authority_pb2.GetDeliveryStatusResponse]  # type: ignore[assignment]
     """Delivery state of a sent notice, per recipient, with the signed receipts."""
     ListAuditEntries: _aio.UnaryUnaryMultiCallable[_authority_pb2.ListAuditEntriesRequest, _authority_pb2.ListAuditEntriesResponse]  # type: ignore[assignment]
@@ -167,7 +173,10 @@ class AuthorityServicer(metaclass=_abc_1.ABCMeta):
         request: _authority_pb2.WatchInboxRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_authority_pb2.WatchInboxResponse], _abc.AsyncIterator[_authority_pb2.WatchInboxResponse]]:
-        """Streams inbox events after a sequence number, then new ones as they come."""
+        """Streams inbox events after a sequence number, then new ones as they come.
+        The stream ends with OK after at most five minutes, so that credentials
+        are checked again: reconnect with the last sequence seen.
+        """
 
     @_abc_1.abstractmethod
     def GetDeliveryStatus(
