@@ -238,7 +238,12 @@ class EnvelopeHeader(_message.Message):
     implement (no downgrade, no fallback). The only version is 1.
     """
     message_id: _builtins.str
-    """UUIDv7 (RFC 9562) in canonical text form, chosen by the sender."""
+    """UUIDv7 (RFC 9562) in canonical text form, chosen by the sender. Its last
+    32 bits bind it to the sender: the first 32 bits of SHA-256 over the
+    encoding of ("exchange.v1.MessageId", sender_node_id, the UUID with those
+    bits zero). A receiver refuses an id not bound to the envelope's sender,
+    so no node can claim an id another node chose.
+    """
     sender_node_id: _builtins.str
     """Node id of the sender, as listed in the trust list."""
     sender_key_id: _builtins.str
