@@ -16,7 +16,14 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from exchange.clock import utc
 from exchange.errors import ValidationError
 
-__all__ = ["MalformedError", "from_timestamp", "optional_time", "parse", "timestamp"]
+__all__ = [
+    "MalformedError",
+    "checked_time",
+    "from_timestamp",
+    "optional_time",
+    "parse",
+    "timestamp",
+]
 
 M = TypeVar("M", bound=_message.Message)
 
@@ -61,7 +68,12 @@ def optional_time(parent: _message.Message, field: str, path: str = "") -> dt.da
         return None
     value = getattr(parent, field)
     assert isinstance(value, Timestamp)
+    return checked_time(value, path or field)
+
+
+def checked_time(value: Timestamp, path: str) -> dt.datetime:
+    """The datetime of `value`, or ValidationError naming `path` if it holds none."""
     try:
         return from_timestamp(value)
     except (ValueError, OverflowError):
-        raise ValidationError(path or field, "is not a valid timestamp") from None
+        raise ValidationError(path, "is not a valid timestamp") from None

@@ -27,10 +27,14 @@ PERMISSIONS = {
     "SubmitNotice": "submitter",
     "Respond": "submitter",
     "Acknowledge": "submitter",
+    "Withdraw": "submitter",
+    "DecideDisclosure": "submitter",
+    "Forward": "submitter",
     "GetDeliveryStatus": "submitter",
     "ListInbox": "reader",
     "GetNotice": "reader",
     "WatchInbox": "reader",
+    "ListOverdueRequests": "reader",
     "ListAuditEntries": "auditor",
 }
 

@@ -35,6 +35,7 @@ __all__ = [
     "NodeConfig",
     "NodeSection",
     "ReceiveConfig",
+    "RetentionConfig",
     "StoreConfig",
     "load_node_config",
     "passphrase_from_env",
@@ -106,6 +107,13 @@ class ReceiveConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class RetentionConfig:
+    """[retention]: how often serve purges content whose retention has ended."""
+
+    purge_interval_seconds: float = 3600.0
+
+
+@dataclasses.dataclass(frozen=True)
 class LoggingConfig:
     """[logging]"""
 
@@ -125,6 +133,7 @@ class NodeConfig:
     store: StoreConfig = StoreConfig()
     delivery: DeliveryConfig = DeliveryConfig()
     receive: ReceiveConfig = ReceiveConfig()
+    retention: RetentionConfig = RetentionConfig()
     logging: LoggingConfig = LoggingConfig()
 
     @property
@@ -151,6 +160,7 @@ _SECTIONS: Mapping[str, type[Any]] = {
     "store": StoreConfig,
     "delivery": DeliveryConfig,
     "receive": ReceiveConfig,
+    "retention": RetentionConfig,
     "logging": LoggingConfig,
 }
 _ENV_OVERRIDES = {
@@ -248,6 +258,8 @@ def load_node_config(directory: Path, environ: Mapping[str, str] | None = None) 
     if config.store.sqlite_synchronous not in ("FULL", "NORMAL", "EXTRA"):
         raise ConfigError(f"{path}: store.sqlite_synchronous: expected FULL, NORMAL or EXTRA")
     _check_delivery(config.delivery, path)
+    if config.retention.purge_interval_seconds < 1:
+        raise ConfigError(f"{path}: retention.purge_interval_seconds: expected at least 1")
     return config
 
 

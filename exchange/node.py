@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import dataclasses
 import datetime as dt
+import functools
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -32,6 +33,7 @@ from exchange.layout import NodeLayout
 from exchange.logs import get_logger
 from exchange.reading import Reader
 from exchange.receiving import Receiver
+from exchange.retention import PURGE_BATCH, purge_batch
 from exchange.rpc.authority import AuthorityService
 from exchange.rpc.federation import FederationService
 from exchange.rpc.peers import PeerTransport
@@ -191,6 +193,7 @@ class Node:
         )
         self._transport = PeerTransport(self.tls.channel_credentials())
         self._tasks.append(asyncio.create_task(self._follow_trust(), name="trust"))
+        self._tasks.append(asyncio.create_task(self._purge_periodically(), name="retention"))
         if deliver:
             self._tasks.append(
                 asyncio.create_task(DeliveryWorker(context, self._transport).run(), name="delivery")
@@ -247,6 +250,29 @@ class Node:
                 await self.refresh_trust()
             except StoreUnavailableError as exc:
                 self.context.log.warning("trust_list.refresh_failed", error=str(exc))
+
+    async def purge(self) -> int:
+        """Purge the content whose retention has ended; returns how many notices."""
+        context = self.context
+        total = 0
+        while True:
+            purged = await context.store.write(
+                functools.partial(purge_batch, now=context.clock.now(), actor=context.actor)
+            )
+            total += purged
+            if purged < PURGE_BATCH:
+                break
+        if total:
+            context.log.info("retention.purged", notices=total)
+        return total
+
+    async def _purge_periodically(self) -> None:
+        while True:
+            try:
+                await self.purge()
+            except StoreUnavailableError as exc:
+                self.context.log.warning("retention.purge_failed", error=str(exc))
+            await asyncio.sleep(self.config.retention.purge_interval_seconds)
 
     async def wait(self) -> None:
         assert self._servers is not None, "not started"

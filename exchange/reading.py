@@ -16,17 +16,18 @@ from collections.abc import AsyncIterator
 from sqlalchemy import Connection
 
 from exchange import notices
+from exchange._proto.exchange.v1 import envelope_pb2 as _K
 from exchange._proto.exchange.v1 import notices_pb2
 from exchange.audit import AuditRecord, ChainedEntry
 from exchange.clients import Principal
-from exchange.errors import NotFoundError, ValidationError, VerificationError
+from exchange.clock import to_millis
+from exchange.errors import NotFoundError, PreconditionError, ValidationError, VerificationError
 from exchange.ids import validate_message_id
 from exchange.runtime import NodeContext, Signal
-from exchange.seal import open_sealed
-from exchange.store import audit_log, inbox, outbox
-from exchange.store.notices import OUTGOING, NoticeRecord, find_notice
+from exchange.store import audit_log, inbox, lifecycle, outbox
+from exchange.store.notices import INCOMING, OUTGOING, NoticeRecord, find_notice
 
-__all__ = ["Reader"]
+__all__ = ["DeliveryStatus", "Reader"]
 
 DEFAULT_PAGE = 50
 MAX_PAGE = 500
@@ -60,6 +61,15 @@ def _decode_cursor(token: str) -> tuple[int, str]:
         raise ValidationError("page_token", "is not a token this node issued") from None
 
 
+@dataclasses.dataclass(frozen=True)
+class DeliveryStatus:
+    recipients: list[outbox.DeliveryRecord]
+    # Message id of the notice's Withdrawal, if it was withdrawn.
+    withdrawn_by: str
+    # Recipients whose node confirmed it applied the withdrawal.
+    withdrawal_applied: frozenset[str]
+
+
 class Reader:
     """Read-side operations of the authority API."""
 
@@ -87,15 +97,11 @@ class Reader:
         if found is None:
             raise NotFoundError(f"no received notice {message_id}")
         record, envelope = found
+        if record.state in (lifecycle.WITHDRAWN, lifecycle.PURGED):
+            await self._refuse_read(principal, record)
         try:
-            notice = notices.decode_notice(
-                open_sealed(
-                    envelope.sealed_payload,
-                    message_id=message_id,
-                    sender_node_id=record.sender_node_id,
-                    recipient_node_id=context.node_id,
-                    keys=context.identity.sealing_keys,
-                )
+            notice = context.open_content(
+                envelope.sealed_payload, message_id, record.sender_node_id
             )
         except VerificationError as exc:
             # It opened when it arrived; failing now means lost keys or a damaged store.
@@ -132,16 +138,62 @@ class Reader:
             if not batch:
                 await Signal.wait(snapshot, WATCH_POLL_SECONDS)
 
-    async def delivery_status(self, message_id: str) -> list[outbox.DeliveryRecord]:
+    async def _refuse_read(self, principal: Principal, record: NoticeRecord) -> None:
+        """A withdrawn or purged notice is not served; the attempt is audited."""
+        entry = AuditRecord(
+            occurred_at=self._context.clock.now(),
+            actor=principal.actor,
+            action="notice.read_refused",
+            message_id=record.message_id,
+            peer_node_id=record.sender_node_id,
+            details={"state": record.state},
+        )
+        await self._context.store.write(lambda c: audit_log.append(c, [entry]))
+        if record.state == lifecycle.WITHDRAWN:
+            raise PreconditionError(f"notice {record.message_id} was withdrawn by its originator")
+        raise PreconditionError(
+            f"the content of notice {record.message_id} was purged when its retention ended"
+        )
+
+    async def delivery_status(self, message_id: str) -> DeliveryStatus:
+        """Per recipient: delivery state and receipt, and whether a withdrawal was applied."""
         validate_message_id(message_id)
 
-        def load(connection: Connection) -> list[outbox.DeliveryRecord]:
+        def load(connection: Connection) -> DeliveryStatus:
             notice = find_notice(connection, message_id)
             if notice is None or notice.direction != OUTGOING:
                 raise NotFoundError(f"no sent notice {message_id}")
-            return outbox.delivery_status(connection, message_id)
+            withdrawals = lifecycle.replies(
+                connection, message_id, kind=_K.NOTICE_KIND_WITHDRAWAL, direction=OUTGOING
+            )
+            withdrawn_by = withdrawals[0][0] if withdrawals else ""
+            applied = (
+                {
+                    sender
+                    for _, sender in lifecycle.replies(
+                        connection,
+                        withdrawn_by,
+                        kind=_K.NOTICE_KIND_ACKNOWLEDGEMENT,
+                        direction=INCOMING,
+                    )
+                }
+                if withdrawn_by
+                else set()
+            )
+            return DeliveryStatus(
+                recipients=outbox.delivery_status(connection, message_id),
+                withdrawn_by=withdrawn_by,
+                withdrawal_applied=frozenset(applied),
+            )
 
         return await self._context.store.read(load)
+
+    async def overdue(self) -> list[lifecycle.Overdue]:
+        """Requests past their deadline without an answer, both ways."""
+        now = to_millis(self._context.clock.now())
+        return await self._context.store.read(
+            lambda c: lifecycle.overdue_requests(c, now=now, answers=dict(notices.REQUEST_KINDS))
+        )
 
     async def audit_entries(self, after: int, page_size: int) -> list[ChainedEntry]:
         limit = _page_size(page_size, 100, MAX_AUDIT_PAGE)

@@ -20,15 +20,20 @@ a signed *rejection* receipt, so that its sender stops retrying.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
+from collections.abc import Callable
 
 from sqlalchemy import Connection
 from sqlalchemy.exc import IntegrityError
 
-from exchange import notices
+from exchange import disclosure, notices
+from exchange._proto.exchange.v1 import envelope_pb2 as env_pb
+from exchange._proto.exchange.v1 import notices_pb2 as pb
 from exchange.audit import AuditRecord
 from exchange.clock import to_millis
-from exchange.envelope import Envelope, Header, check_envelope
+from exchange.composing import Composed, compose
+from exchange.envelope import Envelope, Handling, Header, check_envelope
 from exchange.errors import (
     ConflictError,
     ExchangeError,
@@ -39,13 +44,31 @@ from exchange.errors import (
 )
 from exchange.receipt import REJECTION_REASONS, Receipt, SignedReceipt, sign_receipt
 from exchange.runtime import NodeContext
-from exchange.seal import open_sealed
-from exchange.store import audit_log, inbox
-from exchange.store.notices import INCOMING, OUTGOING, find_notice, stored_digest
+from exchange.store import audit_log, inbox, lifecycle, outbox
+from exchange.store.notices import (
+    INCOMING,
+    OUTGOING,
+    NoticeRecord,
+    find_notice,
+    stored_digest,
+)
 
 __all__ = ["MAX_SEALED_PAYLOAD", "Receiver"]
 
-MAX_SEALED_PAYLOAD = 4 * 1024 * 1024
+
+@dataclasses.dataclass
+class _Effects:
+    """What accepting a notice changes besides storing it, in the same transaction."""
+
+    also: list[Callable[[Connection], None]] = dataclasses.field(default_factory=list)
+    audit: list[AuditRecord] = dataclasses.field(default_factory=list)
+    outgoing: list[Composed] = dataclasses.field(default_factory=list)
+
+
+_NONE = _Effects()
+
+# The largest notice (a content hash referral) plus the per-recipient wrapped keys.
+MAX_SEALED_PAYLOAD = notices.MAX_NOTICE_BYTES + 64 * 1024
 
 # Failures after which the envelope is authentic: answered with a signed rejection.
 _REJECTABLE = frozenset(REJECTION_REASONS)
@@ -80,7 +103,7 @@ class Receiver:
         now = context.clock.now()
         try:
             if len(envelope.sealed_payload) > MAX_SEALED_PAYLOAD:
-                raise ResourceLimitError("sealed payload exceeds 4 MiB")
+                raise ResourceLimitError("sealed payload exceeds 12 MiB")
             # An expired list may no longer say who is a member: accept nothing.
             trust = context.usable_trust(now)
             check = check_envelope(
@@ -102,11 +125,14 @@ class Receiver:
                 return earlier
             if check.failure is not None and check.failure not in _REJECTABLE:
                 check.raise_for_failure()
-            failure = check.failure or await self._open_and_validate(envelope, header)
+            failure, notice = check.failure, None
+            if failure is None:
+                failure, notice = await self._open_and_validate(envelope, header)
+            effects = await self._effects(header, notice, now) if notice is not None else _NONE
         except ExchangeError as exc:
             await self._audit_refusal(envelope, peer_node_id, exc, now)
             raise
-        return await self._commit(envelope, header, failure, now)
+        return await self._commit(envelope, header, failure, now, effects)
 
     async def _earlier_receipt(self, header: Header, digest: bytes) -> SignedReceipt | None:
         def lookup(connection: Connection) -> SignedReceipt | None:
@@ -125,47 +151,162 @@ class Receiver:
 
     async def _open_and_validate(
         self, envelope: Envelope, header: Header
-    ) -> VerificationFailure | None:
-        """Open the payload and check the notice; returns why it must be rejected, if so."""
+    ) -> tuple[VerificationFailure | None, pb.Notice | None]:
+        """Open the payload and check the notice: (why it must be rejected, or the notice)."""
         context = self._context
         try:
-            plaintext = open_sealed(
-                envelope.sealed_payload,
-                message_id=header.message_id,
-                sender_node_id=header.sender_node_id,
-                recipient_node_id=context.node_id,
-                keys=context.identity.sealing_keys,
+            # Opened to be checked, then forgotten: content stays sealed at rest.
+            notice = context.open_content(
+                envelope.sealed_payload, header.message_id, header.sender_node_id
             )
-            notice = notices.decode_notice(plaintext)
-            del plaintext
             if notices.validate_notice(notice, now=header.created_at) != header.kind:
                 raise ValidationError("kind", "does not match the notice body")
             await self._validate_reply(header)
+            if notice.HasField("disclosure_grant"):
+                await self._validate_grant(header, notice.disclosure_grant)
         except VerificationError as exc:
             context.log.warning(
                 "envelope.rejected", message_id=header.message_id, reason=exc.failure.value
             )
-            return exc.failure
+            return exc.failure, None
         except ValidationError as exc:
             context.log.warning("envelope.rejected", message_id=header.message_id, field=exc.field)
-            return VerificationFailure.INVALID_NOTICE
-        return None
+            return VerificationFailure.INVALID_NOTICE, None
+        return None, notice
 
-    async def _validate_reply(self, header: Header) -> None:
-        """A reply must answer a notice this node sent to the replying node."""
-        if header.kind not in notices.REPLY_RULES and not header.in_reply_to:
-            return
+    async def _validate_reply(self, header: Header) -> NoticeRecord | None:
+        """A reply must refer to a notice it may refer to; returns that notice.
+
+        A response, acknowledgement or disclosure message refers to a notice
+        this node sent to the replying node; a withdrawal to a notice the
+        withdrawing node sent to this node.
+        """
+        rule = notices.REPLY_RULES.get(header.kind)
+        if rule is None and not header.in_reply_to:
+            return None
         original = (
             await self._context.store.read(lambda c: find_notice(c, header.in_reply_to))
             if header.in_reply_to
             else None
         )
-        if original is not None and (
-            original.direction != OUTGOING
-            or header.sender_node_id not in original.recipient_node_ids
+        own = rule is not None and rule.own
+        if original is not None and not (
+            (
+                own
+                and original.direction == INCOMING
+                and original.sender_node_id == header.sender_node_id
+            )
+            or (
+                not own
+                and original.direction == OUTGOING
+                and header.sender_node_id in original.recipient_node_ids
+            )
         ):
             original = None
         notices.validate_reply(header.kind, original.kind if original else None)
+        return original
+
+    async def _validate_grant(self, header: Header, grant: pb.DisclosureGrant) -> None:
+        """Every disclosed section must be the one committed to in the original notice."""
+        if not grant.sections:
+            return
+        asked = await self._context.store.read(lambda c: find_notice(c, header.in_reply_to))
+        assert asked is not None  # checked by _validate_reply
+        original = await self._context.store.read(lambda c: find_notice(c, asked.in_reply_to))
+        if original is None or original.direction != INCOMING:
+            raise ValidationError("disclosure_grant", "the notice it discloses is not held")
+        committed = {
+            c.section_id: c.commitment for c in (await self._open_own(original)).restricted_sections
+        }
+        for i, section in enumerate(grant.sections):
+            commitment = committed.get(section.section_id)
+            if commitment is None or not disclosure.section_matches(section, commitment):
+                raise ValidationError(
+                    f"disclosure_grant.sections[{i}]", "does not match the signed commitment"
+                )
+
+    async def _open_own(self, record: NoticeRecord) -> pb.Notice:
+        """Open a notice this node received, for its own checks."""
+        opened = await self._context.open_stored(record)
+        if opened is None:
+            raise ValidationError("in_reply_to", "the notice referred to is no longer held")
+        return opened
+
+    async def _effects(self, header: Header, notice: pb.Notice, now: dt.datetime) -> _Effects:
+        """What accepting `notice` changes besides storing it."""
+        context = self._context
+        effects = _Effects()
+        deadline = notices.response_deadline(notice)
+        if deadline is not None:
+            millis = to_millis(deadline)
+            effects.also.append(lambda c: lifecycle.set_deadline(c, header.message_id, millis))
+        if notice.HasField("withdrawal"):
+            self._apply_withdrawal(header, effects, now)
+        if notice.HasField("disclosure_grant"):
+            grant = notice.disclosure_grant
+            if grant.decision == pb.DISCLOSURE_DECISION_APPROVED and grant.onward_node_ids:
+                asked = await context.store.read(lambda c: find_notice(c, header.in_reply_to))
+                assert asked is not None
+                nodes = list(grant.onward_node_ids)
+                effects.also.append(
+                    lambda c: lifecycle.record_consents(
+                        c, asked.in_reply_to, nodes, header.message_id, to_millis(now)
+                    )
+                )
+        return effects
+
+    def _apply_withdrawal(self, header: Header, effects: _Effects, now: dt.datetime) -> None:
+        """Mark the withdrawn notice, and confirm it to the originator with an acknowledgement."""
+        context = self._context
+        withdrawn = header.in_reply_to
+
+        def mark(connection: Connection) -> None:
+            inbox.set_state(
+                connection,
+                withdrawn,
+                lifecycle.WITHDRAWN,
+                from_states={inbox.RECEIVED, inbox.READ, inbox.ACKNOWLEDGED},
+            )
+
+        effects.also.append(mark)
+        confirmation = compose(
+            identity=context.identity,
+            trust=context.trust,
+            clock=context.clock,
+            recipients=(header.sender_node_id,),
+            notice=pb.Notice(
+                protection=pb.ChildProtectionFlags(
+                    identity_protected=True,
+                    victim_identification=pb.VICTIM_IDENTIFICATION_UNKNOWN,
+                ),
+                acknowledgement=pb.Acknowledgement(
+                    status=pb.ACKNOWLEDGEMENT_STATUS_WITHDRAWAL_APPLIED
+                ),
+            ),
+            kind=env_pb.NOTICE_KIND_ACKNOWLEDGEMENT,
+            case_reference=header.case_reference,
+            handling=Handling(
+                onward_sharing=env_pb.ONWARD_SHARING_NONE,
+                evidence_use=env_pb.EVIDENCE_USE_INTELLIGENCE_ONLY,
+                retention_days=header.handling.retention_days,
+            ),
+            ttl=context.config.delivery.default_ttl(),
+            in_reply_to=header.message_id,
+        )
+        effects.outgoing.append(confirmation)
+        effects.audit.append(
+            AuditRecord(
+                occurred_at=now,
+                actor=context.actor,
+                action="notice.withdrawn",
+                message_id=withdrawn,
+                peer_node_id=header.sender_node_id,
+                details={
+                    "withdrawal": header.message_id,
+                    "confirmation": confirmation.header.message_id,
+                },
+            )
+        )
 
     async def _commit(
         self,
@@ -173,6 +314,7 @@ class Receiver:
         header: Header,
         failure: VerificationFailure | None,
         now: dt.datetime,
+        effects: _Effects,
     ) -> SignedReceipt:
         context = self._context
         accepted = failure is None
@@ -211,7 +353,19 @@ class Receiver:
                 accepted=accepted,
                 received_at=to_millis(now),
             )
-            (sequence,) = audit_log.append(connection, [record])
+            sequence, *_ = audit_log.append(connection, [record, *effects.audit])
+            for change in effects.also:
+                change(connection)
+            for outgoing in effects.outgoing:
+                outbox.insert_outgoing(
+                    connection,
+                    header=outgoing.header,
+                    envelope=outgoing.envelope,
+                    client_id=None,
+                    client_request_id=None,
+                    request_digest=None,
+                    now=to_millis(now),
+                )
             if accepted:
                 inbox.insert_event(
                     connection,
@@ -235,6 +389,8 @@ class Receiver:
                 raise
             return earlier
         context.inbox_changed.fire()
+        if effects.outgoing:
+            context.outbox_changed.fire()
         context.log.info(
             "notice.received" if accepted else "notice.rejected",
             message_id=header.message_id,

@@ -9,12 +9,16 @@ import datetime as dt
 import random
 from typing import Any
 
+from exchange import notices
+from exchange._proto.exchange.v1 import notices_pb2
 from exchange.clock import Clock
 from exchange.config import NodeConfig
 from exchange.envelope import ReceivePolicy
 from exchange.errors import PreconditionError
 from exchange.identity import NodeIdentity
+from exchange.seal import open_sealed
 from exchange.store.engine import AsyncStore
+from exchange.store.notices import NoticeRecord, load_envelope
 from exchange.trust import TrustList
 
 __all__ = ["NodeContext", "Signal"]
@@ -72,6 +76,31 @@ class NodeContext:
     @property
     def actor(self) -> str:
         return f"node:{self.node_id}"
+
+    def open_content(
+        self, sealed_payload: bytes, message_id: str, sender_node_id: str
+    ) -> notices_pb2.Notice:
+        """Open a payload sealed to this node and parse its notice.
+
+        Raises:
+            VerificationError: it cannot be opened or is not a notice.
+        """
+        return notices.decode_notice(
+            open_sealed(
+                sealed_payload,
+                message_id=message_id,
+                sender_node_id=sender_node_id,
+                recipient_node_id=self.node_id,
+                keys=self.identity.sealing_keys,
+            )
+        )
+
+    async def open_stored(self, record: NoticeRecord) -> notices_pb2.Notice | None:
+        """Open a notice this node received, for its own use; None once purged."""
+        envelope = await self.store.read(lambda c: load_envelope(c, record.message_id))
+        if envelope is None or not envelope.sealed_payload:
+            return None
+        return self.open_content(envelope.sealed_payload, record.message_id, record.sender_node_id)
 
     def usable_trust(self, now: dt.datetime) -> TrustList:
         """The trust list, if it may be used to send or receive now.

@@ -1,46 +1,53 @@
-"""Sending a notice: validate, seal, sign, and queue it in one transaction.
+"""Sending: submissions, replies, withdrawals, disclosure decisions and forwarding.
 
-The flow of DESIGN.md: the notice is checked against its type's rules, sealed
-for its recipients' current sealing keys, wrapped in a signed envelope, and the
-notice, envelope, one outbox row per recipient and the audit entry are
-committed together. Only then is the authority told the message id; the
-delivery worker takes it from there.
+The flow of DESIGN.md: a notice is checked against its type's disclosure
+policy, sealed for its recipients' current sealing keys and signed
+(`exchange.composing`), and the notice, envelope, one outbox row per recipient
+and the audit entry are committed in one transaction, with whatever else the
+operation changes (a notice marked withdrawn, restricted sections held back).
+Only then is the authority told the message id; the delivery worker takes it
+from there.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import hashlib
+import os
+from collections.abc import Callable, Sequence
 
 from sqlalchemy import Connection
 from sqlalchemy.exc import IntegrityError
 
-from exchange import notices
+from exchange import disclosure, notices
 from exchange._encoding import tagged_digest
 from exchange._proto.exchange.v1 import envelope_pb2, notices_pb2
 from exchange.audit import AuditRecord
 from exchange.clients import Principal
 from exchange.clock import to_millis
-from exchange.envelope import MAX_RECIPIENTS, Handling, Header, sign_envelope
-from exchange.errors import ConflictError, NotFoundError, PreconditionError, ValidationError
-from exchange.ids import (
-    new_message_id,
-    validate_case_reference,
-    validate_message_id,
-    validate_node_id,
+from exchange.composing import compose
+from exchange.envelope import MAX_RECIPIENTS, Handling
+from exchange.errors import (
+    ConflictError,
+    NotFoundError,
+    PreconditionError,
+    ValidationError,
+    VerificationError,
 )
+from exchange.ids import validate_case_reference, validate_message_id, validate_node_id
 from exchange.runtime import NodeContext
-from exchange.seal import SUITE, SealRecipient, seal
-from exchange.store import audit_log, inbox, outbox
-from exchange.store.notices import NoticeRecord
-from exchange.trust import TrustList
+from exchange.seal import SealRecipient, open_sealed, seal
+from exchange.store import audit_log, inbox, lifecycle, outbox
+from exchange.store.notices import OUTGOING, NoticeRecord, find_notice
 
-__all__ = ["OutgoingRequest", "Submitter"]
+__all__ = ["MAX_TTL", "OutgoingRequest", "Submitter"]
 
 MIN_TTL = dt.timedelta(minutes=1)
 MAX_TTL = dt.timedelta(days=30)
 MAX_REQUEST_ID = 128
+_K = envelope_pb2
+
+InTransaction = Callable[[Connection], None]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,6 +57,7 @@ class OutgoingRequest:
     Attributes:
         time_to_live: delivery window; None for the node's default.
         client_request_id: idempotency key; empty for none.
+        restricted_sections: sections to hold back, sent only as commitments.
     """
 
     recipient_node_ids: tuple[str, ...]
@@ -58,34 +66,55 @@ class OutgoingRequest:
     notice: notices_pb2.Notice
     time_to_live: dt.timedelta | None = None
     client_request_id: str = ""
+    restricted_sections: tuple[notices_pb2.RestrictedSection, ...] = ()
 
     def digest(self, in_reply_to: str) -> bytes:
-        """Identifies the request's content, to recognize an idempotent retry."""
+        """Identifies the request's content, to recognize an idempotent retry.
+
+        Commitments are left out: their salts are new at every attempt; the
+        sections they commit to are in.
+        """
+        notice = notices_pb2.Notice()
+        notice.CopyFrom(self.notice)
+        del notice.restricted_sections[:]
         return tagged_digest(
             "exchange.v1.SubmitRequest",
             ",".join(self.recipient_node_ids).encode(),
             self.case_reference.encode(),
             self.handling.to_proto().SerializeToString(deterministic=True),
-            self.notice.SerializeToString(deterministic=True),
+            notice.SerializeToString(deterministic=True),
             str(self.time_to_live).encode(),
             in_reply_to.encode(),
+            *(s.SerializeToString(deterministic=True) for s in self.restricted_sections),
         )
 
 
+def _protocol_flags() -> notices_pb2.ChildProtectionFlags:
+    return notices_pb2.ChildProtectionFlags(
+        identity_protected=True,
+        victim_identification=notices_pb2.VICTIM_IDENTIFICATION_UNKNOWN,
+    )
+
+
 class Submitter:
-    """Accepts notices from authority clients and queues them for delivery."""
+    """Accepts what an authority asks its node to send, and queues it for delivery."""
 
     def __init__(self, context: NodeContext) -> None:
         self._context = context
 
+    # --- submissions and replies -------------------------------------------------------------
+
     async def submit(self, principal: Principal, request: OutgoingRequest) -> outbox.Submission:
         """Send a new notice (not a reply)."""
+        if request.notice.HasField("forwarded_from"):
+            raise ValidationError("notice.forwarded_from", "is set by a node when it forwards")
+        request, held = self._hold_back(request)
         kind = self._validate(request)
         if kind in notices.REPLY_RULES:
             raise ValidationError(
                 "notice.body", f"a {notices.kind_name(kind)} is a reply: use Respond"
             )
-        return await self._send(principal, request, kind, in_reply_to=None)
+        return await self._send(principal, request, kind, held=held)
 
     async def respond(
         self, principal: Principal, in_reply_to: str, request: OutgoingRequest
@@ -94,9 +123,29 @@ class Submitter:
         validate_message_id(in_reply_to, "in_reply_to")
         original = await self._received(in_reply_to)
         request = dataclasses.replace(request, recipient_node_ids=(original.sender_node_id,))
+        request, held = self._hold_back(request)
         kind = self._validate(request)
+        if kind == _K.NOTICE_KIND_WITHDRAWAL:
+            raise ValidationError("notice.body", "a WITHDRAWAL is sent with Withdraw")
+        if kind == _K.NOTICE_KIND_DISCLOSURE_GRANT:
+            raise ValidationError("notice.body", "a DISCLOSURE_GRANT is sent with DecideDisclosure")
         notices.validate_reply(kind, original.kind)
-        return await self._send(principal, request, kind, in_reply_to=original)
+        also = None
+        if kind == _K.NOTICE_KIND_ACKNOWLEDGEMENT:
+
+            def also(connection: Connection) -> None:
+                inbox.set_state(
+                    connection,
+                    original.message_id,
+                    inbox.ACKNOWLEDGED,
+                    from_states={inbox.RECEIVED, inbox.READ},
+                )
+
+        if kind == _K.NOTICE_KIND_DISCLOSURE_REQUEST:
+            await self._check_disclosure_request(original, request.notice.disclosure_request)
+        return await self._send(
+            principal, request, kind, in_reply_to=original.message_id, held=held, also=also
+        )
 
     async def acknowledge(
         self, principal: Principal, message_id: str, status: int, note: str, client_request_id: str
@@ -109,20 +158,13 @@ class Submitter:
         validate_message_id(message_id)
         original = await self._received(message_id)
         notice = notices_pb2.Notice(
-            protection=notices_pb2.ChildProtectionFlags(
-                identity_protected=True,
-                victim_identification=notices_pb2.VICTIM_IDENTIFICATION_UNKNOWN,
-            ),
+            protection=_protocol_flags(),
             acknowledgement=notices_pb2.Acknowledgement(status=status, note=note),  # type: ignore[arg-type]
         )
         request = OutgoingRequest(
             recipient_node_ids=(original.sender_node_id,),
             case_reference=original.case_reference,
-            handling=Handling(
-                onward_sharing=envelope_pb2.ONWARD_SHARING_NONE,
-                evidence_use=envelope_pb2.EVIDENCE_USE_INTELLIGENCE_ONLY,
-                retention_days=original.handling.retention_days,
-            ),
+            handling=_protocol_handling(original.handling.retention_days),
             notice=notice,
             client_request_id=client_request_id,
         )
@@ -132,7 +174,294 @@ class Submitter:
         found = await self._context.store.read(lambda c: inbox.get_incoming(c, message_id))
         if found is None:
             raise NotFoundError(f"no received notice {message_id}")
-        return found[0]
+        record = found[0]
+        if record.state in (lifecycle.WITHDRAWN, lifecycle.PURGED):
+            raise PreconditionError(f"notice {message_id} is {record.state}")
+        return record
+
+    # --- withdrawal ---------------------------------------------------------------------------
+
+    async def withdraw(
+        self, principal: Principal, message_id: str, reason: int, note: str, client_request_id: str
+    ) -> outbox.Submission:
+        """Withdraw a notice this node sent, from all its recipients."""
+        validate_message_id(message_id)
+        original = await self._context.store.read(lambda c: find_notice(c, message_id))
+        if original is None or original.direction != OUTGOING:
+            raise NotFoundError(f"no sent notice {message_id}")
+        if original.kind not in notices.SUBSTANTIVE:
+            raise PreconditionError(f"a {notices.kind_name(original.kind)} cannot be withdrawn")
+        if original.state != "sent":
+            raise PreconditionError(f"notice {message_id} is {original.state}")
+        request = OutgoingRequest(
+            recipient_node_ids=original.recipient_node_ids,
+            case_reference=original.case_reference,
+            handling=_protocol_handling(original.handling.retention_days),
+            notice=notices_pb2.Notice(
+                protection=_protocol_flags(),
+                withdrawal=notices_pb2.Withdrawal(reason=reason, note=note),  # type: ignore[arg-type]
+            ),
+            client_request_id=client_request_id,
+        )
+        kind = self._validate(request)
+
+        def mark(connection: Connection) -> None:
+            if not inbox.set_state(connection, message_id, "withdrawn", from_states={"sent"}):
+                raise PreconditionError(f"notice {message_id} was withdrawn meanwhile")
+
+        return await self._send(principal, request, kind, in_reply_to=message_id, also=mark)
+
+    # --- staged disclosure --------------------------------------------------------------------
+
+    def _hold_back(
+        self, request: OutgoingRequest
+    ) -> tuple[OutgoingRequest, list[lifecycle.HeldSection]]:
+        """Replace restricted sections by salted commitments; seal them for this node alone."""
+        if not request.restricted_sections:
+            return request, []
+        if len(request.restricted_sections) > disclosure.MAX_RESTRICTED_SECTIONS:
+            raise ValidationError(
+                "restricted_sections", f"at most {disclosure.MAX_RESTRICTED_SECTIONS} sections"
+            )
+        notice = notices_pb2.Notice()
+        notice.CopyFrom(request.notice)
+        del notice.restricted_sections[:]
+        held = []
+        for i, section in enumerate(request.restricted_sections, start=1):
+            where = f"restricted_sections[{i - 1}]"
+            if section.type not in notices_pb2.SectionType.values() or not section.type:
+                raise ValidationError(f"{where}.type", "is required")
+            if not 0 < len(section.content) <= disclosure.SECTION_CHARS:
+                raise ValidationError(
+                    f"{where}.content", f"must be 1 to {disclosure.SECTION_CHARS} characters"
+                )
+            section_id = f"s{i}"
+            salt = os.urandom(32)
+            notice.restricted_sections.append(
+                notices_pb2.SectionCommitment(
+                    section_id=section_id,
+                    type=section.type,
+                    commitment=disclosure.commit_section(section, salt),
+                )
+            )
+            held.append(
+                lifecycle.HeldSection(
+                    section_id, section.type, salt, self._seal_to_self(section, salt)
+                )
+            )
+        return dataclasses.replace(request, notice=notice), held
+
+    def _seal_to_self(self, section: notices_pb2.RestrictedSection, salt: bytes) -> bytes:
+        """Sealed at rest to this node's own key, bound to the section's salt."""
+        identity = self._context.identity
+        key_id, key = next(iter(identity.sealing_keys.items()))
+        return seal(
+            section.SerializeToString(deterministic=True),
+            message_id=f"held-section:{salt.hex()}",
+            sender_node_id=identity.node_id,
+            recipients=[SealRecipient(identity.node_id, key_id, key.public_key())],
+        )
+
+    def _unseal_own(self, held: lifecycle.HeldSection) -> notices_pb2.RestrictedSection:
+        identity = self._context.identity
+        try:
+            plaintext = open_sealed(
+                held.sealed,
+                message_id=f"held-section:{held.salt.hex()}",
+                sender_node_id=identity.node_id,
+                recipient_node_id=identity.node_id,
+                keys=identity.sealing_keys,
+            )
+        except VerificationError:
+            raise PreconditionError(f"section {held.section_id} can no longer be opened") from None
+        return notices_pb2.RestrictedSection.FromString(plaintext)
+
+    async def _check_disclosure_request(
+        self, original: NoticeRecord, request: notices_pb2.DisclosureRequest
+    ) -> None:
+        """A disclosure request names sections the original has, or asks for onward consent."""
+        if request.purpose == notices_pb2.DISCLOSURE_PURPOSE_ONWARD_SHARING:
+            if original.handling.onward_sharing != _K.ONWARD_SHARING_WITH_ORIGINATOR_CONSENT:
+                raise PreconditionError(
+                    f"notice {original.message_id} may not be shared onward at all"
+                )
+            return
+        opened = await self._open_received(original)
+        committed = {c.section_id for c in opened.restricted_sections}
+        for i, section_id in enumerate(request.section_ids):
+            if section_id not in committed:
+                raise ValidationError(
+                    f"notice.disclosure_request.section_ids[{i}]",
+                    f"notice {original.message_id} has no restricted section {section_id}",
+                )
+
+    async def decide_disclosure(
+        self,
+        principal: Principal,
+        request_id: str,
+        decision: int,
+        refusal_ground: int,
+        client_request_id: str,
+    ) -> outbox.Submission:
+        """Answer a received DisclosureRequest, sealed to the requester alone."""
+        validate_message_id(request_id, "request_message_id")
+        received = await self._received(request_id)
+        if received.kind != _K.NOTICE_KIND_DISCLOSURE_REQUEST:
+            raise NotFoundError(f"no received disclosure request {request_id}")
+        asked = (await self._open_received(received)).disclosure_request
+        original = await self._context.store.read(lambda c: find_notice(c, received.in_reply_to))
+        if original is None or original.direction != OUTGOING:
+            raise NotFoundError(f"the notice asked about ({received.in_reply_to}) is not held")
+        answered = await self._context.store.read(
+            lambda c: lifecycle.replies(
+                c, request_id, kind=_K.NOTICE_KIND_DISCLOSURE_GRANT, direction=OUTGOING
+            )
+        )
+        if answered:
+            raise PreconditionError(f"disclosure request {request_id} was already answered")
+        grant = notices_pb2.DisclosureGrant(
+            decision=decision,  # type: ignore[arg-type]
+            refusal_ground=refusal_ground,  # type: ignore[arg-type]
+        )
+        if decision == notices_pb2.DISCLOSURE_DECISION_APPROVED:
+            if asked.purpose == notices_pb2.DISCLOSURE_PURPOSE_ONWARD_SHARING:
+                grant.onward_node_ids.extend(asked.onward_node_ids)
+            else:
+                grant.sections.extend(await self._disclose(original, list(asked.section_ids)))
+        request = OutgoingRequest(
+            recipient_node_ids=(received.sender_node_id,),
+            case_reference=original.case_reference,
+            handling=_protocol_handling(original.handling.retention_days),
+            notice=notices_pb2.Notice(protection=_protocol_flags(), disclosure_grant=grant),
+            client_request_id=client_request_id,
+        )
+        kind = self._validate(request)
+        audit = AuditRecord(
+            occurred_at=self._context.clock.now(),
+            actor=principal.actor,
+            action="disclosure.approved"
+            if decision == notices_pb2.DISCLOSURE_DECISION_APPROVED
+            else "disclosure.refused",
+            message_id=original.message_id,
+            peer_node_id=received.sender_node_id,
+            details={
+                "request": request_id,
+                "purpose": notices_pb2.DisclosurePurpose.Name(asked.purpose),
+                "sections": ",".join(s.section_id for s in grant.sections),
+                "onward_nodes": ",".join(grant.onward_node_ids),
+            },
+        )
+        return await self._send(
+            principal, request, kind, in_reply_to=request_id, extra_audit=[audit]
+        )
+
+    async def _disclose(
+        self, original: NoticeRecord, section_ids: list[str]
+    ) -> list[notices_pb2.DisclosedSection]:
+        held = await self._context.store.read(
+            lambda c: lifecycle.load_sections(c, original.message_id, section_ids)
+        )
+        by_id = {h.section_id: h for h in held}
+        missing = [s for s in section_ids if s not in by_id]
+        if missing:
+            raise PreconditionError(
+                f"sections {', '.join(missing)} of {original.message_id} are no longer held"
+            )
+        return [
+            notices_pb2.DisclosedSection(
+                section_id=section_id,
+                section=self._unseal_own(by_id[section_id]),
+                salt=by_id[section_id].salt,
+            )
+            for section_id in section_ids
+        ]
+
+    # --- forwarding ---------------------------------------------------------------------------
+
+    async def forward(
+        self,
+        principal: Principal,
+        message_id: str,
+        recipients: Sequence[str],
+        client_request_id: str,
+    ) -> outbox.Submission:
+        """Forward a received notice, as its handling code and the originator allow."""
+        validate_message_id(message_id)
+        original = await self._received(message_id)
+        try:
+            await self._check_onward(original, recipients)
+        except PreconditionError as refusal:
+            await self._audit_refusal(principal, original, recipients, str(refusal))
+            raise
+        opened = await self._open_received(original)
+        copy = notices_pb2.Notice()
+        copy.CopyFrom(opened)
+        # Held-back sections stay with the originator; the copy names its origin.
+        del copy.restricted_sections[:]
+        copy.forwarded_from.CopyFrom(
+            notices_pb2.ForwardedFrom(
+                origin_node_id=original.sender_node_id, origin_message_id=original.message_id
+            )
+        )
+        request = OutgoingRequest(
+            recipient_node_ids=tuple(recipients),
+            case_reference=original.case_reference,
+            handling=dataclasses.replace(original.handling, onward_sharing=_K.ONWARD_SHARING_NONE),
+            notice=copy,
+            client_request_id=client_request_id,
+        )
+        kind = self._validate(request)
+        audit = AuditRecord(
+            occurred_at=self._context.clock.now(),
+            actor=principal.actor,
+            action="notice.forwarded",
+            message_id=original.message_id,
+            peer_node_id=original.sender_node_id,
+            details={"to": ",".join(recipients)},
+        )
+        return await self._send(principal, request, kind, extra_audit=[audit])
+
+    async def _check_onward(self, original: NoticeRecord, recipients: Sequence[str]) -> None:
+        sharing = original.handling.onward_sharing
+        if original.state in ("withdrawn", "purged"):
+            raise PreconditionError(f"notice {original.message_id} is {original.state}")
+        if sharing == _K.ONWARD_SHARING_NONE:
+            raise PreconditionError("its handling code forbids onward sharing")
+        if sharing == _K.ONWARD_SHARING_WITHIN_RECEIVING_AUTHORITY:
+            raise PreconditionError(
+                "its handling code allows sharing within this authority only, not with other nodes"
+            )
+        consented = await self._context.store.read(
+            lambda c: lifecycle.consented_nodes(c, original.message_id)
+        )
+        missing = [r for r in recipients if r not in consented]
+        if missing:
+            raise PreconditionError(
+                f"no signed consent of {original.sender_node_id} on record for "
+                f"{', '.join(missing)}; ask with a DisclosureRequest for onward sharing"
+            )
+
+    async def _audit_refusal(
+        self, principal: Principal, original: NoticeRecord, recipients: Sequence[str], why: str
+    ) -> None:
+        record = AuditRecord(
+            occurred_at=self._context.clock.now(),
+            actor=principal.actor,
+            action="forward.refused",
+            message_id=original.message_id,
+            peer_node_id=original.sender_node_id,
+            details={"to": ",".join(recipients), "reason": why[:200]},
+        )
+        await self._context.store.write(lambda c: audit_log.append(c, [record]))
+
+    async def _open_received(self, record: NoticeRecord) -> notices_pb2.Notice:
+        """Open a received notice for the node's own use (not a disclosure to a person)."""
+        opened = await self._context.open_stored(record)
+        if opened is None:
+            raise PreconditionError(f"the content of {record.message_id} is no longer held")
+        return opened
+
+    # --- common path --------------------------------------------------------------------------
 
     def _validate(self, request: OutgoingRequest) -> int:
         recipients = request.recipient_node_ids
@@ -153,74 +482,53 @@ class Submitter:
             raise ValidationError("client_request_id", f"at most {MAX_REQUEST_ID} characters")
         return notices.validate_notice(request.notice, now=self._context.clock.now())
 
-    def _seal_recipients(
-        self, trust: TrustList, recipients: tuple[str, ...], now: dt.datetime
-    ) -> list[SealRecipient]:
-        sealed_to = []
-        for i, node_id in enumerate(recipients):
-            node = trust.active_node(node_id)
-            key = node.sealing_key(now) if node is not None else None
-            if node is None or key is None:
-                raise PreconditionError(
-                    f"recipient_node_ids[{i}]: {node_id} is not an active node with a valid "
-                    f"sealing key in trust list version {trust.version}"
-                )
-            sealed_to.append(SealRecipient(node_id, key.key_id, key.x25519()))
-        return sealed_to
-
     async def _send(
         self,
         principal: Principal,
         request: OutgoingRequest,
         kind: int,
-        in_reply_to: NoticeRecord | None,
+        *,
+        in_reply_to: str = "",
+        held: Sequence[lifecycle.HeldSection] = (),
+        also: InTransaction | None = None,
+        extra_audit: Sequence[AuditRecord] = (),
     ) -> outbox.Submission:
+        """Compose, then commit the notice with everything else the operation changes."""
         context = self._context
         now = context.clock.now()
         trust = context.usable_trust(now)
-        reply_id = in_reply_to.message_id if in_reply_to else ""
-        request_digest = request.digest(reply_id)
+        request_digest = request.digest(in_reply_to)
         if request.client_request_id:
             earlier = await context.store.read(
                 lambda c: outbox.find_submission(c, principal.client_id, request.client_request_id)
             )
             if earlier is not None:
                 return _same_request(earlier, request_digest)
-        sealed_to = self._seal_recipients(trust, request.recipient_node_ids, now)
-        message_id = new_message_id(context.clock, context.node_id)
-        ttl = request.time_to_live or context.config.delivery.default_ttl()
-        plaintext = notices.encode_notice(request.notice)
-        sealed = seal(
-            plaintext,
-            message_id=message_id,
-            sender_node_id=context.node_id,
-            recipients=sealed_to,
-        )
-        header = Header(
-            message_id=message_id,
-            sender_node_id=context.node_id,
-            sender_key_id=context.identity.signing_key_id,
-            recipient_node_ids=request.recipient_node_ids,
-            created_at=now,
-            expires_at=now + ttl,
+        composed = compose(
+            identity=context.identity,
+            trust=trust,
+            clock=context.clock,
+            recipients=request.recipient_node_ids,
+            notice=request.notice,
             kind=kind,
             case_reference=request.case_reference,
-            in_reply_to=reply_id,
             handling=request.handling,
-            payload_digest=hashlib.sha256(sealed).digest(),
-            seal_suite=SUITE,
+            ttl=request.time_to_live or context.config.delivery.default_ttl(),
+            in_reply_to=in_reply_to,
         )
-        envelope = sign_envelope(header, sealed, context.identity.signing_key)
+        header, envelope = composed.header, composed.envelope
+        deadline = notices.response_deadline(request.notice)
         record = AuditRecord(
             occurred_at=now,
             actor=principal.actor,
             action="notice.submitted",
-            message_id=message_id,
+            message_id=header.message_id,
             details={
                 "kind": notices.kind_name(kind),
                 "recipients": ",".join(request.recipient_node_ids),
                 "envelope_digest": envelope.digest().hex(),
-                "in_reply_to": reply_id,
+                "in_reply_to": in_reply_to,
+                **({"restricted_sections": str(len(held))} if held else {}),
             },
         )
 
@@ -241,16 +549,14 @@ class Submitter:
                 request_digest=request_digest,
                 now=to_millis(now),
             )
-            if kind == envelope_pb2.NOTICE_KIND_ACKNOWLEDGEMENT and in_reply_to is not None:
-                inbox.set_state(
-                    connection,
-                    in_reply_to.message_id,
-                    inbox.ACKNOWLEDGED,
-                    from_states={inbox.RECEIVED, inbox.READ},
-                )
-            audit_log.append(connection, [record])
+            if deadline is not None:
+                lifecycle.set_deadline(connection, header.message_id, to_millis(deadline))
+            lifecycle.insert_sections(connection, header.message_id, held)
+            if also is not None:
+                also(connection)
+            audit_log.append(connection, [record, *extra_audit])
             return outbox.Submission(
-                message_id=message_id,
+                message_id=header.message_id,
                 recipient_node_ids=request.recipient_node_ids,
                 created_at=to_millis(now),
                 expires_at=to_millis(header.expires_at),
@@ -276,6 +582,15 @@ class Submitter:
             recipients=len(submission.recipient_node_ids),
         )
         return submission
+
+
+def _protocol_handling(retention_days: int) -> Handling:
+    """Protocol messages are never shared onward and are not evidence."""
+    return Handling(
+        onward_sharing=_K.ONWARD_SHARING_NONE,
+        evidence_use=_K.EVIDENCE_USE_INTELLIGENCE_ONLY,
+        retention_days=retention_days,
+    )
 
 
 def _same_request(earlier: outbox.Submission, request_digest: bytes) -> outbox.Submission:

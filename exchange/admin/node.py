@@ -24,6 +24,7 @@ from exchange.identity import NodeIdentity
 from exchange.ids import validate_country, validate_node_id
 from exchange.keys import load_ec, write_private_key
 from exchange.layout import FederationLayout, NodeLayout
+from exchange.retention import PURGE_BATCH, purge_batch
 from exchange.store import audit_log, migrate, registry
 from exchange.store.engine import Store
 from exchange.trust import SignedTrustList, TrustList
@@ -36,6 +37,7 @@ __all__ = [
     "list_clients",
     "migrate_node",
     "open_store",
+    "purge",
     "revoke_client",
     "update_trust",
 ]
@@ -236,6 +238,20 @@ def revoke_client(directory: Path, name: str, *, now: dt.datetime) -> None:
     store = open_store(directory)
     try:
         store.write(revoke)
+    finally:
+        store.dispose()
+
+
+def purge(directory: Path, *, now: dt.datetime) -> int:
+    """Purge every notice whose retention has ended; returns how many."""
+    store = open_store(directory)
+    total = 0
+    try:
+        while True:
+            purged = store.write(lambda c: purge_batch(c, now=now, actor=ADMIN))
+            total += purged
+            if purged < PURGE_BATCH:
+                return total
     finally:
         store.dispose()
 

@@ -12,7 +12,7 @@ import asyncio
 import dataclasses
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Annotated, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import typer
 from google.protobuf import json_format
@@ -226,6 +226,95 @@ def status(context: typer.Context, message_id: str, as_json: JsonFlag = False) -
                 r.last_error,
             )
             for r in response.recipients
+        ],
+    )
+
+
+def _code(enum: Any, prefix: str, value: str, option: str) -> int:
+    try:
+        return int(enum.Value(f"{prefix}_{value.upper()}"))
+    except ValueError:
+        names = ", ".join(n.removeprefix(prefix + "_").lower() for n in enum.keys()[1:])
+        fail(f"{option} {value!r}: expected one of {names}")
+
+
+@app.command()
+def withdraw(
+    context: typer.Context,
+    message_id: str,
+    reason: Annotated[str, typer.Option(help="sent_in_error, case_closed, ...")],
+    note: str = "",
+    request_id: RequestId = "",
+    as_json: JsonFlag = False,
+) -> None:
+    """Withdraw a notice this node sent, from every recipient."""
+    request = pb.WithdrawRequest(
+        message_id=message_id,
+        reason=_code(notices_pb2.WithdrawalReason, "WITHDRAWAL_REASON", reason, "--reason"),  # type: ignore[arg-type]
+        note=note,
+        client_request_id=request_id,
+    )
+    _show_submitted(_run(context, lambda c: c.withdraw(request)), as_json)
+
+
+@app.command()
+def decide(
+    context: typer.Context,
+    request_message_id: str,
+    approve: Annotated[bool, typer.Option("--approve/--refuse", help="The decision.")],
+    ground: Annotated[str, typer.Option(help="Refusal ground, e.g. child_best_interests.")] = "",
+    request_id: RequestId = "",
+    as_json: JsonFlag = False,
+) -> None:
+    """Answer a received disclosure request."""
+    request = pb.DecideDisclosureRequest(
+        request_message_id=request_message_id,
+        decision=notices_pb2.DISCLOSURE_DECISION_APPROVED
+        if approve
+        else notices_pb2.DISCLOSURE_DECISION_REFUSED,
+        refusal_ground=_code(notices_pb2.RefusalGround, "REFUSAL_GROUND", ground, "--ground")  # type: ignore[arg-type]
+        if ground
+        else 0,
+        client_request_id=request_id,
+    )
+    _show_submitted(_run(context, lambda c: c.decide_disclosure(request)), as_json)
+
+
+@app.command()
+def forward(
+    context: typer.Context,
+    message_id: str,
+    to: Annotated[list[str], typer.Option(help="A node to forward to; repeatable.")],
+    request_id: RequestId = "",
+    as_json: JsonFlag = False,
+) -> None:
+    """Forward a received notice to other nodes, as its handling code allows."""
+    request = pb.ForwardRequest(
+        message_id=message_id, recipient_node_ids=to, client_request_id=request_id
+    )
+    _show_submitted(_run(context, lambda c: c.forward(request)), as_json)
+
+
+@app.command()
+def overdue(context: typer.Context, as_json: JsonFlag = False) -> None:
+    """Requests past their response deadline without an answer."""
+    response = _run(context, lambda c: c.overdue())
+    if as_json:
+        print_message(response)
+        return
+    table(
+        "overdue requests",
+        ["message id", "kind", "owed", "other node", "case", "due"],
+        [
+            (
+                r.message_id,
+                _kind(r.kind),
+                "by us" if r.owed == pb.OWED_BY_US else "to us",
+                r.counterpart_node_id,
+                r.case_reference,
+                r.response_deadline.ToDatetime().isoformat(timespec="minutes"),
+            )
+            for r in response.requests
         ],
     )
 

@@ -97,6 +97,22 @@ def revoke_client(
     console.print(f"client {name!r} revoked")
 
 
+@app.command()
+def purge(
+    directory: Directory,
+    yes: Annotated[bool, typer.Option("--yes", help="Do not ask for confirmation.")] = False,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Delete the content of notices whose retention has ended (tombstones remain)."""
+    if not yes:
+        typer.confirm("Purge the content of every notice past its retention?", abort=True)
+    purged = admin.purge(directory, now=SystemClock().now())
+    if as_json:
+        print_json({"purged": purged})
+    else:
+        console.print(f"{purged} notice(s) purged")
+
+
 @app.command("list-clients")
 def list_clients(
     directory: Directory,

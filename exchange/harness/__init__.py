@@ -82,6 +82,25 @@ def print_report(report: Report, console: Console) -> None:
             row.step, row.sender, ", ".join(row.recipients), row.kind, row.message_id, row.outcome
         )
     console.print(traffic)
+    readable = Table(title="What each recipient could read")
+    for column in ("notice", "kind", "recipient", "fields read", "held back"):
+        readable.add_column(column)
+    for seen in report.readable:
+        readable.add_row(
+            seen.message_id[-12:],
+            seen.kind,
+            seen.recipient,
+            ", ".join(seen.fields),
+            ", ".join(seen.withheld) or "-",
+        )
+    console.print(readable)
+    if report.overdue:
+        overdue = Table(title="Overdue requests")
+        for column in ("node", "request", "owed"):
+            overdue.add_column(column)
+        for item in report.overdue:
+            overdue.add_row(item.node_id, item.message_id, item.owed)
+        console.print(overdue)
     checks = Table(title="Expected outcomes")
     for column in ("step", "expectation", "result"):
         checks.add_column(column)

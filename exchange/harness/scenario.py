@@ -1,11 +1,22 @@
 """The simulation's scenario, played as each country's authority system.
 
-1. The first country refers a case to the second and third.
-2. The second acknowledges it.
-3. The third country's node is killed; the second sends it an assistance request.
-4. The third restarts, receives the request, and answers with an assistance response.
-5. Every further country refers a case to the first.
-6. Every node's inbox holds each notice exactly once, and every audit chain verifies.
+1. The first country (A) refers a case to the second (B) and third (C).
+2. B acknowledges it.
+3. C's node is killed; B sends it an assistance request (OPSC art. 6).
+4. C restarts, receives the request, and 5. answers with an assistance response.
+6. A notifies B that a person is not extradited but prosecuted at home (art. 5(5)).
+7. B asks C to seize devices and close premises (art. 7); C reports execution.
+8. C coordinates a victim's repatriation with A (art. 8, 9, 10(2)), the victim's
+   identity held back; A asks for it (staged disclosure) and C grants it.
+9. A alerts B to a convicted offender's travel (art. 10(1)).
+10. B refers 5,000 hashes of material hosted in A's territory (art. 3(1)(c), 7).
+11. A refers a case that may be shared onward with consent; B asks, A consents,
+    B forwards it to C.
+12. A withdraws the referral of step 1: B and C stop serving it and confirm.
+13. A sends C an urgent request due in seconds and C lets it pass: both report
+    it overdue.
+14. Every further country refers a case to A.
+15. Every node's inbox holds each notice exactly once, and every audit chain verifies.
 
 Each expectation is a `Check`; the scenario never stops at a failed check
 unless later steps cannot run without it.
@@ -17,24 +28,47 @@ import asyncio
 import dataclasses
 import datetime as dt
 import functools
+import hashlib
 import time
-from collections.abc import Awaitable, Callable
-from typing import Protocol
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, Protocol
 
 import grpc
 
+from exchange import _wire
 from exchange._proto.exchange.v1 import authority_pb2 as apb
+from exchange._proto.exchange.v1 import envelope_pb2 as epb
 from exchange._proto.exchange.v1 import notices_pb2 as npb
 from exchange.audit import ChainedEntry, canonical_details, first_broken_link
 from exchange.clock import to_millis
+from exchange.disclosure import readable_fields
 from exchange.harness import samples
 from exchange.harness.setup import SimNode
 from exchange.notices import kind_name
 from exchange.rpc.client import AuthorityClient
 
-__all__ = ["Check", "NodeControl", "Report", "Scenario", "Traffic"]
+__all__ = ["Check", "NodeControl", "Overdue", "Readable", "Report", "Scenario", "Traffic"]
 
 POLL_SECONDS = 0.05
+BULK_HASHES = 5_000
+# Personal values of the scenario: they cross the wire only sealed, and reach
+# the requester only in a disclosure grant.
+VICTIM = "Victim: Amira K., born 03/05/2013, passport X1234567"
+PREMISES = "12 Harbour Street, unit 4"
+
+
+def _submitting(
+    request: apb.SubmitNoticeRequest,
+) -> Callable[[AuthorityClient], Awaitable[apb.SubmittedNotice]]:
+    return functools.partial(AuthorityClient.submit, request=request)
+
+
+def _without_commitments(notice: npb.Notice) -> npb.Notice:
+    """The notice as its sender wrote it: the node adds the commitments."""
+    copy = npb.Notice()
+    copy.CopyFrom(notice)
+    del copy.restricted_sections[:]
+    return copy
 
 
 class NodeControl(Protocol):
@@ -65,10 +99,34 @@ class Traffic:
     outcome: str
 
 
+@dataclasses.dataclass(frozen=True)
+class Readable:
+    """What one recipient could read of one notice."""
+
+    message_id: str
+    kind: str
+    recipient: str
+    fields: tuple[str, ...]
+    # Restricted sections named only by commitment: "s1 (VICTIM_IDENTITY)".
+    withheld: tuple[str, ...]
+
+
+@dataclasses.dataclass(frozen=True)
+class Overdue:
+    node_id: str
+    message_id: str
+    owed: str
+
+
 @dataclasses.dataclass
 class Report:
     checks: list[Check] = dataclasses.field(default_factory=list)
     traffic: list[Traffic] = dataclasses.field(default_factory=list)
+    readable: list[Readable] = dataclasses.field(default_factory=list)
+    overdue: list[Overdue] = dataclasses.field(default_factory=list)
+    # Every text and byte string the authorities put into notices: none of it
+    # may cross the wire in clear (the proof test checks the captured traffic).
+    sensitive: list[bytes] = dataclasses.field(default_factory=list)
 
     @property
     def passed(self) -> bool:
@@ -175,8 +233,14 @@ class Scenario:
         recipients: list[SimNode],
         submit: Callable[[AuthorityClient], Awaitable[apb.SubmittedNotice]],
         expected: npb.Notice | None,
+        *,
+        restricted: Sequence[npb.RestrictedSection] = (),
     ) -> str:
         """Submit, then check delivery, receipt, inbox event and readable content."""
+        if expected is not None:
+            self._note_sensitive(expected)
+        for section in restricted:
+            self._note_sensitive(section)
         submitted = await submit(self._client(sender))
         message_id = submitted.message_id
         status = await self._delivery(sender, message_id)
@@ -202,11 +266,20 @@ class Scenario:
             )
             opened = await self._client(recipient).get_notice(message_id)
             kind = kind_name(opened.summary.kind)
+            self._note_readable(recipient, message_id, kind, opened.notice)
             if expected is not None:
                 self.check(
                     step,
                     f"{recipient.node_id} opens exactly what {sender.node_id} sent",
-                    opened.notice == expected,
+                    _without_commitments(opened.notice) == expected,
+                )
+            if restricted:
+                self.check(
+                    step,
+                    f"{recipient.node_id} sees the held-back sections by commitment only",
+                    [c.type for c in opened.notice.restricted_sections]
+                    == [s.type for s in restricted]
+                    and not any(s.content in str(opened) for s in restricted),
                 )
         self.report.traffic.append(
             Traffic(
@@ -219,6 +292,35 @@ class Scenario:
             )
         )
         return message_id
+
+    def _note_sensitive(self, message: Any) -> None:
+        """Remember every string and byte value of a notice (8 bytes or more)."""
+        for field, value in message.ListFields():
+            items = value if field.is_repeated else [value]
+            for item in items:
+                if field.message_type is not None:
+                    self._note_sensitive(item)
+                elif isinstance(item, str | bytes):
+                    raw = item.encode() if isinstance(item, str) else item
+                    # Shorter values would turn up by chance in ciphertext.
+                    if len(raw) >= 8:
+                        self.report.sensitive.append(raw)
+
+    def _note_readable(
+        self, recipient: SimNode, message_id: str, kind: str, notice: npb.Notice
+    ) -> None:
+        self.report.readable.append(
+            Readable(
+                message_id=message_id,
+                kind=kind,
+                recipient=recipient.node_id,
+                fields=tuple(readable_fields(notice)),
+                withheld=tuple(
+                    f"{c.section_id} ({npb.SectionType.Name(c.type).removeprefix('SECTION_TYPE_')})"
+                    for c in notice.restricted_sections
+                ),
+            )
+        )
 
     # --- the scenario -----------------------------------------------------------------------
 
@@ -350,7 +452,10 @@ class Scenario:
             answered.summary.in_reply_to == request_sent.message_id,
         )
 
-        for index, other in enumerate(others, start=6):
+        await self._catalogue(first, second, third, now)
+        await self._lifecycle(first, second, third, referral_id)
+
+        for index, other in enumerate(others, start=14):
             referral = samples.case_referral(
                 [first.node_id],
                 f"{other.country}-2026-{index:04d}",
@@ -360,12 +465,165 @@ class Scenario:
                 f"{index} referral",
                 other,
                 [first],
-                functools.partial(AuthorityClient.submit, request=referral),
+                _submitting(referral),
                 referral.notice,
             )
 
         await self._check_exactly_once()
         await self._check_audit_logs()
+
+    async def _catalogue(
+        self, first: SimNode, second: SimNode, third: SimNode, now: dt.datetime
+    ) -> None:
+        """Steps 6 to 10: one notice of every other type, and a disclosure round."""
+        extradition = samples.extradition_notice(second.node_id, f"{first.country}-2026-0200")
+        await self._send(
+            "6 extradition", first, [second], _submitting(extradition), extradition.notice
+        )
+
+        seizure = samples.seizure_request(
+            third.node_id, f"{second.country}-2026-0300", now, PREMISES
+        )
+        seizure_id = await self._send(
+            "7 seizure", second, [third], _submitting(seizure), seizure.notice
+        )
+        executed = samples.seizure_response(seizure_id, f"{third.country}-2026-0301")
+        await self._send(
+            "7 seizure", third, [second], lambda c: c.respond(executed), executed.notice
+        )
+
+        step = "8 victim support"
+        support = samples.victim_support(first.node_id, f"{third.country}-2026-0400", VICTIM)
+        support_id = await self._send(
+            step,
+            third,
+            [first],
+            _submitting(support),
+            support.notice,
+            restricted=list(support.restricted_sections),
+        )
+        asking = samples.disclosure_request(
+            support_id, f"{first.country}-2026-0401", sections=["s1"]
+        )
+        asked_id = await self._send(
+            step, first, [third], lambda c: c.respond(asking), asking.notice
+        )
+        decision = apb.DecideDisclosureRequest(
+            request_message_id=asked_id, decision=npb.DISCLOSURE_DECISION_APPROVED
+        )
+        grant_id = await self._send(
+            step, third, [first], lambda c: c.decide_disclosure(decision), None
+        )
+        granted = await self._client(first).get_notice(grant_id)
+        sections = granted.notice.disclosure_grant.sections
+        self.check(
+            step,
+            f"{first.node_id} reads the victim's identity only after {third.node_id} granted it",
+            [s.section.content for s in sections] == [VICTIM],
+        )
+
+        alert = samples.travel_alert(second.node_id, f"{first.country}-2026-0500", now)
+        await self._send("9 travel alert", first, [second], _submitting(alert), alert.notice)
+
+        hashes = [hashlib.sha256(f"material-{n}".encode()).digest() for n in range(BULK_HASHES)]
+        bulk = samples.content_hash_referral(first.node_id, f"{second.country}-2026-0600", hashes)
+        bulk_id = await self._send("10 content hashes", second, [first], _submitting(bulk), None)
+        opened = await self._client(first).get_notice(bulk_id)
+        self.check(
+            "10 content hashes",
+            f"{first.node_id} reads all {BULK_HASHES} hashes",
+            [h.value for h in opened.notice.content_hash_referral.hashes] == hashes,
+        )
+        self.report.sensitive.extend(hashes[:50])
+
+    async def _lifecycle(
+        self, first: SimNode, second: SimNode, third: SimNode, referral_id: str
+    ) -> None:
+        """Steps 11 to 13: onward sharing with consent, withdrawal, overdue requests."""
+        step = "11 onward sharing"
+        shareable = samples.case_referral(
+            [second.node_id], f"{first.country}-2026-0700", "Network spanning three countries."
+        )
+        shareable.handling.onward_sharing = epb.ONWARD_SHARING_WITH_ORIGINATOR_CONSENT
+        shared_id = await self._send(
+            step, first, [second], _submitting(shareable), shareable.notice
+        )
+        asking = samples.disclosure_request(
+            shared_id, f"{second.country}-2026-0701", onward=[third.node_id]
+        )
+        asked_id = await self._send(step, second, [first], lambda c: c.respond(asking), None)
+        consent = apb.DecideDisclosureRequest(
+            request_message_id=asked_id, decision=npb.DISCLOSURE_DECISION_APPROVED
+        )
+        await self._send(step, first, [second], lambda c: c.decide_disclosure(consent), None)
+        forward = apb.ForwardRequest(message_id=shared_id, recipient_node_ids=[third.node_id])
+        forwarded_id = await self._send(step, second, [third], lambda c: c.forward(forward), None)
+        copy = await self._client(third).get_notice(forwarded_id)
+        self.check(
+            step,
+            f"{third.node_id} receives it from {second.node_id}, naming {first.node_id} as origin",
+            copy.notice.forwarded_from.origin_message_id == shared_id,
+        )
+
+        step = "12 withdrawal"
+        withdraw = apb.WithdrawRequest(
+            message_id=referral_id, reason=npb.WITHDRAWAL_REASON_INFORMATION_INCORRECT
+        )
+        withdrawal_id = await self._send(
+            step, first, [second, third], lambda c: c.withdraw(withdraw), None
+        )
+
+        async def confirmed() -> bool:
+            status = await self._client(first).delivery_status(referral_id)
+            return all(r.withdrawal_applied for r in status.recipients)
+
+        self.check(
+            step,
+            f"{second.node_id} and {third.node_id} confirm they applied the withdrawal",
+            await self._until(confirmed),
+        )
+        inbox = await self._client(first).list_inbox(page_size=500)
+        self._received[first.node_id].extend(
+            n.message_id for n in inbox.notices if n.in_reply_to == withdrawal_id
+        )
+        for node in (second, third):
+            try:
+                await self._client(node).get_notice(referral_id)
+                served = True
+            except grpc.aio.AioRpcError as exc:
+                served = exc.code() != grpc.StatusCode.FAILED_PRECONDITION
+            self.check(step, f"{node.node_id} no longer serves the withdrawn referral", not served)
+
+        step = "13 overdue"
+        request = samples.assistance_request(
+            third.node_id, f"{first.country}-2026-0800", dt.datetime.now(dt.UTC), "Urgent."
+        )
+        request.notice.assistance_request.urgency = npb.URGENCY_URGENT
+        request.notice.assistance_request.response_deadline.CopyFrom(
+            _wire.timestamp(dt.datetime.now(dt.UTC) + dt.timedelta(seconds=3))
+        )
+        overdue_id = await self._send(step, first, [third], _submitting(request), request.notice)
+
+        async def reported() -> bool:
+            owed = {r.message_id for r in (await self._client(third).overdue()).requests}
+            return overdue_id in owed
+
+        self.check(
+            step,
+            f"{third.node_id} reports the unanswered request overdue, and so does {first.node_id}",
+            await self._until(reported)
+            and overdue_id
+            in {r.message_id for r in (await self._client(first).overdue()).requests},
+        )
+        for node in self.nodes:
+            for owed in (await self._client(node).overdue()).requests:
+                self.report.overdue.append(
+                    Overdue(
+                        node.node_id,
+                        owed.message_id,
+                        "by us" if owed.owed == apb.OWED_BY_US else "to us",
+                    )
+                )
 
     async def _check_exactly_once(self) -> None:
         step = "final"

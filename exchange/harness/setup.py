@@ -42,10 +42,20 @@ max_backoff_seconds = 2.0
 _PORTS = range(20000, 32000)
 
 
+_handed_out: set[int] = set()
+
+
 def free_port() -> int:
-    """A TCP port free on loopback right now, outside the ephemeral range."""
+    """A TCP port free on loopback right now, outside the ephemeral range.
+
+    Never the same port twice in one process: a port handed out is bound only
+    later, when its node starts, and must not be handed out again meanwhile.
+    """
     for _ in range(100):
         port = random.choice(_PORTS)  # noqa: S311 (not a secret)
+        if port in _handed_out:
+            continue
+        _handed_out.add(port)
         with socket.socket() as probe:
             try:
                 probe.bind(("127.0.0.1", port))

@@ -130,13 +130,59 @@ class AuthorityService(authority_pb2_grpc.AuthorityServicer):
         self, request: pb.GetDeliveryStatusRequest, context: Context
     ) -> pb.GetDeliveryStatusResponse:
         async def handle(_: Principal) -> pb.GetDeliveryStatusResponse:
-            records = await self._reader.delivery_status(request.message_id)
-            return pb.GetDeliveryStatusResponse(
-                message_id=request.message_id,
-                recipients=[convert.recipient_delivery(r) for r in records],
-            )
+            status = await self._reader.delivery_status(request.message_id)
+            return convert.delivery_status(request.message_id, status)
 
         return await self._call(context, "GetDeliveryStatus", handle)
+
+    async def Withdraw(self, request: pb.WithdrawRequest, context: Context) -> pb.WithdrawResponse:
+        async def handle(principal: Principal) -> pb.WithdrawResponse:
+            submission = await self._submitter.withdraw(
+                principal,
+                request.message_id,
+                request.reason,
+                request.note,
+                request.client_request_id,
+            )
+            return pb.WithdrawResponse(submitted=convert.submitted(submission))
+
+        return await self._call(context, "Withdraw", handle)
+
+    async def DecideDisclosure(
+        self, request: pb.DecideDisclosureRequest, context: Context
+    ) -> pb.DecideDisclosureResponse:
+        async def handle(principal: Principal) -> pb.DecideDisclosureResponse:
+            submission = await self._submitter.decide_disclosure(
+                principal,
+                request.request_message_id,
+                request.decision,
+                request.refusal_ground,
+                request.client_request_id,
+            )
+            return pb.DecideDisclosureResponse(submitted=convert.submitted(submission))
+
+        return await self._call(context, "DecideDisclosure", handle)
+
+    async def Forward(self, request: pb.ForwardRequest, context: Context) -> pb.ForwardResponse:
+        async def handle(principal: Principal) -> pb.ForwardResponse:
+            submission = await self._submitter.forward(
+                principal,
+                request.message_id,
+                list(request.recipient_node_ids),
+                request.client_request_id,
+            )
+            return pb.ForwardResponse(submitted=convert.submitted(submission))
+
+        return await self._call(context, "Forward", handle)
+
+    async def ListOverdueRequests(
+        self, request: pb.ListOverdueRequestsRequest, context: Context
+    ) -> pb.ListOverdueRequestsResponse:
+        async def handle(_: Principal) -> pb.ListOverdueRequestsResponse:
+            overdue = await self._reader.overdue()
+            return pb.ListOverdueRequestsResponse(requests=[convert.overdue(o) for o in overdue])
+
+        return await self._call(context, "ListOverdueRequests", handle)
 
     async def ListAuditEntries(
         self, request: pb.ListAuditEntriesRequest, context: Context

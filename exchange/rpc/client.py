@@ -77,6 +77,27 @@ class AuthorityClient:
         )
         return response.submitted
 
+    async def withdraw(self, request: pb.WithdrawRequest) -> pb.SubmittedNotice:
+        response = await self._stub.Withdraw(
+            request, metadata=self._metadata, timeout=self._timeout
+        )
+        return response.submitted
+
+    async def decide_disclosure(self, request: pb.DecideDisclosureRequest) -> pb.SubmittedNotice:
+        response = await self._stub.DecideDisclosure(
+            request, metadata=self._metadata, timeout=self._timeout
+        )
+        return response.submitted
+
+    async def forward(self, request: pb.ForwardRequest) -> pb.SubmittedNotice:
+        response = await self._stub.Forward(request, metadata=self._metadata, timeout=self._timeout)
+        return response.submitted
+
+    async def overdue(self) -> pb.ListOverdueRequestsResponse:
+        return await self._stub.ListOverdueRequests(
+            pb.ListOverdueRequestsRequest(), metadata=self._metadata, timeout=self._timeout
+        )
+
     async def list_inbox(self, page_size: int = 0, page_token: str = "") -> pb.ListInboxResponse:
         return await self._stub.ListInbox(
             pb.ListInboxRequest(page_size=page_size, page_token=page_token),

@@ -14,15 +14,17 @@ from exchange.audit import ChainedEntry
 from exchange.clock import from_millis
 from exchange.envelope import Handling
 from exchange.errors import ValidationError
+from exchange.reading import DeliveryStatus
 from exchange.receipt import SignedReceipt
-from exchange.store import inbox, outbox
+from exchange.store import inbox, lifecycle, outbox
 from exchange.store.notices import NoticeRecord
 from exchange.submitting import MAX_TTL, OutgoingRequest
 
 __all__ = [
     "audit_entry",
+    "delivery_status",
     "outgoing_request",
-    "recipient_delivery",
+    "overdue",
     "submitted",
     "summary",
     "watch_event",
@@ -32,6 +34,8 @@ _INBOX_STATES = {
     inbox.RECEIVED: pb.INBOX_STATE_RECEIVED,
     inbox.READ: pb.INBOX_STATE_READ,
     inbox.ACKNOWLEDGED: pb.INBOX_STATE_ACKNOWLEDGED,
+    lifecycle.WITHDRAWN: pb.INBOX_STATE_WITHDRAWN,
+    lifecycle.PURGED: pb.INBOX_STATE_PURGED,
 }
 _DELIVERY_STATES = {
     outbox.PENDING: pb.DELIVERY_STATE_PENDING,
@@ -65,6 +69,7 @@ def outgoing_request(request: pb.SubmitNoticeRequest | pb.RespondRequest) -> Out
         notice=request.notice,
         time_to_live=_ttl(request.time_to_live) if request.HasField("time_to_live") else None,
         client_request_id=request.client_request_id,
+        restricted_sections=tuple(request.restricted_sections),
     )
 
 
@@ -83,6 +88,8 @@ def summary(record: NoticeRecord) -> pb.NoticeSummary:
     )
     if record.received_at is not None:
         message.received_at.CopyFrom(_wire.timestamp(from_millis(record.received_at)))
+    if record.response_deadline is not None:
+        message.response_deadline.CopyFrom(_wire.timestamp(from_millis(record.response_deadline)))
     return message
 
 
@@ -110,17 +117,40 @@ def _receipt(receipt: SignedReceipt | None) -> envelope_pb2.SignedReceipt | None
     return None if receipt is None else receipt.to_proto()
 
 
-def recipient_delivery(record: outbox.DeliveryRecord) -> pb.RecipientDelivery:
+def delivery_status(message_id: str, status: DeliveryStatus) -> pb.GetDeliveryStatusResponse:
+    return pb.GetDeliveryStatusResponse(
+        message_id=message_id,
+        recipients=[
+            _recipient_delivery(r, r.recipient_node_id in status.withdrawal_applied)
+            for r in status.recipients
+        ],
+        withdrawn_by=status.withdrawn_by,
+    )
+
+
+def _recipient_delivery(record: outbox.DeliveryRecord, applied: bool) -> pb.RecipientDelivery:
     message = pb.RecipientDelivery(
         recipient_node_id=record.recipient_node_id,
         state=_DELIVERY_STATES[record.state],
         attempts=record.attempts,
         last_error=record.last_error,
         receipt=_receipt(record.receipt),
+        withdrawal_applied=applied,
     )
     if record.state == outbox.PENDING:
         message.next_attempt_at.CopyFrom(_wire.timestamp(from_millis(record.next_attempt_at)))
     return message
+
+
+def overdue(request: lifecycle.Overdue) -> pb.OverdueRequest:
+    return pb.OverdueRequest(
+        message_id=request.message_id,
+        kind=request.kind,  # type: ignore[arg-type]
+        owed=pb.OWED_BY_US if request.owed_by_us else pb.OWED_TO_US,
+        counterpart_node_id=request.counterpart_node_id,
+        case_reference=request.case_reference,
+        response_deadline=_wire.timestamp(from_millis(request.response_deadline)),
+    )
 
 
 def audit_entry(entry: ChainedEntry) -> pb.AuditEntry:

@@ -42,6 +42,7 @@ class NoticeRecord:
     expires_at: int
     received_at: int | None
     state: str
+    response_deadline: int | None = None
 
     @staticmethod
     def from_row(row: Row[Any]) -> NoticeRecord:
@@ -58,6 +59,7 @@ class NoticeRecord:
             expires_at=row.expires_at,
             received_at=row.received_at,
             state=row.state,
+            response_deadline=row.response_deadline,
         )
 
 

@@ -144,7 +144,7 @@ def insert_outgoing(
     *,
     header: Header,
     envelope: Envelope,
-    client_id: str,
+    client_id: str | None,
     client_request_id: str | None,
     request_digest: bytes | None,
     now: int,

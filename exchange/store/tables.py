@@ -22,8 +22,10 @@ __all__ = [
     "ENVELOPES",
     "INBOX_EVENTS",
     "NOTICES",
+    "ONWARD_CONSENTS",
     "OUTBOX",
     "RECEIPTS",
+    "RESTRICTED_SECTIONS",
     "TRUST_LISTS",
     "AuditEntryRow",
     "AuditHeadRow",
@@ -31,8 +33,10 @@ __all__ = [
     "EnvelopeRow",
     "InboxEventRow",
     "NoticeRow",
+    "OnwardConsentRow",
     "OutboxRow",
     "ReceiptRow",
+    "RestrictedSectionRow",
     "TrustListRow",
     "metadata",
 ]
@@ -66,8 +70,13 @@ class NoticeRow(SQLModel, table=True):
     onward_sharing: int
     evidence_use: int
     retention_days: int
-    # Incoming: received / read / acknowledged. Outgoing: sent.
+    # Incoming: received / read / acknowledged / withdrawn / purged / rejected.
+    # Outgoing: sent / withdrawn / purged.
     state: str = Field(max_length=16)
+    # Requests only: when the answer is due (read from the content when sealed or opened).
+    response_deadline: int | None = Field(default=None, sa_type=BigInteger)
+    # When retention ended and the content was deleted (a tombstone remains).
+    purged_at: int | None = Field(default=None, sa_type=BigInteger)
     # Outgoing only: the authority client that submitted, and its idempotency key.
     client_id: str | None = Field(default=None, max_length=64)
     client_request_id: str | None = Field(default=None, max_length=128)
@@ -84,6 +93,31 @@ class EnvelopeRow(SQLModel, table=True):
     sealed_payload: bytes = Field(sa_type=LargeBinary)
     signature: bytes = Field(sa_type=LargeBinary)
     digest: bytes = Field(sa_type=LargeBinary)
+
+
+class RestrictedSectionRow(SQLModel, table=True):
+    """A section the originator holds back, sealed to its own key (staged disclosure)."""
+
+    __tablename__ = "restricted_sections"
+
+    message_id: str = Field(primary_key=True, max_length=36, foreign_key="notices.message_id")
+    section_id: str = Field(primary_key=True, max_length=16)
+    section_type: int
+    salt: bytes = Field(sa_type=LargeBinary)
+    # The RestrictedSection, sealed to this node's own sealing key.
+    sealed: bytes = Field(sa_type=LargeBinary)
+
+
+class OnwardConsentRow(SQLModel, table=True):
+    """The originator's signed consent to share a received notice with another node."""
+
+    __tablename__ = "onward_consents"
+
+    message_id: str = Field(primary_key=True, max_length=36, foreign_key="notices.message_id")
+    node_id: str = Field(primary_key=True, max_length=63)
+    # The DisclosureGrant (signed by the originator) that gave the consent.
+    grant_message_id: str = Field(max_length=36)
+    recorded_at: int = Field(sa_type=BigInteger)
 
 
 class OutboxRow(SQLModel, table=True):
@@ -214,3 +248,5 @@ TRUST_LISTS = _table(TrustListRow)
 CLIENTS = _table(ClientRow)
 AUDIT_ENTRIES = _table(AuditEntryRow)
 AUDIT_HEAD = _table(AuditHeadRow)
+RESTRICTED_SECTIONS = _table(RestrictedSectionRow)
+ONWARD_CONSENTS = _table(OnwardConsentRow)

@@ -95,7 +95,7 @@ def test_admin_commands_from_federation_to_a_serving_node(tmp_path: Path) -> Non
     assert token.startswith("exn_")
     clients = json.loads(ok("node", "list-clients", node, "--json"))
     assert [(c["name"], c["roles"]) for c in clients] == [("cms", ["reader", "submitter"])]
-    assert "0001 -> 0001" in ok("node", "migrate", node)
+    assert "0002 -> 0002" in ok("node", "migrate", node)
     assert "give --token" in refused("client", "--address", authority, "inbox")
     assert "loopback only" in refused(
         "client", "--address", "10.0.0.1:7443", "--token", "x", "--insecure", "inbox"
@@ -134,6 +134,7 @@ def test_admin_commands_from_federation_to_a_serving_node(tmp_path: Path) -> Non
     assert server.returncode == 0, output
     assert "node.stopped" in output
 
+    assert json.loads(ok("node", "purge", node, "--yes", "--json")) == {"purged": 0}
     verified = json.loads(ok("audit", "verify", node, "--json"))
     assert verified["first_bad_sequence"] is None
     ok("node", "revoke-client", node, "cms", "--yes")

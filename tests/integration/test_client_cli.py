@@ -9,6 +9,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -33,15 +34,22 @@ def running(tmp_path: Path) -> Iterator[list[SimNode]]:
             process.stop()
 
 
-def client(node: SimNode, *arguments: str | Path) -> dict[str, object]:
+def client(node: SimNode, *arguments: str | Path) -> dict[str, Any]:
     """Run `exchange client ... --json` as `node`'s case worker; the parsed output."""
+    result = run_client(node, *arguments)
+    assert result.returncode == 0, result.stderr
+    parsed: dict[str, Any] = json.loads(result.stdout)
+    return parsed
+
+
+def run_client(node: SimNode, *arguments: str | Path) -> subprocess.CompletedProcess[str]:
     environ = {
         **os.environ,
         "EXCHANGE_ADDRESS": node.authority_address,
         "EXCHANGE_TOKEN": node.case_worker_token,
         "EXCHANGE_CA_FILE": str(node.directory / "tls" / "authority.pem"),
     }
-    result = subprocess.run(
+    return subprocess.run(
         [sys.executable, "-m", "exchange", "client", *map(str, arguments)],
         capture_output=True,
         text=True,
@@ -49,9 +57,6 @@ def client(node: SimNode, *arguments: str | Path) -> dict[str, object]:
         check=False,
         env=environ,
     )
-    assert result.returncode == 0, result.stderr
-    parsed: dict[str, object] = json.loads(result.stdout)
-    return parsed
 
 
 def test_submit_watch_get_acknowledge_and_status_from_the_shell(running: list[SimNode]) -> None:
@@ -67,11 +72,18 @@ def test_submit_watch_get_acknowledge_and_status_from_the_shell(running: list[Si
     assert event["message_id"] == message_id
     assert event["type"] == "INBOX_EVENT_TYPE_NOTICE_RECEIVED"
     opened = client(xb, "get", str(message_id))
-    assert opened["notice"]["case_referral"]["urgency"] == "URGENCY_URGENT"  # type: ignore[index]
+    assert opened["notice"]["case_referral"]["urgency"] == "URGENCY_URGENT"
     ack = client(xb, "ack", str(message_id), "--status", "accepted_for_action", "--json")
     assert ack["recipient_node_ids"] == ["xa-police"]
     inbox = client(xb, "inbox", "--json")
-    assert inbox["notices"][0]["state"] == "INBOX_STATE_ACKNOWLEDGED"  # type: ignore[index]
+    assert inbox["notices"][0]["state"] == "INBOX_STATE_ACKNOWLEDGED"
+    refused = run_client(xb, "forward", str(message_id), "--to", "xc-childprotection")
+    assert refused.returncode == 1
+    assert "FAILED_PRECONDITION" in refused.stderr
+    assert client(xb, "overdue", "--json") == {}
+    withdrawn = client(xa, "withdraw", str(message_id), "--reason", "sent_in_error", "--json")
+    assert withdrawn["recipient_node_ids"] == ["xb-prosecution", "xc-childprotection"]
     status = client(xa, "status", str(message_id), "--json")
+    assert status["withdrawn_by"] == withdrawn["message_id"]
     recipients = status["recipients"]
-    assert {r["recipient_node_id"] for r in recipients} == {"xb-prosecution", "xc-childprotection"}  # type: ignore[union-attr]
+    assert {r["recipient_node_id"] for r in recipients} == {"xb-prosecution", "xc-childprotection"}

@@ -153,10 +153,20 @@ def test_the_roles_are_the_four_documented_ones():
 ROLE_METHODS = [
     pytest.param(
         "submitter",
-        {"SubmitNotice", "Respond", "Acknowledge", "GetDeliveryStatus"},
+        {
+            "SubmitNotice",
+            "Respond",
+            "Acknowledge",
+            "Withdraw",
+            "DecideDisclosure",
+            "Forward",
+            "GetDeliveryStatus",
+        },
         id="submitter",
     ),
-    pytest.param("reader", {"ListInbox", "GetNotice", "WatchInbox"}, id="reader"),
+    pytest.param(
+        "reader", {"ListInbox", "GetNotice", "WatchInbox", "ListOverdueRequests"}, id="reader"
+    ),
     pytest.param("auditor", {"ListAuditEntries"}, id="auditor"),
     pytest.param("admin", set(PERMISSIONS), id="admin"),
 ]
@@ -184,6 +194,7 @@ def test_roles_add_up():
         "ListInbox",
         "GetNotice",
         "WatchInbox",
+        "ListOverdueRequests",
         "ListAuditEntries",
     }
 

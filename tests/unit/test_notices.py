@@ -81,7 +81,7 @@ def assistance_request() -> pb.Notice:
                 pb.ASSISTANCE_MEASURE_IDENTIFY_SUBSCRIBER,
             ],
             offence_categories=[pb.OFFENCE_CATEGORY_CHILD_PROSTITUTION],
-            urgency=pb.URGENCY_URGENT,
+            urgency=pb.URGENCY_PRIORITY,
             contact_point=contact(),
             summary="Preserve subscriber data for the account named in the referral.",
         ),
@@ -503,8 +503,11 @@ CASE_REFERRAL_ACCEPTED = [
     ),
     pytest.param(clearing("case_referral.victim_age_bands"), id="no-age-bands"),
     pytest.param(
-        replacing("case_referral.suspect_tokens", [TOKEN[:16], bytes(64)] + [TOKEN] * 62),
-        id="64-tokens-of-16-to-64-bytes",
+        replacing(
+            "case_referral.suspect_tokens",
+            [TOKEN[:16], bytes(64)] + [bytes([n]) * 32 for n in range(1, 63)],
+        ),
+        id="64-distinct-tokens-of-16-to-64-bytes",
     ),
     pytest.param(clearing("case_referral.suspect_tokens"), id="no-suspect-tokens"),
     pytest.param(clearing("case_referral.summary"), id="no-summary"),
@@ -527,6 +530,15 @@ def test_case_referral_accepts(mutation):
 # --- AssistanceRequest (OPSC art. 6) -----------------------------------------------------------
 
 Q = "notice.assistance_request"
+
+
+def urgent_deadline(delta: dt.timedelta) -> Mutation:
+    def mutate(notice: pb.Notice) -> pb.Notice:
+        notice.assistance_request.urgency = pb.URGENCY_URGENT
+        notice.assistance_request.response_deadline.FromDatetime(NOW + delta)
+        return notice
+
+    return mutate
 
 
 def deadline(delta: dt.timedelta) -> Mutation:
@@ -603,6 +615,17 @@ ASSISTANCE_REQUEST = [
         f"{Q}.response_deadline",
     ),
     case("deadline-in-the-past", deadline(-dt.timedelta(seconds=1)), f"{Q}.response_deadline"),
+    # Urgent requests are answered in hours, ordinary ones in days.
+    case(
+        "urgent-deadline-beyond-72-hours",
+        urgent_deadline(dt.timedelta(hours=72, seconds=1)),
+        f"{Q}.response_deadline",
+    ),
+    case(
+        "ordinary-deadline-within-a-day",
+        deadline(dt.timedelta(hours=23)),
+        f"{Q}.response_deadline",
+    ),
     case("deadline-now", deadline(dt.timedelta(0)), f"{Q}.response_deadline"),
     case(
         "deadline-over-365-days",
@@ -635,8 +658,10 @@ def test_assistance_request_rules_refuse(mutation, field):
 
 
 ASSISTANCE_REQUEST_ACCEPTED = [
-    pytest.param(deadline(dt.timedelta(milliseconds=1)), id="deadline-just-ahead"),
+    pytest.param(deadline(dt.timedelta(hours=24)), id="ordinary-deadline-one-day-ahead"),
     pytest.param(deadline(dt.timedelta(days=365)), id="deadline-exactly-365-days"),
+    pytest.param(urgent_deadline(dt.timedelta(milliseconds=1)), id="urgent-deadline-just-ahead"),
+    pytest.param(urgent_deadline(dt.timedelta(hours=72)), id="urgent-deadline-72-hours"),
     pytest.param(clearing("assistance_request.legal_basis_reference"), id="no-reference"),
     pytest.param(clearing("assistance_request.summary"), id="no-summary"),
 ]

@@ -7,8 +7,9 @@ node.
 Served on the node's authority port over TLS. Every call carries
 `authorization: Bearer <token>` metadata; tokens are created by
 `exchange node add-client` and carry roles:
-  submitter  SubmitNotice, Respond, Acknowledge, GetDeliveryStatus
-  reader     ListInbox, GetNotice, WatchInbox
+  submitter  SubmitNotice, Respond, Acknowledge, Withdraw, DecideDisclosure,
+             Forward, GetDeliveryStatus
+  reader     ListInbox, GetNotice, WatchInbox, ListOverdueRequests
   auditor    ListAuditEntries
   admin      everything
 """
@@ -33,6 +34,28 @@ else:
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class _Owed:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _OwedEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Owed.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    OWED_UNSPECIFIED: _Owed.ValueType  # 0
+    OWED_BY_US: _Owed.ValueType  # 1
+    """This authority received the request and has not answered."""
+    OWED_TO_US: _Owed.ValueType  # 2
+    """This authority sent the request and has no answer."""
+
+class Owed(_Owed, metaclass=_OwedEnumTypeWrapper):
+    """Who owes the answer to an overdue request."""
+
+OWED_UNSPECIFIED: Owed.ValueType  # 0
+OWED_BY_US: Owed.ValueType  # 1
+"""This authority received the request and has not answered."""
+OWED_TO_US: Owed.ValueType  # 2
+"""This authority sent the request and has no answer."""
+Global___Owed: _TypeAlias = Owed  # noqa: Y015
+
 class _InboxState:
     ValueType = _typing.NewType("ValueType", _builtins.int)
     V: _TypeAlias = ValueType  # noqa: Y015
@@ -46,6 +69,10 @@ class _InboxStateEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_InboxState
     """Opened at least once."""
     INBOX_STATE_ACKNOWLEDGED: _InboxState.ValueType  # 3
     """Acknowledged to its sender."""
+    INBOX_STATE_WITHDRAWN: _InboxState.ValueType  # 4
+    """Withdrawn by its originator: the content is no longer served."""
+    INBOX_STATE_PURGED: _InboxState.ValueType  # 5
+    """Retention ended: the content is deleted, a tombstone remains."""
 
 class InboxState(_InboxState, metaclass=_InboxStateEnumTypeWrapper):
     """State of a received notice at the receiving node."""
@@ -57,6 +84,10 @@ INBOX_STATE_READ: InboxState.ValueType  # 2
 """Opened at least once."""
 INBOX_STATE_ACKNOWLEDGED: InboxState.ValueType  # 3
 """Acknowledged to its sender."""
+INBOX_STATE_WITHDRAWN: InboxState.ValueType  # 4
+"""Withdrawn by its originator: the content is no longer served."""
+INBOX_STATE_PURGED: InboxState.ValueType  # 5
+"""Retention ended: the content is deleted, a tombstone remains."""
 Global___InboxState: _TypeAlias = InboxState  # noqa: Y015
 
 class _InboxEventType:
@@ -115,6 +146,7 @@ class SubmitNoticeRequest(_message.Message):
     NOTICE_FIELD_NUMBER: _builtins.int
     TIME_TO_LIVE_FIELD_NUMBER: _builtins.int
     CLIENT_REQUEST_ID_FIELD_NUMBER: _builtins.int
+    RESTRICTED_SECTIONS_FIELD_NUMBER: _builtins.int
     case_reference: _builtins.str
     """The submitting authority's own opaque case reference (1 to 64 characters
     of letters, digits and "-_./:"), never a name.
@@ -135,6 +167,12 @@ class SubmitNoticeRequest(_message.Message):
     def time_to_live(self) -> _duration_pb2.Duration:
         """How long delivery may be attempted (1 minute to 30 days; default 7 days)."""
 
+    @_builtins.property
+    def restricted_sections(self) -> _containers.RepeatedCompositeFieldContainer[_notices_pb2.RestrictedSection]:
+        """Sections to hold back (staged disclosure, at most 8). The node keeps them,
+        sealed at rest, and sends only salted commitments in the notice.
+        """
+
     def __init__(
         self,
         *,
@@ -144,10 +182,11 @@ class SubmitNoticeRequest(_message.Message):
         notice: _notices_pb2.Notice | None = ...,
         time_to_live: _duration_pb2.Duration | None = ...,
         client_request_id: _builtins.str = ...,
+        restricted_sections: _abc.Iterable[_notices_pb2.RestrictedSection] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["handling", b"handling", "notice", b"notice", "time_to_live", b"time_to_live"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["case_reference", b"case_reference", "client_request_id", b"client_request_id", "handling", b"handling", "notice", b"notice", "recipient_node_ids", b"recipient_node_ids", "time_to_live", b"time_to_live"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["case_reference", b"case_reference", "client_request_id", b"client_request_id", "handling", b"handling", "notice", b"notice", "recipient_node_ids", b"recipient_node_ids", "restricted_sections", b"restricted_sections", "time_to_live", b"time_to_live"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -216,6 +255,7 @@ class RespondRequest(_message.Message):
     NOTICE_FIELD_NUMBER: _builtins.int
     TIME_TO_LIVE_FIELD_NUMBER: _builtins.int
     CLIENT_REQUEST_ID_FIELD_NUMBER: _builtins.int
+    RESTRICTED_SECTIONS_FIELD_NUMBER: _builtins.int
     in_reply_to: _builtins.str
     """Message id of the received notice this answers."""
     case_reference: _builtins.str
@@ -229,6 +269,8 @@ class RespondRequest(_message.Message):
 
     @_builtins.property
     def time_to_live(self) -> _duration_pb2.Duration: ...
+    @_builtins.property
+    def restricted_sections(self) -> _containers.RepeatedCompositeFieldContainer[_notices_pb2.RestrictedSection]: ...
     def __init__(
         self,
         *,
@@ -238,10 +280,11 @@ class RespondRequest(_message.Message):
         notice: _notices_pb2.Notice | None = ...,
         time_to_live: _duration_pb2.Duration | None = ...,
         client_request_id: _builtins.str = ...,
+        restricted_sections: _abc.Iterable[_notices_pb2.RestrictedSection] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["handling", b"handling", "notice", b"notice", "time_to_live", b"time_to_live"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["case_reference", b"case_reference", "client_request_id", b"client_request_id", "handling", b"handling", "in_reply_to", b"in_reply_to", "notice", b"notice", "time_to_live", b"time_to_live"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["case_reference", b"case_reference", "client_request_id", b"client_request_id", "handling", b"handling", "in_reply_to", b"in_reply_to", "notice", b"notice", "restricted_sections", b"restricted_sections", "time_to_live", b"time_to_live"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -318,6 +361,225 @@ class AcknowledgeResponse(_message.Message):
 Global___AcknowledgeResponse: _TypeAlias = AcknowledgeResponse  # noqa: Y015
 
 @_typing.final
+class WithdrawRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MESSAGE_ID_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    NOTE_FIELD_NUMBER: _builtins.int
+    CLIENT_REQUEST_ID_FIELD_NUMBER: _builtins.int
+    message_id: _builtins.str
+    """Message id of a notice this node sent."""
+    reason: _notices_pb2.WithdrawalReason.ValueType
+    note: _builtins.str
+    client_request_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        message_id: _builtins.str = ...,
+        reason: _notices_pb2.WithdrawalReason.ValueType = ...,
+        note: _builtins.str = ...,
+        client_request_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["client_request_id", b"client_request_id", "message_id", b"message_id", "note", b"note", "reason", b"reason"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WithdrawRequest: _TypeAlias = WithdrawRequest  # noqa: Y015
+
+@_typing.final
+class WithdrawResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SUBMITTED_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def submitted(self) -> Global___SubmittedNotice: ...
+    def __init__(
+        self,
+        *,
+        submitted: Global___SubmittedNotice | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["submitted", b"submitted"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["submitted", b"submitted"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WithdrawResponse: _TypeAlias = WithdrawResponse  # noqa: Y015
+
+@_typing.final
+class DecideDisclosureRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REQUEST_MESSAGE_ID_FIELD_NUMBER: _builtins.int
+    DECISION_FIELD_NUMBER: _builtins.int
+    REFUSAL_GROUND_FIELD_NUMBER: _builtins.int
+    CLIENT_REQUEST_ID_FIELD_NUMBER: _builtins.int
+    request_message_id: _builtins.str
+    """Message id of the received DisclosureRequest."""
+    decision: _notices_pb2.DisclosureDecision.ValueType
+    refusal_ground: _notices_pb2.RefusalGround.ValueType
+    """Required when refusing."""
+    client_request_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        request_message_id: _builtins.str = ...,
+        decision: _notices_pb2.DisclosureDecision.ValueType = ...,
+        refusal_ground: _notices_pb2.RefusalGround.ValueType = ...,
+        client_request_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["client_request_id", b"client_request_id", "decision", b"decision", "refusal_ground", b"refusal_ground", "request_message_id", b"request_message_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DecideDisclosureRequest: _TypeAlias = DecideDisclosureRequest  # noqa: Y015
+
+@_typing.final
+class DecideDisclosureResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SUBMITTED_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def submitted(self) -> Global___SubmittedNotice: ...
+    def __init__(
+        self,
+        *,
+        submitted: Global___SubmittedNotice | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["submitted", b"submitted"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["submitted", b"submitted"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DecideDisclosureResponse: _TypeAlias = DecideDisclosureResponse  # noqa: Y015
+
+@_typing.final
+class ForwardRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MESSAGE_ID_FIELD_NUMBER: _builtins.int
+    RECIPIENT_NODE_IDS_FIELD_NUMBER: _builtins.int
+    CLIENT_REQUEST_ID_FIELD_NUMBER: _builtins.int
+    message_id: _builtins.str
+    """Message id of a received notice."""
+    client_request_id: _builtins.str
+    @_builtins.property
+    def recipient_node_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The nodes to forward it to (1 to 32)."""
+
+    def __init__(
+        self,
+        *,
+        message_id: _builtins.str = ...,
+        recipient_node_ids: _abc.Iterable[_builtins.str] | None = ...,
+        client_request_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["client_request_id", b"client_request_id", "message_id", b"message_id", "recipient_node_ids", b"recipient_node_ids"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ForwardRequest: _TypeAlias = ForwardRequest  # noqa: Y015
+
+@_typing.final
+class ForwardResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SUBMITTED_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def submitted(self) -> Global___SubmittedNotice: ...
+    def __init__(
+        self,
+        *,
+        submitted: Global___SubmittedNotice | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["submitted", b"submitted"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["submitted", b"submitted"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ForwardResponse: _TypeAlias = ForwardResponse  # noqa: Y015
+
+@_typing.final
+class ListOverdueRequestsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListOverdueRequestsRequest: _TypeAlias = ListOverdueRequestsRequest  # noqa: Y015
+
+@_typing.final
+class OverdueRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MESSAGE_ID_FIELD_NUMBER: _builtins.int
+    KIND_FIELD_NUMBER: _builtins.int
+    OWED_FIELD_NUMBER: _builtins.int
+    COUNTERPART_NODE_ID_FIELD_NUMBER: _builtins.int
+    CASE_REFERENCE_FIELD_NUMBER: _builtins.int
+    RESPONSE_DEADLINE_FIELD_NUMBER: _builtins.int
+    message_id: _builtins.str
+    kind: _envelope_pb2.NoticeKind.ValueType
+    owed: Global___Owed.ValueType
+    counterpart_node_id: _builtins.str
+    """The other node: the requester, or the requested."""
+    case_reference: _builtins.str
+    @_builtins.property
+    def response_deadline(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        message_id: _builtins.str = ...,
+        kind: _envelope_pb2.NoticeKind.ValueType = ...,
+        owed: Global___Owed.ValueType = ...,
+        counterpart_node_id: _builtins.str = ...,
+        case_reference: _builtins.str = ...,
+        response_deadline: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["response_deadline", b"response_deadline"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["case_reference", b"case_reference", "counterpart_node_id", b"counterpart_node_id", "kind", b"kind", "message_id", b"message_id", "owed", b"owed", "response_deadline", b"response_deadline"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___OverdueRequest: _TypeAlias = OverdueRequest  # noqa: Y015
+
+@_typing.final
+class ListOverdueRequestsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REQUESTS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def requests(self) -> _containers.RepeatedCompositeFieldContainer[Global___OverdueRequest]: ...
+    def __init__(
+        self,
+        *,
+        requests: _abc.Iterable[Global___OverdueRequest] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["requests", b"requests"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListOverdueRequestsResponse: _TypeAlias = ListOverdueRequestsResponse  # noqa: Y015
+
+@_typing.final
 class NoticeSummary(_message.Message):
     """Header fields of a received notice; no content."""
 
@@ -334,6 +596,7 @@ class NoticeSummary(_message.Message):
     EXPIRES_AT_FIELD_NUMBER: _builtins.int
     RECEIVED_AT_FIELD_NUMBER: _builtins.int
     STATE_FIELD_NUMBER: _builtins.int
+    RESPONSE_DEADLINE_FIELD_NUMBER: _builtins.int
     message_id: _builtins.str
     sender_node_id: _builtins.str
     kind: _envelope_pb2.NoticeKind.ValueType
@@ -350,6 +613,10 @@ class NoticeSummary(_message.Message):
     def expires_at(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
     def received_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def response_deadline(self) -> _timestamp_pb2.Timestamp:
+        """For requests: when the answer is due; unset for other kinds."""
+
     def __init__(
         self,
         *,
@@ -364,10 +631,11 @@ class NoticeSummary(_message.Message):
         expires_at: _timestamp_pb2.Timestamp | None = ...,
         received_at: _timestamp_pb2.Timestamp | None = ...,
         state: Global___InboxState.ValueType = ...,
+        response_deadline: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "expires_at", b"expires_at", "handling", b"handling", "received_at", b"received_at"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "expires_at", b"expires_at", "handling", b"handling", "received_at", b"received_at", "response_deadline", b"response_deadline"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["case_reference", b"case_reference", "created_at", b"created_at", "expires_at", b"expires_at", "handling", b"handling", "in_reply_to", b"in_reply_to", "kind", b"kind", "message_id", b"message_id", "received_at", b"received_at", "recipient_node_ids", b"recipient_node_ids", "sender_node_id", b"sender_node_id", "state", b"state"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["case_reference", b"case_reference", "created_at", b"created_at", "expires_at", b"expires_at", "handling", b"handling", "in_reply_to", b"in_reply_to", "kind", b"kind", "message_id", b"message_id", "received_at", b"received_at", "recipient_node_ids", b"recipient_node_ids", "response_deadline", b"response_deadline", "sender_node_id", b"sender_node_id", "state", b"state"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -551,11 +819,14 @@ class RecipientDelivery(_message.Message):
     NEXT_ATTEMPT_AT_FIELD_NUMBER: _builtins.int
     LAST_ERROR_FIELD_NUMBER: _builtins.int
     RECEIPT_FIELD_NUMBER: _builtins.int
+    WITHDRAWAL_APPLIED_FIELD_NUMBER: _builtins.int
     recipient_node_id: _builtins.str
     state: Global___DeliveryState.ValueType
     attempts: _builtins.int
     last_error: _builtins.str
     """Last transport error or the rejection reason; empty when delivered."""
+    withdrawal_applied: _builtins.bool
+    """After a withdrawal: whether this recipient's node confirmed it applied it."""
     @_builtins.property
     def next_attempt_at(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
@@ -571,10 +842,11 @@ class RecipientDelivery(_message.Message):
         next_attempt_at: _timestamp_pb2.Timestamp | None = ...,
         last_error: _builtins.str = ...,
         receipt: _envelope_pb2.SignedReceipt | None = ...,
+        withdrawal_applied: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["next_attempt_at", b"next_attempt_at", "receipt", b"receipt"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "last_error", b"last_error", "next_attempt_at", b"next_attempt_at", "receipt", b"receipt", "recipient_node_id", b"recipient_node_id", "state", b"state"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "last_error", b"last_error", "next_attempt_at", b"next_attempt_at", "receipt", b"receipt", "recipient_node_id", b"recipient_node_id", "state", b"state", "withdrawal_applied", b"withdrawal_applied"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -586,7 +858,10 @@ class GetDeliveryStatusResponse(_message.Message):
 
     MESSAGE_ID_FIELD_NUMBER: _builtins.int
     RECIPIENTS_FIELD_NUMBER: _builtins.int
+    WITHDRAWN_BY_FIELD_NUMBER: _builtins.int
     message_id: _builtins.str
+    withdrawn_by: _builtins.str
+    """Message id of this notice's Withdrawal, if it was withdrawn."""
     @_builtins.property
     def recipients(self) -> _containers.RepeatedCompositeFieldContainer[Global___RecipientDelivery]: ...
     def __init__(
@@ -594,10 +869,11 @@ class GetDeliveryStatusResponse(_message.Message):
         *,
         message_id: _builtins.str = ...,
         recipients: _abc.Iterable[Global___RecipientDelivery] | None = ...,
+        withdrawn_by: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["message_id", b"message_id", "recipients", b"recipients"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["message_id", b"message_id", "recipients", b"recipients", "withdrawn_by", b"withdrawn_by"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

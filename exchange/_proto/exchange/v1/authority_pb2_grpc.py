@@ -50,6 +50,26 @@ class AuthorityStub:
                 request_serializer=exchange_dot_v1_dot_authority__pb2.AcknowledgeRequest.SerializeToString,
                 response_deserializer=exchange_dot_v1_dot_authority__pb2.AcknowledgeResponse.FromString,
                 _registered_method=True)
+        self.Withdraw = channel.unary_unary(
+                '/exchange.v1.Authority/Withdraw',
+                request_serializer=exchange_dot_v1_dot_authority__pb2.WithdrawRequest.SerializeToString,
+                response_deserializer=exchange_dot_v1_dot_authority__pb2.WithdrawResponse.FromString,
+                _registered_method=True)
+        self.DecideDisclosure = channel.unary_unary(
+                '/exchange.v1.Authority/DecideDisclosure',
+                request_serializer=exchange_dot_v1_dot_authority__pb2.DecideDisclosureRequest.SerializeToString,
+                response_deserializer=exchange_dot_v1_dot_authority__pb2.DecideDisclosureResponse.FromString,
+                _registered_method=True)
+        self.Forward = channel.unary_unary(
+                '/exchange.v1.Authority/Forward',
+                request_serializer=exchange_dot_v1_dot_authority__pb2.ForwardRequest.SerializeToString,
+                response_deserializer=exchange_dot_v1_dot_authority__pb2.ForwardResponse.FromString,
+                _registered_method=True)
+        self.ListOverdueRequests = channel.unary_unary(
+                '/exchange.v1.Authority/ListOverdueRequests',
+                request_serializer=exchange_dot_v1_dot_authority__pb2.ListOverdueRequestsRequest.SerializeToString,
+                response_deserializer=exchange_dot_v1_dot_authority__pb2.ListOverdueRequestsResponse.FromString,
+                _registered_method=True)
         self.ListInbox = channel.unary_unary(
                 '/exchange.v1.Authority/ListInbox',
                 request_serializer=exchange_dot_v1_dot_authority__pb2.ListInboxRequest.SerializeToString,
@@ -104,6 +124,42 @@ class AuthorityServicer:
     def Acknowledge(self, request, context):
         """Sends an Acknowledgement of a received notice to its sender and marks the
         notice acknowledged. Errors as Respond.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Withdraw(self, request, context):
+        """Withdraws a notice this node sent: every recipient node marks it
+        withdrawn, stops serving its content and acknowledges; GetDeliveryStatus
+        shows who has. Errors: NOT_FOUND, FAILED_PRECONDITION (already withdrawn).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DecideDisclosure(self, request, context):
+        """Answers a received DisclosureRequest: approving sends the restricted
+        sections asked for (or the consent to share onward), sealed to the
+        requester alone; refusing sends the ground. Errors: NOT_FOUND,
+        FAILED_PRECONDITION (already answered, or sections no longer held).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Forward(self, request, context):
+        """Forwards a received notice to other nodes. Refused with
+        FAILED_PRECONDITION unless its handling code allows it and, when it asks
+        for consent, the originator's signed consent for those nodes is on record.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListOverdueRequests(self, request, context):
+        """Requests past their response deadline without an answer: those this
+        authority owes, and those owed to it.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -164,6 +220,26 @@ def add_AuthorityServicer_to_server(servicer, server):
                     servicer.Acknowledge,
                     request_deserializer=exchange_dot_v1_dot_authority__pb2.AcknowledgeRequest.FromString,
                     response_serializer=exchange_dot_v1_dot_authority__pb2.AcknowledgeResponse.SerializeToString,
+            ),
+            'Withdraw': grpc.unary_unary_rpc_method_handler(
+                    servicer.Withdraw,
+                    request_deserializer=exchange_dot_v1_dot_authority__pb2.WithdrawRequest.FromString,
+                    response_serializer=exchange_dot_v1_dot_authority__pb2.WithdrawResponse.SerializeToString,
+            ),
+            'DecideDisclosure': grpc.unary_unary_rpc_method_handler(
+                    servicer.DecideDisclosure,
+                    request_deserializer=exchange_dot_v1_dot_authority__pb2.DecideDisclosureRequest.FromString,
+                    response_serializer=exchange_dot_v1_dot_authority__pb2.DecideDisclosureResponse.SerializeToString,
+            ),
+            'Forward': grpc.unary_unary_rpc_method_handler(
+                    servicer.Forward,
+                    request_deserializer=exchange_dot_v1_dot_authority__pb2.ForwardRequest.FromString,
+                    response_serializer=exchange_dot_v1_dot_authority__pb2.ForwardResponse.SerializeToString,
+            ),
+            'ListOverdueRequests': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListOverdueRequests,
+                    request_deserializer=exchange_dot_v1_dot_authority__pb2.ListOverdueRequestsRequest.FromString,
+                    response_serializer=exchange_dot_v1_dot_authority__pb2.ListOverdueRequestsResponse.SerializeToString,
             ),
             'ListInbox': grpc.unary_unary_rpc_method_handler(
                     servicer.ListInbox,
@@ -273,6 +349,114 @@ class Authority:
             '/exchange.v1.Authority/Acknowledge',
             exchange_dot_v1_dot_authority__pb2.AcknowledgeRequest.SerializeToString,
             exchange_dot_v1_dot_authority__pb2.AcknowledgeResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Withdraw(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/exchange.v1.Authority/Withdraw',
+            exchange_dot_v1_dot_authority__pb2.WithdrawRequest.SerializeToString,
+            exchange_dot_v1_dot_authority__pb2.WithdrawResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DecideDisclosure(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/exchange.v1.Authority/DecideDisclosure',
+            exchange_dot_v1_dot_authority__pb2.DecideDisclosureRequest.SerializeToString,
+            exchange_dot_v1_dot_authority__pb2.DecideDisclosureResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Forward(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/exchange.v1.Authority/Forward',
+            exchange_dot_v1_dot_authority__pb2.ForwardRequest.SerializeToString,
+            exchange_dot_v1_dot_authority__pb2.ForwardResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListOverdueRequests(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/exchange.v1.Authority/ListOverdueRequests',
+            exchange_dot_v1_dot_authority__pb2.ListOverdueRequestsRequest.SerializeToString,
+            exchange_dot_v1_dot_authority__pb2.ListOverdueRequestsResponse.FromString,
             options,
             channel_credentials,
             insecure,

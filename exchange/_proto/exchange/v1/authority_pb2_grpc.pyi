@@ -7,8 +7,9 @@ node.
 Served on the node's authority port over TLS. Every call carries
 `authorization: Bearer <token>` metadata; tokens are created by
 `exchange node add-client` and carry roles:
-  submitter  SubmitNotice, Respond, Acknowledge, GetDeliveryStatus
-  reader     ListInbox, GetNotice, WatchInbox
+  submitter  SubmitNotice, Respond, Acknowledge, Withdraw, DecideDisclosure,
+             Forward, GetDeliveryStatus
+  reader     ListInbox, GetNotice, WatchInbox, ListOverdueRequests
   auditor    ListAuditEntries
   admin      everything
 """
@@ -59,6 +60,26 @@ class AuthorityStub:
     """Sends an Acknowledgement of a received notice to its sender and marks the
     notice acknowledged. Errors as Respond.
     """
+    Withdraw: _grpc.UnaryUnaryMultiCallable[_authority_pb2.WithdrawRequest, _authority_pb2.WithdrawResponse]
+    """Withdraws a notice this node sent: every recipient node marks it
+    withdrawn, stops serving its content and acknowledges; GetDeliveryStatus
+    shows who has. Errors: NOT_FOUND, FAILED_PRECONDITION (already withdrawn).
+    """
+    DecideDisclosure: _grpc.UnaryUnaryMultiCallable[_authority_pb2.DecideDisclosureRequest, _authority_pb2.DecideDisclosureResponse]
+    """Answers a received DisclosureRequest: approving sends the restricted
+    sections asked for (or the consent to share onward), sealed to the
+    requester alone; refusing sends the ground. Errors: NOT_FOUND,
+    FAILED_PRECONDITION (already answered, or sections no longer held).
+    """
+    Forward: _grpc.UnaryUnaryMultiCallable[_authority_pb2.ForwardRequest, _authority_pb2.ForwardResponse]
+    """Forwards a received notice to other nodes. Refused with
+    FAILED_PRECONDITION unless its handling code allows it and, when it asks
+    for consent, the originator's signed consent for those nodes is on record.
+    """
+    ListOverdueRequests: _grpc.UnaryUnaryMultiCallable[_authority_pb2.ListOverdueRequestsRequest, _authority_pb2.ListOverdueRequestsResponse]
+    """Requests past their response deadline without an answer: those this
+    authority owes, and those owed to it.
+    """
     ListInbox: _grpc.UnaryUnaryMultiCallable[_authority_pb2.ListInboxRequest, _authority_pb2.ListInboxResponse]
     """Lists received notices, newest first, by header fields only (nothing is
     opened, so nothing is disclosed).
@@ -95,6 +116,26 @@ class AuthorityAsyncStub(AuthorityStub):
     Acknowledge: _aio.UnaryUnaryMultiCallable[_authority_pb2.AcknowledgeRequest, _authority_pb2.AcknowledgeResponse]  # type: ignore[assignment]
     """Sends an Acknowledgement of a received notice to its sender and marks the
     notice acknowledged. Errors as Respond.
+    """
+    Withdraw: _aio.UnaryUnaryMultiCallable[_authority_pb2.WithdrawRequest, _authority_pb2.WithdrawResponse]  # type: ignore[assignment]
+    """Withdraws a notice this node sent: every recipient node marks it
+    withdrawn, stops serving its content and acknowledges; GetDeliveryStatus
+    shows who has. Errors: NOT_FOUND, FAILED_PRECONDITION (already withdrawn).
+    """
+    DecideDisclosure: _aio.UnaryUnaryMultiCallable[_authority_pb2.DecideDisclosureRequest, _authority_pb2.DecideDisclosureResponse]  # type: ignore[assignment]
+    """Answers a received DisclosureRequest: approving sends the restricted
+    sections asked for (or the consent to share onward), sealed to the
+    requester alone; refusing sends the ground. Errors: NOT_FOUND,
+    FAILED_PRECONDITION (already answered, or sections no longer held).
+    """
+    Forward: _aio.UnaryUnaryMultiCallable[_authority_pb2.ForwardRequest, _authority_pb2.ForwardResponse]  # type: ignore[assignment]
+    """Forwards a received notice to other nodes. Refused with
+    FAILED_PRECONDITION unless its handling code allows it and, when it asks
+    for consent, the originator's signed consent for those nodes is on record.
+    """
+    ListOverdueRequests: _aio.UnaryUnaryMultiCallable[_authority_pb2.ListOverdueRequestsRequest, _authority_pb2.ListOverdueRequestsResponse]  # type: ignore[assignment]
+    """Requests past their response deadline without an answer: those this
+    authority owes, and those owed to it.
     """
     ListInbox: _aio.UnaryUnaryMultiCallable[_authority_pb2.ListInboxRequest, _authority_pb2.ListInboxResponse]  # type: ignore[assignment]
     """Lists received notices, newest first, by header fields only (nothing is
@@ -147,6 +188,50 @@ class AuthorityServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_authority_pb2.AcknowledgeResponse, _abc.Awaitable[_authority_pb2.AcknowledgeResponse]]:
         """Sends an Acknowledgement of a received notice to its sender and marks the
         notice acknowledged. Errors as Respond.
+        """
+
+    @_abc_1.abstractmethod
+    def Withdraw(
+        self,
+        request: _authority_pb2.WithdrawRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_authority_pb2.WithdrawResponse, _abc.Awaitable[_authority_pb2.WithdrawResponse]]:
+        """Withdraws a notice this node sent: every recipient node marks it
+        withdrawn, stops serving its content and acknowledges; GetDeliveryStatus
+        shows who has. Errors: NOT_FOUND, FAILED_PRECONDITION (already withdrawn).
+        """
+
+    @_abc_1.abstractmethod
+    def DecideDisclosure(
+        self,
+        request: _authority_pb2.DecideDisclosureRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_authority_pb2.DecideDisclosureResponse, _abc.Awaitable[_authority_pb2.DecideDisclosureResponse]]:
+        """Answers a received DisclosureRequest: approving sends the restricted
+        sections asked for (or the consent to share onward), sealed to the
+        requester alone; refusing sends the ground. Errors: NOT_FOUND,
+        FAILED_PRECONDITION (already answered, or sections no longer held).
+        """
+
+    @_abc_1.abstractmethod
+    def Forward(
+        self,
+        request: _authority_pb2.ForwardRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_authority_pb2.ForwardResponse, _abc.Awaitable[_authority_pb2.ForwardResponse]]:
+        """Forwards a received notice to other nodes. Refused with
+        FAILED_PRECONDITION unless its handling code allows it and, when it asks
+        for consent, the originator's signed consent for those nodes is on record.
+        """
+
+    @_abc_1.abstractmethod
+    def ListOverdueRequests(
+        self,
+        request: _authority_pb2.ListOverdueRequestsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_authority_pb2.ListOverdueRequestsResponse, _abc.Awaitable[_authority_pb2.ListOverdueRequestsResponse]]:
+        """Requests past their response deadline without an answer: those this
+        authority owes, and those owed to it.
         """
 
     @_abc_1.abstractmethod

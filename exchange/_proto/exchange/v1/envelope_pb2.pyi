@@ -42,6 +42,30 @@ class _NoticeKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_NoticeKind
     """OPSC art. 6: the answer to an assistance request."""
     NOTICE_KIND_ACKNOWLEDGEMENT: _NoticeKind.ValueType  # 4
     """Protocol message: the recipient authority has taken note of a notice."""
+    NOTICE_KIND_EXTRADITION_NOTICE: _NoticeKind.ValueType  # 5
+    """OPSC art. 5: extradition steps, including "not extradited: submitted for
+    domestic prosecution" (art. 5(5)).
+    """
+    NOTICE_KIND_SEIZURE_REQUEST: _NoticeKind.ValueType  # 6
+    """OPSC art. 7: a request to seize or confiscate goods, proceeds or premises."""
+    NOTICE_KIND_SEIZURE_RESPONSE: _NoticeKind.ValueType  # 7
+    """OPSC art. 7: the execution status of a seizure request."""
+    NOTICE_KIND_VICTIM_SUPPORT_COORDINATION: _NoticeKind.ValueType  # 8
+    """OPSC art. 8, 9, 10(2): support, best interests and repatriation of a victim."""
+    NOTICE_KIND_TRAVEL_ALERT: _NoticeKind.ValueType  # 9
+    """OPSC art. 10(1): travel of a convicted offender towards the recipient."""
+    NOTICE_KIND_CONTENT_HASH_REFERRAL: _NoticeKind.ValueType  # 10
+    """OPSC art. 3(1)(c), 7: hashes of identified material hosted in the
+    recipient's jurisdiction (bulk).
+    """
+    NOTICE_KIND_WITHDRAWAL: _NoticeKind.ValueType  # 11
+    """Protocol message: the originator withdraws a notice it sent."""
+    NOTICE_KIND_DISCLOSURE_REQUEST: _NoticeKind.ValueType  # 12
+    """Protocol message: a recipient asks for restricted sections of a notice, or
+    for consent to share it onward.
+    """
+    NOTICE_KIND_DISCLOSURE_GRANT: _NoticeKind.ValueType  # 13
+    """Protocol message: the originator's answer to a disclosure request."""
 
 class NoticeKind(_NoticeKind, metaclass=_NoticeKindEnumTypeWrapper):
     """The notice types of the catalogue (see notices.proto)."""
@@ -55,6 +79,30 @@ NOTICE_KIND_ASSISTANCE_RESPONSE: NoticeKind.ValueType  # 3
 """OPSC art. 6: the answer to an assistance request."""
 NOTICE_KIND_ACKNOWLEDGEMENT: NoticeKind.ValueType  # 4
 """Protocol message: the recipient authority has taken note of a notice."""
+NOTICE_KIND_EXTRADITION_NOTICE: NoticeKind.ValueType  # 5
+"""OPSC art. 5: extradition steps, including "not extradited: submitted for
+domestic prosecution" (art. 5(5)).
+"""
+NOTICE_KIND_SEIZURE_REQUEST: NoticeKind.ValueType  # 6
+"""OPSC art. 7: a request to seize or confiscate goods, proceeds or premises."""
+NOTICE_KIND_SEIZURE_RESPONSE: NoticeKind.ValueType  # 7
+"""OPSC art. 7: the execution status of a seizure request."""
+NOTICE_KIND_VICTIM_SUPPORT_COORDINATION: NoticeKind.ValueType  # 8
+"""OPSC art. 8, 9, 10(2): support, best interests and repatriation of a victim."""
+NOTICE_KIND_TRAVEL_ALERT: NoticeKind.ValueType  # 9
+"""OPSC art. 10(1): travel of a convicted offender towards the recipient."""
+NOTICE_KIND_CONTENT_HASH_REFERRAL: NoticeKind.ValueType  # 10
+"""OPSC art. 3(1)(c), 7: hashes of identified material hosted in the
+recipient's jurisdiction (bulk).
+"""
+NOTICE_KIND_WITHDRAWAL: NoticeKind.ValueType  # 11
+"""Protocol message: the originator withdraws a notice it sent."""
+NOTICE_KIND_DISCLOSURE_REQUEST: NoticeKind.ValueType  # 12
+"""Protocol message: a recipient asks for restricted sections of a notice, or
+for consent to share it onward.
+"""
+NOTICE_KIND_DISCLOSURE_GRANT: NoticeKind.ValueType  # 13
+"""Protocol message: the originator's answer to a disclosure request."""
 Global___NoticeKind: _TypeAlias = NoticeKind  # noqa: Y015
 
 class _SealSuite:

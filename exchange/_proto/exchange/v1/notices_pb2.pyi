@@ -27,6 +27,32 @@ else:
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class _SectionType:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _SectionTypeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_SectionType.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    SECTION_TYPE_UNSPECIFIED: _SectionType.ValueType  # 0
+    SECTION_TYPE_VICTIM_IDENTITY: _SectionType.ValueType  # 1
+    """The victim's identity (OPSC art. 8(1)(e)): disclosed only when needed."""
+    SECTION_TYPE_SUSPECT_IDENTITY: _SectionType.ValueType  # 2
+    SECTION_TYPE_WITNESS_DETAILS: _SectionType.ValueType  # 3
+    SECTION_TYPE_LOCATION_DETAILS: _SectionType.ValueType  # 4
+    SECTION_TYPE_EVIDENCE_DETAILS: _SectionType.ValueType  # 5
+
+class SectionType(_SectionType, metaclass=_SectionTypeEnumTypeWrapper):
+    """What kind of information a restricted section holds."""
+
+SECTION_TYPE_UNSPECIFIED: SectionType.ValueType  # 0
+SECTION_TYPE_VICTIM_IDENTITY: SectionType.ValueType  # 1
+"""The victim's identity (OPSC art. 8(1)(e)): disclosed only when needed."""
+SECTION_TYPE_SUSPECT_IDENTITY: SectionType.ValueType  # 2
+SECTION_TYPE_WITNESS_DETAILS: SectionType.ValueType  # 3
+SECTION_TYPE_LOCATION_DETAILS: SectionType.ValueType  # 4
+SECTION_TYPE_EVIDENCE_DETAILS: SectionType.ValueType  # 5
+Global___SectionType: _TypeAlias = SectionType  # noqa: Y015
+
 class _VictimIdentification:
     ValueType = _typing.NewType("ValueType", _builtins.int)
     V: _TypeAlias = ValueType  # noqa: Y015
@@ -217,6 +243,9 @@ class _RequestedActionEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Reque
     REQUESTED_ACTION_SAFEGUARD_VICTIM: _RequestedAction.ValueType  # 5
     REQUESTED_ACTION_PRESERVE_EVIDENCE: _RequestedAction.ValueType  # 6
     REQUESTED_ACTION_CONSIDER_PROSECUTION: _RequestedAction.ValueType  # 7
+    REQUESTED_ACTION_REMOVE_CONTENT: _RequestedAction.ValueType  # 8
+    """Have material taken down (content hash referrals)."""
+    REQUESTED_ACTION_IDENTIFY_VICTIM: _RequestedAction.ValueType  # 9
 
 class RequestedAction(_RequestedAction, metaclass=_RequestedActionEnumTypeWrapper):
     """What the sender asks the recipient to do with a referral."""
@@ -229,6 +258,9 @@ REQUESTED_ACTION_LOCATE_SUSPECT: RequestedAction.ValueType  # 4
 REQUESTED_ACTION_SAFEGUARD_VICTIM: RequestedAction.ValueType  # 5
 REQUESTED_ACTION_PRESERVE_EVIDENCE: RequestedAction.ValueType  # 6
 REQUESTED_ACTION_CONSIDER_PROSECUTION: RequestedAction.ValueType  # 7
+REQUESTED_ACTION_REMOVE_CONTENT: RequestedAction.ValueType  # 8
+"""Have material taken down (content hash referrals)."""
+REQUESTED_ACTION_IDENTIFY_VICTIM: RequestedAction.ValueType  # 9
 Global___RequestedAction: _TypeAlias = RequestedAction  # noqa: Y015
 
 class _LegalBasis:
@@ -347,6 +379,12 @@ class _RefusalGroundEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Refusal
     REFUSAL_GROUND_DUAL_CRIMINALITY_NOT_MET: _RefusalGround.ValueType  # 3
     REFUSAL_GROUND_ONGOING_DOMESTIC_PROCEEDINGS: _RefusalGround.ValueType  # 4
     REFUSAL_GROUND_ESSENTIAL_INTERESTS: _RefusalGround.ValueType  # 5
+    REFUSAL_GROUND_NATIONALITY: _RefusalGround.ValueType  # 6
+    """OPSC art. 5(5): not extradited on grounds of nationality."""
+    REFUSAL_GROUND_NOT_NECESSARY_FOR_PURPOSE: _RefusalGround.ValueType  # 7
+    """A disclosure the stated purpose does not need."""
+    REFUSAL_GROUND_CHILD_BEST_INTERESTS: _RefusalGround.ValueType  # 8
+    """OPSC art. 8(3): refused in the child's best interests."""
 
 class RefusalGround(_RefusalGround, metaclass=_RefusalGroundEnumTypeWrapper):
     """Grounds for refusing or postponing assistance."""
@@ -357,7 +395,345 @@ REFUSAL_GROUND_NO_LEGAL_BASIS: RefusalGround.ValueType  # 2
 REFUSAL_GROUND_DUAL_CRIMINALITY_NOT_MET: RefusalGround.ValueType  # 3
 REFUSAL_GROUND_ONGOING_DOMESTIC_PROCEEDINGS: RefusalGround.ValueType  # 4
 REFUSAL_GROUND_ESSENTIAL_INTERESTS: RefusalGround.ValueType  # 5
+REFUSAL_GROUND_NATIONALITY: RefusalGround.ValueType  # 6
+"""OPSC art. 5(5): not extradited on grounds of nationality."""
+REFUSAL_GROUND_NOT_NECESSARY_FOR_PURPOSE: RefusalGround.ValueType  # 7
+"""A disclosure the stated purpose does not need."""
+REFUSAL_GROUND_CHILD_BEST_INTERESTS: RefusalGround.ValueType  # 8
+"""OPSC art. 8(3): refused in the child's best interests."""
 Global___RefusalGround: _TypeAlias = RefusalGround  # noqa: Y015
+
+class _ExtraditionBasis:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _ExtraditionBasisEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ExtraditionBasis.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    EXTRADITION_BASIS_UNSPECIFIED: _ExtraditionBasis.ValueType  # 0
+    EXTRADITION_BASIS_OPSC_ARTICLE_5: _ExtraditionBasis.ValueType  # 1
+    """Art. 5(2): the Protocol itself as the legal basis."""
+    EXTRADITION_BASIS_BILATERAL_TREATY: _ExtraditionBasis.ValueType  # 2
+    """Art. 5(1): an extradition treaty between the two states."""
+    EXTRADITION_BASIS_MULTILATERAL_TREATY: _ExtraditionBasis.ValueType  # 3
+    EXTRADITION_BASIS_DOMESTIC_LAW: _ExtraditionBasis.ValueType  # 4
+    """Art. 5(3): the offences are extraditable under domestic law."""
+
+class ExtraditionBasis(_ExtraditionBasis, metaclass=_ExtraditionBasisEnumTypeWrapper):
+    """--- OPSC art. 5: extradition ----------------------------------------------------------
+
+    The treaty basis of an extradition.
+    """
+
+EXTRADITION_BASIS_UNSPECIFIED: ExtraditionBasis.ValueType  # 0
+EXTRADITION_BASIS_OPSC_ARTICLE_5: ExtraditionBasis.ValueType  # 1
+"""Art. 5(2): the Protocol itself as the legal basis."""
+EXTRADITION_BASIS_BILATERAL_TREATY: ExtraditionBasis.ValueType  # 2
+"""Art. 5(1): an extradition treaty between the two states."""
+EXTRADITION_BASIS_MULTILATERAL_TREATY: ExtraditionBasis.ValueType  # 3
+EXTRADITION_BASIS_DOMESTIC_LAW: ExtraditionBasis.ValueType  # 4
+"""Art. 5(3): the offences are extraditable under domestic law."""
+Global___ExtraditionBasis: _TypeAlias = ExtraditionBasis  # noqa: Y015
+
+class _ExtraditionStatus:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _ExtraditionStatusEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ExtraditionStatus.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    EXTRADITION_STATUS_UNSPECIFIED: _ExtraditionStatus.ValueType  # 0
+    EXTRADITION_STATUS_REQUEST_PLANNED: _ExtraditionStatus.ValueType  # 1
+    EXTRADITION_STATUS_REQUEST_TRANSMITTED: _ExtraditionStatus.ValueType  # 2
+    EXTRADITION_STATUS_PROVISIONAL_ARREST: _ExtraditionStatus.ValueType  # 3
+    EXTRADITION_STATUS_SURRENDERED: _ExtraditionStatus.ValueType  # 4
+    EXTRADITION_STATUS_REFUSED: _ExtraditionStatus.ValueType  # 5
+    EXTRADITION_STATUS_NOT_EXTRADITED_SUBMITTED_FOR_DOMESTIC_PROSECUTION: _ExtraditionStatus.ValueType  # 6
+    """Art. 5(5): not extradited (e.g. on grounds of nationality); the case is
+    submitted to the competent authorities for domestic prosecution.
+    """
+
+class ExtraditionStatus(_ExtraditionStatus, metaclass=_ExtraditionStatusEnumTypeWrapper): ...
+
+EXTRADITION_STATUS_UNSPECIFIED: ExtraditionStatus.ValueType  # 0
+EXTRADITION_STATUS_REQUEST_PLANNED: ExtraditionStatus.ValueType  # 1
+EXTRADITION_STATUS_REQUEST_TRANSMITTED: ExtraditionStatus.ValueType  # 2
+EXTRADITION_STATUS_PROVISIONAL_ARREST: ExtraditionStatus.ValueType  # 3
+EXTRADITION_STATUS_SURRENDERED: ExtraditionStatus.ValueType  # 4
+EXTRADITION_STATUS_REFUSED: ExtraditionStatus.ValueType  # 5
+EXTRADITION_STATUS_NOT_EXTRADITED_SUBMITTED_FOR_DOMESTIC_PROSECUTION: ExtraditionStatus.ValueType  # 6
+"""Art. 5(5): not extradited (e.g. on grounds of nationality); the case is
+submitted to the competent authorities for domestic prosecution.
+"""
+Global___ExtraditionStatus: _TypeAlias = ExtraditionStatus  # noqa: Y015
+
+class _SeizureItemCategory:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _SeizureItemCategoryEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_SeizureItemCategory.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    SEIZURE_ITEM_CATEGORY_UNSPECIFIED: _SeizureItemCategory.ValueType  # 0
+    SEIZURE_ITEM_CATEGORY_INSTRUMENTS: _SeizureItemCategory.ValueType  # 1
+    """Art. 7(a)(i): goods, materials and instruments used to commit the offence."""
+    SEIZURE_ITEM_CATEGORY_DEVICES: _SeizureItemCategory.ValueType  # 2
+    """Art. 7(a)(i): devices holding material (computers, phones, storage)."""
+    SEIZURE_ITEM_CATEGORY_PROCEEDS: _SeizureItemCategory.ValueType  # 3
+    """Art. 7(a)(ii): proceeds derived from the offence."""
+    SEIZURE_ITEM_CATEGORY_ACCOUNTS: _SeizureItemCategory.ValueType  # 4
+    """Accounts holding proceeds."""
+    SEIZURE_ITEM_CATEGORY_PREMISES: _SeizureItemCategory.ValueType  # 5
+    """Art. 7(c): premises used to commit the offence (closure)."""
+    SEIZURE_ITEM_CATEGORY_ONLINE_CONTENT: _SeizureItemCategory.ValueType  # 6
+    """Online content and hosting (take-down and preservation)."""
+
+class SeizureItemCategory(_SeizureItemCategory, metaclass=_SeizureItemCategoryEnumTypeWrapper):
+    """--- OPSC art. 7: seizure and confiscation -------------------------------------------------
+
+    What a seizure concerns (OPSC art. 7(a), (c)).
+    """
+
+SEIZURE_ITEM_CATEGORY_UNSPECIFIED: SeizureItemCategory.ValueType  # 0
+SEIZURE_ITEM_CATEGORY_INSTRUMENTS: SeizureItemCategory.ValueType  # 1
+"""Art. 7(a)(i): goods, materials and instruments used to commit the offence."""
+SEIZURE_ITEM_CATEGORY_DEVICES: SeizureItemCategory.ValueType  # 2
+"""Art. 7(a)(i): devices holding material (computers, phones, storage)."""
+SEIZURE_ITEM_CATEGORY_PROCEEDS: SeizureItemCategory.ValueType  # 3
+"""Art. 7(a)(ii): proceeds derived from the offence."""
+SEIZURE_ITEM_CATEGORY_ACCOUNTS: SeizureItemCategory.ValueType  # 4
+"""Accounts holding proceeds."""
+SEIZURE_ITEM_CATEGORY_PREMISES: SeizureItemCategory.ValueType  # 5
+"""Art. 7(c): premises used to commit the offence (closure)."""
+SEIZURE_ITEM_CATEGORY_ONLINE_CONTENT: SeizureItemCategory.ValueType  # 6
+"""Online content and hosting (take-down and preservation)."""
+Global___SeizureItemCategory: _TypeAlias = SeizureItemCategory  # noqa: Y015
+
+class _SeizureMeasure:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _SeizureMeasureEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_SeizureMeasure.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    SEIZURE_MEASURE_UNSPECIFIED: _SeizureMeasure.ValueType  # 0
+    SEIZURE_MEASURE_SEIZE: _SeizureMeasure.ValueType  # 1
+    SEIZURE_MEASURE_FREEZE: _SeizureMeasure.ValueType  # 2
+    SEIZURE_MEASURE_CONFISCATE: _SeizureMeasure.ValueType  # 3
+    SEIZURE_MEASURE_CLOSE_PREMISES: _SeizureMeasure.ValueType  # 4
+
+class SeizureMeasure(_SeizureMeasure, metaclass=_SeizureMeasureEnumTypeWrapper): ...
+
+SEIZURE_MEASURE_UNSPECIFIED: SeizureMeasure.ValueType  # 0
+SEIZURE_MEASURE_SEIZE: SeizureMeasure.ValueType  # 1
+SEIZURE_MEASURE_FREEZE: SeizureMeasure.ValueType  # 2
+SEIZURE_MEASURE_CONFISCATE: SeizureMeasure.ValueType  # 3
+SEIZURE_MEASURE_CLOSE_PREMISES: SeizureMeasure.ValueType  # 4
+Global___SeizureMeasure: _TypeAlias = SeizureMeasure  # noqa: Y015
+
+class _ExecutionStatus:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _ExecutionStatusEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ExecutionStatus.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    EXECUTION_STATUS_UNSPECIFIED: _ExecutionStatus.ValueType  # 0
+    EXECUTION_STATUS_EXECUTED: _ExecutionStatus.ValueType  # 1
+    EXECUTION_STATUS_PARTIALLY_EXECUTED: _ExecutionStatus.ValueType  # 2
+    EXECUTION_STATUS_NOT_EXECUTED: _ExecutionStatus.ValueType  # 3
+    EXECUTION_STATUS_PENDING: _ExecutionStatus.ValueType  # 4
+
+class ExecutionStatus(_ExecutionStatus, metaclass=_ExecutionStatusEnumTypeWrapper): ...
+
+EXECUTION_STATUS_UNSPECIFIED: ExecutionStatus.ValueType  # 0
+EXECUTION_STATUS_EXECUTED: ExecutionStatus.ValueType  # 1
+EXECUTION_STATUS_PARTIALLY_EXECUTED: ExecutionStatus.ValueType  # 2
+EXECUTION_STATUS_NOT_EXECUTED: ExecutionStatus.ValueType  # 3
+EXECUTION_STATUS_PENDING: ExecutionStatus.ValueType  # 4
+Global___ExecutionStatus: _TypeAlias = ExecutionStatus  # noqa: Y015
+
+class _VictimNeed:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _VictimNeedEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_VictimNeed.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    VICTIM_NEED_UNSPECIFIED: _VictimNeed.ValueType  # 0
+    VICTIM_NEED_MEDICAL_CARE: _VictimNeed.ValueType  # 1
+    VICTIM_NEED_PSYCHOLOGICAL_SUPPORT: _VictimNeed.ValueType  # 2
+    VICTIM_NEED_SAFE_ACCOMMODATION: _VictimNeed.ValueType  # 3
+    VICTIM_NEED_LEGAL_AID: _VictimNeed.ValueType  # 4
+    VICTIM_NEED_INTERPRETATION: _VictimNeed.ValueType  # 5
+    VICTIM_NEED_EDUCATION: _VictimNeed.ValueType  # 6
+    VICTIM_NEED_FAMILY_TRACING: _VictimNeed.ValueType  # 7
+    VICTIM_NEED_GUARDIANSHIP: _VictimNeed.ValueType  # 8
+    VICTIM_NEED_COMPENSATION: _VictimNeed.ValueType  # 9
+    """Art. 9(4): access to compensation."""
+
+class VictimNeed(_VictimNeed, metaclass=_VictimNeedEnumTypeWrapper):
+    """--- OPSC art. 8, 9, 10(2): victim support -------------------------------------------------"""
+
+VICTIM_NEED_UNSPECIFIED: VictimNeed.ValueType  # 0
+VICTIM_NEED_MEDICAL_CARE: VictimNeed.ValueType  # 1
+VICTIM_NEED_PSYCHOLOGICAL_SUPPORT: VictimNeed.ValueType  # 2
+VICTIM_NEED_SAFE_ACCOMMODATION: VictimNeed.ValueType  # 3
+VICTIM_NEED_LEGAL_AID: VictimNeed.ValueType  # 4
+VICTIM_NEED_INTERPRETATION: VictimNeed.ValueType  # 5
+VICTIM_NEED_EDUCATION: VictimNeed.ValueType  # 6
+VICTIM_NEED_FAMILY_TRACING: VictimNeed.ValueType  # 7
+VICTIM_NEED_GUARDIANSHIP: VictimNeed.ValueType  # 8
+VICTIM_NEED_COMPENSATION: VictimNeed.ValueType  # 9
+"""Art. 9(4): access to compensation."""
+Global___VictimNeed: _TypeAlias = VictimNeed  # noqa: Y015
+
+class _BestInterestsStatus:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _BestInterestsStatusEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_BestInterestsStatus.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    BEST_INTERESTS_STATUS_UNSPECIFIED: _BestInterestsStatus.ValueType  # 0
+    BEST_INTERESTS_STATUS_NOT_STARTED: _BestInterestsStatus.ValueType  # 1
+    BEST_INTERESTS_STATUS_IN_PROGRESS: _BestInterestsStatus.ValueType  # 2
+    BEST_INTERESTS_STATUS_RETURN_RECOMMENDED: _BestInterestsStatus.ValueType  # 3
+    BEST_INTERESTS_STATUS_RETURN_NOT_RECOMMENDED: _BestInterestsStatus.ValueType  # 4
+
+class BestInterestsStatus(_BestInterestsStatus, metaclass=_BestInterestsStatusEnumTypeWrapper):
+    """The best-interests assessment (Convention art. 3; OPSC art. 8(3))."""
+
+BEST_INTERESTS_STATUS_UNSPECIFIED: BestInterestsStatus.ValueType  # 0
+BEST_INTERESTS_STATUS_NOT_STARTED: BestInterestsStatus.ValueType  # 1
+BEST_INTERESTS_STATUS_IN_PROGRESS: BestInterestsStatus.ValueType  # 2
+BEST_INTERESTS_STATUS_RETURN_RECOMMENDED: BestInterestsStatus.ValueType  # 3
+BEST_INTERESTS_STATUS_RETURN_NOT_RECOMMENDED: BestInterestsStatus.ValueType  # 4
+Global___BestInterestsStatus: _TypeAlias = BestInterestsStatus  # noqa: Y015
+
+class _RepatriationStepType:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _RepatriationStepTypeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_RepatriationStepType.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    REPATRIATION_STEP_TYPE_UNSPECIFIED: _RepatriationStepType.ValueType  # 0
+    REPATRIATION_STEP_TYPE_FAMILY_ASSESSMENT: _RepatriationStepType.ValueType  # 1
+    REPATRIATION_STEP_TYPE_TRAVEL_DOCUMENTS: _RepatriationStepType.ValueType  # 2
+    REPATRIATION_STEP_TYPE_ESCORT: _RepatriationStepType.ValueType  # 3
+    REPATRIATION_STEP_TYPE_RECEPTION: _RepatriationStepType.ValueType  # 4
+    REPATRIATION_STEP_TYPE_FOLLOW_UP_SERVICES: _RepatriationStepType.ValueType  # 5
+
+class RepatriationStepType(_RepatriationStepType, metaclass=_RepatriationStepTypeEnumTypeWrapper): ...
+
+REPATRIATION_STEP_TYPE_UNSPECIFIED: RepatriationStepType.ValueType  # 0
+REPATRIATION_STEP_TYPE_FAMILY_ASSESSMENT: RepatriationStepType.ValueType  # 1
+REPATRIATION_STEP_TYPE_TRAVEL_DOCUMENTS: RepatriationStepType.ValueType  # 2
+REPATRIATION_STEP_TYPE_ESCORT: RepatriationStepType.ValueType  # 3
+REPATRIATION_STEP_TYPE_RECEPTION: RepatriationStepType.ValueType  # 4
+REPATRIATION_STEP_TYPE_FOLLOW_UP_SERVICES: RepatriationStepType.ValueType  # 5
+Global___RepatriationStepType: _TypeAlias = RepatriationStepType  # noqa: Y015
+
+class _StepStatus:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _StepStatusEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_StepStatus.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    STEP_STATUS_UNSPECIFIED: _StepStatus.ValueType  # 0
+    STEP_STATUS_PLANNED: _StepStatus.ValueType  # 1
+    STEP_STATUS_IN_PROGRESS: _StepStatus.ValueType  # 2
+    STEP_STATUS_DONE: _StepStatus.ValueType  # 3
+    STEP_STATUS_NOT_NEEDED: _StepStatus.ValueType  # 4
+
+class StepStatus(_StepStatus, metaclass=_StepStatusEnumTypeWrapper): ...
+
+STEP_STATUS_UNSPECIFIED: StepStatus.ValueType  # 0
+STEP_STATUS_PLANNED: StepStatus.ValueType  # 1
+STEP_STATUS_IN_PROGRESS: StepStatus.ValueType  # 2
+STEP_STATUS_DONE: StepStatus.ValueType  # 3
+STEP_STATUS_NOT_NEEDED: StepStatus.ValueType  # 4
+Global___StepStatus: _TypeAlias = StepStatus  # noqa: Y015
+
+class _TravelMode:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _TravelModeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_TravelMode.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    TRAVEL_MODE_UNSPECIFIED: _TravelMode.ValueType  # 0
+    TRAVEL_MODE_AIR: _TravelMode.ValueType  # 1
+    TRAVEL_MODE_SEA: _TravelMode.ValueType  # 2
+    TRAVEL_MODE_LAND: _TravelMode.ValueType  # 3
+
+class TravelMode(_TravelMode, metaclass=_TravelModeEnumTypeWrapper):
+    """--- OPSC art. 10(1): travel alerts ----------------------------------------------------------"""
+
+TRAVEL_MODE_UNSPECIFIED: TravelMode.ValueType  # 0
+TRAVEL_MODE_AIR: TravelMode.ValueType  # 1
+TRAVEL_MODE_SEA: TravelMode.ValueType  # 2
+TRAVEL_MODE_LAND: TravelMode.ValueType  # 3
+Global___TravelMode: _TypeAlias = TravelMode  # noqa: Y015
+
+class _RiskLevel:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _RiskLevelEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_RiskLevel.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    RISK_LEVEL_UNSPECIFIED: _RiskLevel.ValueType  # 0
+    RISK_LEVEL_LOW: _RiskLevel.ValueType  # 1
+    RISK_LEVEL_MEDIUM: _RiskLevel.ValueType  # 2
+    RISK_LEVEL_HIGH: _RiskLevel.ValueType  # 3
+
+class RiskLevel(_RiskLevel, metaclass=_RiskLevelEnumTypeWrapper): ...
+
+RISK_LEVEL_UNSPECIFIED: RiskLevel.ValueType  # 0
+RISK_LEVEL_LOW: RiskLevel.ValueType  # 1
+RISK_LEVEL_MEDIUM: RiskLevel.ValueType  # 2
+RISK_LEVEL_HIGH: RiskLevel.ValueType  # 3
+Global___RiskLevel: _TypeAlias = RiskLevel  # noqa: Y015
+
+class _HashAlgorithm:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _HashAlgorithmEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_HashAlgorithm.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    HASH_ALGORITHM_UNSPECIFIED: _HashAlgorithm.ValueType  # 0
+    HASH_ALGORITHM_SHA256: _HashAlgorithm.ValueType  # 1
+    """32 bytes."""
+    HASH_ALGORITHM_MD5: _HashAlgorithm.ValueType  # 2
+    """16 bytes; legacy exchanges only."""
+    HASH_ALGORITHM_PDQ: _HashAlgorithm.ValueType  # 3
+    """Perceptual hashes as opaque bytes (1 to 256 bytes)."""
+    HASH_ALGORITHM_PHOTODNA: _HashAlgorithm.ValueType  # 4
+
+class HashAlgorithm(_HashAlgorithm, metaclass=_HashAlgorithmEnumTypeWrapper):
+    """--- OPSC art. 3(1)(c), 7: content hashes ----------------------------------------------------"""
+
+HASH_ALGORITHM_UNSPECIFIED: HashAlgorithm.ValueType  # 0
+HASH_ALGORITHM_SHA256: HashAlgorithm.ValueType  # 1
+"""32 bytes."""
+HASH_ALGORITHM_MD5: HashAlgorithm.ValueType  # 2
+"""16 bytes; legacy exchanges only."""
+HASH_ALGORITHM_PDQ: HashAlgorithm.ValueType  # 3
+"""Perceptual hashes as opaque bytes (1 to 256 bytes)."""
+HASH_ALGORITHM_PHOTODNA: HashAlgorithm.ValueType  # 4
+Global___HashAlgorithm: _TypeAlias = HashAlgorithm  # noqa: Y015
+
+class _HostingLink:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _HostingLinkEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_HostingLink.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    HOSTING_LINK_UNSPECIFIED: _HostingLink.ValueType  # 0
+    HOSTING_LINK_HOSTED_IN_TERRITORY: _HostingLink.ValueType  # 1
+    HOSTING_LINK_SERVICE_PROVIDER_IN_TERRITORY: _HostingLink.ValueType  # 2
+    HOSTING_LINK_UPLOADED_FROM_TERRITORY: _HostingLink.ValueType  # 3
+
+class HostingLink(_HostingLink, metaclass=_HostingLinkEnumTypeWrapper):
+    """Why the material concerns the recipient."""
+
+HOSTING_LINK_UNSPECIFIED: HostingLink.ValueType  # 0
+HOSTING_LINK_HOSTED_IN_TERRITORY: HostingLink.ValueType  # 1
+HOSTING_LINK_SERVICE_PROVIDER_IN_TERRITORY: HostingLink.ValueType  # 2
+HOSTING_LINK_UPLOADED_FROM_TERRITORY: HostingLink.ValueType  # 3
+Global___HostingLink: _TypeAlias = HostingLink  # noqa: Y015
 
 class _AcknowledgementStatus:
     ValueType = _typing.NewType("ValueType", _builtins.int)
@@ -374,6 +750,10 @@ class _AcknowledgementStatusEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[
     """Passed on to the competent domestic authority."""
     ACKNOWLEDGEMENT_STATUS_NOT_COMPETENT: _AcknowledgementStatus.ValueType  # 4
     """The recipient is not competent for this notice."""
+    ACKNOWLEDGEMENT_STATUS_WITHDRAWAL_APPLIED: _AcknowledgementStatus.ValueType  # 5
+    """Sent by a recipient node when it has applied a Withdrawal: the notice is
+    marked withdrawn and its content no longer served.
+    """
 
 class AcknowledgementStatus(_AcknowledgementStatus, metaclass=_AcknowledgementStatusEnumTypeWrapper): ...
 
@@ -386,7 +766,82 @@ ACKNOWLEDGEMENT_STATUS_FORWARDED_DOMESTICALLY: AcknowledgementStatus.ValueType  
 """Passed on to the competent domestic authority."""
 ACKNOWLEDGEMENT_STATUS_NOT_COMPETENT: AcknowledgementStatus.ValueType  # 4
 """The recipient is not competent for this notice."""
+ACKNOWLEDGEMENT_STATUS_WITHDRAWAL_APPLIED: AcknowledgementStatus.ValueType  # 5
+"""Sent by a recipient node when it has applied a Withdrawal: the notice is
+marked withdrawn and its content no longer served.
+"""
 Global___AcknowledgementStatus: _TypeAlias = AcknowledgementStatus  # noqa: Y015
+
+class _WithdrawalReason:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _WithdrawalReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_WithdrawalReason.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    WITHDRAWAL_REASON_UNSPECIFIED: _WithdrawalReason.ValueType  # 0
+    WITHDRAWAL_REASON_SENT_IN_ERROR: _WithdrawalReason.ValueType  # 1
+    WITHDRAWAL_REASON_INFORMATION_INCORRECT: _WithdrawalReason.ValueType  # 2
+    WITHDRAWAL_REASON_CASE_CLOSED: _WithdrawalReason.ValueType  # 3
+    WITHDRAWAL_REASON_LEGAL_OBSTACLE: _WithdrawalReason.ValueType  # 4
+    WITHDRAWAL_REASON_SUPERSEDED: _WithdrawalReason.ValueType  # 5
+
+class WithdrawalReason(_WithdrawalReason, metaclass=_WithdrawalReasonEnumTypeWrapper):
+    """--- protocol messages -------------------------------------------------------------------"""
+
+WITHDRAWAL_REASON_UNSPECIFIED: WithdrawalReason.ValueType  # 0
+WITHDRAWAL_REASON_SENT_IN_ERROR: WithdrawalReason.ValueType  # 1
+WITHDRAWAL_REASON_INFORMATION_INCORRECT: WithdrawalReason.ValueType  # 2
+WITHDRAWAL_REASON_CASE_CLOSED: WithdrawalReason.ValueType  # 3
+WITHDRAWAL_REASON_LEGAL_OBSTACLE: WithdrawalReason.ValueType  # 4
+WITHDRAWAL_REASON_SUPERSEDED: WithdrawalReason.ValueType  # 5
+Global___WithdrawalReason: _TypeAlias = WithdrawalReason  # noqa: Y015
+
+class _DisclosurePurpose:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _DisclosurePurposeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_DisclosurePurpose.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    DISCLOSURE_PURPOSE_UNSPECIFIED: _DisclosurePurpose.ValueType  # 0
+    DISCLOSURE_PURPOSE_SAFEGUARD_VICTIM: _DisclosurePurpose.ValueType  # 1
+    DISCLOSURE_PURPOSE_IDENTIFY_SUSPECT: _DisclosurePurpose.ValueType  # 2
+    DISCLOSURE_PURPOSE_PROSECUTION: _DisclosurePurpose.ValueType  # 3
+    DISCLOSURE_PURPOSE_VICTIM_SUPPORT: _DisclosurePurpose.ValueType  # 4
+    DISCLOSURE_PURPOSE_ONWARD_SHARING: _DisclosurePurpose.ValueType  # 5
+    """Consent to share the notice with other nodes (its handling code asks for
+    the originator's consent).
+    """
+
+class DisclosurePurpose(_DisclosurePurpose, metaclass=_DisclosurePurposeEnumTypeWrapper):
+    """Why a recipient asks for more."""
+
+DISCLOSURE_PURPOSE_UNSPECIFIED: DisclosurePurpose.ValueType  # 0
+DISCLOSURE_PURPOSE_SAFEGUARD_VICTIM: DisclosurePurpose.ValueType  # 1
+DISCLOSURE_PURPOSE_IDENTIFY_SUSPECT: DisclosurePurpose.ValueType  # 2
+DISCLOSURE_PURPOSE_PROSECUTION: DisclosurePurpose.ValueType  # 3
+DISCLOSURE_PURPOSE_VICTIM_SUPPORT: DisclosurePurpose.ValueType  # 4
+DISCLOSURE_PURPOSE_ONWARD_SHARING: DisclosurePurpose.ValueType  # 5
+"""Consent to share the notice with other nodes (its handling code asks for
+the originator's consent).
+"""
+Global___DisclosurePurpose: _TypeAlias = DisclosurePurpose  # noqa: Y015
+
+class _DisclosureDecision:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _DisclosureDecisionEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_DisclosureDecision.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    DISCLOSURE_DECISION_UNSPECIFIED: _DisclosureDecision.ValueType  # 0
+    DISCLOSURE_DECISION_APPROVED: _DisclosureDecision.ValueType  # 1
+    DISCLOSURE_DECISION_REFUSED: _DisclosureDecision.ValueType  # 2
+
+class DisclosureDecision(_DisclosureDecision, metaclass=_DisclosureDecisionEnumTypeWrapper): ...
+
+DISCLOSURE_DECISION_UNSPECIFIED: DisclosureDecision.ValueType  # 0
+DISCLOSURE_DECISION_APPROVED: DisclosureDecision.ValueType  # 1
+DISCLOSURE_DECISION_REFUSED: DisclosureDecision.ValueType  # 2
+Global___DisclosureDecision: _TypeAlias = DisclosureDecision  # noqa: Y015
 
 @_typing.final
 class Notice(_message.Message):
@@ -395,13 +850,35 @@ class Notice(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     PROTECTION_FIELD_NUMBER: _builtins.int
+    RESTRICTED_SECTIONS_FIELD_NUMBER: _builtins.int
+    FORWARDED_FROM_FIELD_NUMBER: _builtins.int
     CASE_REFERRAL_FIELD_NUMBER: _builtins.int
     ASSISTANCE_REQUEST_FIELD_NUMBER: _builtins.int
     ASSISTANCE_RESPONSE_FIELD_NUMBER: _builtins.int
     ACKNOWLEDGEMENT_FIELD_NUMBER: _builtins.int
+    EXTRADITION_NOTICE_FIELD_NUMBER: _builtins.int
+    SEIZURE_REQUEST_FIELD_NUMBER: _builtins.int
+    SEIZURE_RESPONSE_FIELD_NUMBER: _builtins.int
+    VICTIM_SUPPORT_COORDINATION_FIELD_NUMBER: _builtins.int
+    TRAVEL_ALERT_FIELD_NUMBER: _builtins.int
+    CONTENT_HASH_REFERRAL_FIELD_NUMBER: _builtins.int
+    WITHDRAWAL_FIELD_NUMBER: _builtins.int
+    DISCLOSURE_REQUEST_FIELD_NUMBER: _builtins.int
+    DISCLOSURE_GRANT_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def protection(self) -> Global___ChildProtectionFlags:
         """Child-protection flags every notice carries (OPSC art. 8)."""
+
+    @_builtins.property
+    def restricted_sections(self) -> _containers.RepeatedCompositeFieldContainer[Global___SectionCommitment]:
+        """Staged disclosure: sections the originator holds back, named only by
+        salted commitments. Their content follows in a DisclosureGrant, if the
+        originator approves a DisclosureRequest.
+        """
+
+    @_builtins.property
+    def forwarded_from(self) -> Global___ForwardedFrom:
+        """Set when a recipient forwarded this notice with the originator's consent."""
 
     @_builtins.property
     def case_referral(self) -> Global___CaseReferral: ...
@@ -411,24 +888,135 @@ class Notice(_message.Message):
     def assistance_response(self) -> Global___AssistanceResponse: ...
     @_builtins.property
     def acknowledgement(self) -> Global___Acknowledgement: ...
+    @_builtins.property
+    def extradition_notice(self) -> Global___ExtraditionNotice: ...
+    @_builtins.property
+    def seizure_request(self) -> Global___SeizureRequest: ...
+    @_builtins.property
+    def seizure_response(self) -> Global___SeizureResponse: ...
+    @_builtins.property
+    def victim_support_coordination(self) -> Global___VictimSupportCoordination: ...
+    @_builtins.property
+    def travel_alert(self) -> Global___TravelAlert: ...
+    @_builtins.property
+    def content_hash_referral(self) -> Global___ContentHashReferral: ...
+    @_builtins.property
+    def withdrawal(self) -> Global___Withdrawal: ...
+    @_builtins.property
+    def disclosure_request(self) -> Global___DisclosureRequest: ...
+    @_builtins.property
+    def disclosure_grant(self) -> Global___DisclosureGrant: ...
     def __init__(
         self,
         *,
         protection: Global___ChildProtectionFlags | None = ...,
+        restricted_sections: _abc.Iterable[Global___SectionCommitment] | None = ...,
+        forwarded_from: Global___ForwardedFrom | None = ...,
         case_referral: Global___CaseReferral | None = ...,
         assistance_request: Global___AssistanceRequest | None = ...,
         assistance_response: Global___AssistanceResponse | None = ...,
         acknowledgement: Global___Acknowledgement | None = ...,
+        extradition_notice: Global___ExtraditionNotice | None = ...,
+        seizure_request: Global___SeizureRequest | None = ...,
+        seizure_response: Global___SeizureResponse | None = ...,
+        victim_support_coordination: Global___VictimSupportCoordination | None = ...,
+        travel_alert: Global___TravelAlert | None = ...,
+        content_hash_referral: Global___ContentHashReferral | None = ...,
+        withdrawal: Global___Withdrawal | None = ...,
+        disclosure_request: Global___DisclosureRequest | None = ...,
+        disclosure_grant: Global___DisclosureGrant | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["acknowledgement", b"acknowledgement", "assistance_request", b"assistance_request", "assistance_response", b"assistance_response", "body", b"body", "case_referral", b"case_referral", "protection", b"protection"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["acknowledgement", b"acknowledgement", "assistance_request", b"assistance_request", "assistance_response", b"assistance_response", "body", b"body", "case_referral", b"case_referral", "content_hash_referral", b"content_hash_referral", "disclosure_grant", b"disclosure_grant", "disclosure_request", b"disclosure_request", "extradition_notice", b"extradition_notice", "forwarded_from", b"forwarded_from", "protection", b"protection", "seizure_request", b"seizure_request", "seizure_response", b"seizure_response", "travel_alert", b"travel_alert", "victim_support_coordination", b"victim_support_coordination", "withdrawal", b"withdrawal"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["acknowledgement", b"acknowledgement", "assistance_request", b"assistance_request", "assistance_response", b"assistance_response", "body", b"body", "case_referral", b"case_referral", "protection", b"protection"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["acknowledgement", b"acknowledgement", "assistance_request", b"assistance_request", "assistance_response", b"assistance_response", "body", b"body", "case_referral", b"case_referral", "content_hash_referral", b"content_hash_referral", "disclosure_grant", b"disclosure_grant", "disclosure_request", b"disclosure_request", "extradition_notice", b"extradition_notice", "forwarded_from", b"forwarded_from", "protection", b"protection", "restricted_sections", b"restricted_sections", "seizure_request", b"seizure_request", "seizure_response", b"seizure_response", "travel_alert", b"travel_alert", "victim_support_coordination", b"victim_support_coordination", "withdrawal", b"withdrawal"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_body: _TypeAlias = _typing.Literal["case_referral", "assistance_request", "assistance_response", "acknowledgement"]  # noqa: Y015
+    _WhichOneofReturnType_body: _TypeAlias = _typing.Literal["case_referral", "assistance_request", "assistance_response", "acknowledgement", "extradition_notice", "seizure_request", "seizure_response", "victim_support_coordination", "travel_alert", "content_hash_referral", "withdrawal", "disclosure_request", "disclosure_grant"]  # noqa: Y015
     _WhichOneofArgType_body: _TypeAlias = _typing.Literal["body", b"body"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_body) -> _WhichOneofReturnType_body | None: ...
 
 Global___Notice: _TypeAlias = Notice  # noqa: Y015
+
+@_typing.final
+class SectionCommitment(_message.Message):
+    """A restricted section named by commitment: SHA-256 over the encoding of
+    ("exchange.v1.RestrictedSection", salt, the section's deterministic bytes).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SECTION_ID_FIELD_NUMBER: _builtins.int
+    TYPE_FIELD_NUMBER: _builtins.int
+    COMMITMENT_FIELD_NUMBER: _builtins.int
+    section_id: _builtins.str
+    """Unique within the notice, e.g. "s1"."""
+    type: Global___SectionType.ValueType
+    commitment: _builtins.bytes
+    """32 bytes."""
+    def __init__(
+        self,
+        *,
+        section_id: _builtins.str = ...,
+        type: Global___SectionType.ValueType = ...,
+        commitment: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["commitment", b"commitment", "section_id", b"section_id", "type", b"type"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SectionCommitment: _TypeAlias = SectionCommitment  # noqa: Y015
+
+@_typing.final
+class RestrictedSection(_message.Message):
+    """The content of a restricted section. It may hold personal identifiers: that
+    is why it travels only in a DisclosureGrant, sealed to the requester.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TYPE_FIELD_NUMBER: _builtins.int
+    CONTENT_FIELD_NUMBER: _builtins.int
+    type: Global___SectionType.ValueType
+    content: _builtins.str
+    """At most 2,000 characters."""
+    def __init__(
+        self,
+        *,
+        type: Global___SectionType.ValueType = ...,
+        content: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["content", b"content", "type", b"type"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RestrictedSection: _TypeAlias = RestrictedSection  # noqa: Y015
+
+@_typing.final
+class ForwardedFrom(_message.Message):
+    """The origin of a forwarded notice."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ORIGIN_NODE_ID_FIELD_NUMBER: _builtins.int
+    ORIGIN_MESSAGE_ID_FIELD_NUMBER: _builtins.int
+    origin_node_id: _builtins.str
+    origin_message_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        origin_node_id: _builtins.str = ...,
+        origin_message_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["origin_message_id", b"origin_message_id", "origin_node_id", b"origin_node_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ForwardedFrom: _TypeAlias = ForwardedFrom  # noqa: Y015
 
 @_typing.final
 class ChildProtectionFlags(_message.Message):
@@ -641,6 +1229,429 @@ class MeasureResult(_message.Message):
 Global___MeasureResult: _TypeAlias = MeasureResult  # noqa: Y015
 
 @_typing.final
+class ExtraditionNotice(_message.Message):
+    """OPSC art. 5: where an extradition stands."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    OFFENCE_CATEGORIES_FIELD_NUMBER: _builtins.int
+    BASIS_FIELD_NUMBER: _builtins.int
+    BASIS_REFERENCE_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
+    REFUSAL_GROUND_FIELD_NUMBER: _builtins.int
+    SUSPECT_TOKENS_FIELD_NUMBER: _builtins.int
+    CONTACT_POINT_FIELD_NUMBER: _builtins.int
+    SUMMARY_FIELD_NUMBER: _builtins.int
+    basis: Global___ExtraditionBasis.ValueType
+    basis_reference: _builtins.str
+    """Short citation of the treaty or law (at most 120 characters)."""
+    status: Global___ExtraditionStatus.ValueType
+    refusal_ground: Global___RefusalGround.ValueType
+    """Required when the status is refused; otherwise unset."""
+    summary: _builtins.str
+    """Optional summary, at most 500 characters, without personal identifiers."""
+    @_builtins.property
+    def offence_categories(self) -> _containers.RepeatedScalarFieldContainer[Global___OffenceCategory.ValueType]:
+        """At least one offence of art. 3(1)."""
+
+    @_builtins.property
+    def suspect_tokens(self) -> _containers.RepeatedScalarFieldContainer[_builtins.bytes]:
+        """Matchable tokens of the person sought (each 16 to 64 bytes, at most 64)."""
+
+    @_builtins.property
+    def contact_point(self) -> Global___ContactPoint: ...
+    def __init__(
+        self,
+        *,
+        offence_categories: _abc.Iterable[Global___OffenceCategory.ValueType] | None = ...,
+        basis: Global___ExtraditionBasis.ValueType = ...,
+        basis_reference: _builtins.str = ...,
+        status: Global___ExtraditionStatus.ValueType = ...,
+        refusal_ground: Global___RefusalGround.ValueType = ...,
+        suspect_tokens: _abc.Iterable[_builtins.bytes] | None = ...,
+        contact_point: Global___ContactPoint | None = ...,
+        summary: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["contact_point", b"contact_point"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["basis", b"basis", "basis_reference", b"basis_reference", "contact_point", b"contact_point", "offence_categories", b"offence_categories", "refusal_ground", b"refusal_ground", "status", b"status", "summary", b"summary", "suspect_tokens", b"suspect_tokens"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ExtraditionNotice: _TypeAlias = ExtraditionNotice  # noqa: Y015
+
+@_typing.final
+class SeizureItem(_message.Message):
+    """One thing to seize; never a person."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ITEM_ID_FIELD_NUMBER: _builtins.int
+    CATEGORY_FIELD_NUMBER: _builtins.int
+    MEASURE_FIELD_NUMBER: _builtins.int
+    QUANTITY_FIELD_NUMBER: _builtins.int
+    LOCATION_REFERENCE_FIELD_NUMBER: _builtins.int
+    item_id: _builtins.str
+    """Unique within the request, e.g. "i1"."""
+    category: Global___SeizureItemCategory.ValueType
+    measure: Global___SeizureMeasure.ValueType
+    quantity: _builtins.int
+    """How many (devices, accounts); 0 if not countable."""
+    location_reference: _builtins.str
+    """Where the item is, at most 200 characters. The only field of the catalogue
+    that may hold a street address (premises to close, devices to seize).
+    """
+    def __init__(
+        self,
+        *,
+        item_id: _builtins.str = ...,
+        category: Global___SeizureItemCategory.ValueType = ...,
+        measure: Global___SeizureMeasure.ValueType = ...,
+        quantity: _builtins.int = ...,
+        location_reference: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["category", b"category", "item_id", b"item_id", "location_reference", b"location_reference", "measure", b"measure", "quantity", b"quantity"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SeizureItem: _TypeAlias = SeizureItem  # noqa: Y015
+
+@_typing.final
+class SeizureRequest(_message.Message):
+    """OPSC art. 7(b): a request to execute a seizure or confiscation."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LEGAL_BASIS_FIELD_NUMBER: _builtins.int
+    LEGAL_BASIS_REFERENCE_FIELD_NUMBER: _builtins.int
+    OFFENCE_CATEGORIES_FIELD_NUMBER: _builtins.int
+    ITEMS_FIELD_NUMBER: _builtins.int
+    URGENCY_FIELD_NUMBER: _builtins.int
+    RESPONSE_DEADLINE_FIELD_NUMBER: _builtins.int
+    CONTACT_POINT_FIELD_NUMBER: _builtins.int
+    SUMMARY_FIELD_NUMBER: _builtins.int
+    legal_basis: Global___LegalBasis.ValueType
+    legal_basis_reference: _builtins.str
+    urgency: Global___Urgency.ValueType
+    summary: _builtins.str
+    @_builtins.property
+    def offence_categories(self) -> _containers.RepeatedScalarFieldContainer[Global___OffenceCategory.ValueType]: ...
+    @_builtins.property
+    def items(self) -> _containers.RepeatedCompositeFieldContainer[Global___SeizureItem]:
+        """One to 100 items, each id unique."""
+
+    @_builtins.property
+    def response_deadline(self) -> _timestamp_pb2.Timestamp:
+        """When the requesting authority needs the answer: within 72 hours for urgent
+        requests, at least a day ahead for others, at most 365 days ahead.
+        """
+
+    @_builtins.property
+    def contact_point(self) -> Global___ContactPoint: ...
+    def __init__(
+        self,
+        *,
+        legal_basis: Global___LegalBasis.ValueType = ...,
+        legal_basis_reference: _builtins.str = ...,
+        offence_categories: _abc.Iterable[Global___OffenceCategory.ValueType] | None = ...,
+        items: _abc.Iterable[Global___SeizureItem] | None = ...,
+        urgency: Global___Urgency.ValueType = ...,
+        response_deadline: _timestamp_pb2.Timestamp | None = ...,
+        contact_point: Global___ContactPoint | None = ...,
+        summary: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["contact_point", b"contact_point", "response_deadline", b"response_deadline"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["contact_point", b"contact_point", "items", b"items", "legal_basis", b"legal_basis", "legal_basis_reference", b"legal_basis_reference", "offence_categories", b"offence_categories", "response_deadline", b"response_deadline", "summary", b"summary", "urgency", b"urgency"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SeizureRequest: _TypeAlias = SeizureRequest  # noqa: Y015
+
+@_typing.final
+class SeizureItemResult(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ITEM_ID_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
+    item_id: _builtins.str
+    status: Global___ExecutionStatus.ValueType
+    def __init__(
+        self,
+        *,
+        item_id: _builtins.str = ...,
+        status: Global___ExecutionStatus.ValueType = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["item_id", b"item_id", "status", b"status"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SeizureItemResult: _TypeAlias = SeizureItemResult  # noqa: Y015
+
+@_typing.final
+class SeizureResponse(_message.Message):
+    """OPSC art. 7: the execution status of a `SeizureRequest` (named by
+    `EnvelopeHeader.in_reply_to`).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STATUS_FIELD_NUMBER: _builtins.int
+    ITEM_RESULTS_FIELD_NUMBER: _builtins.int
+    REFUSAL_GROUND_FIELD_NUMBER: _builtins.int
+    CONTACT_POINT_FIELD_NUMBER: _builtins.int
+    SUMMARY_FIELD_NUMBER: _builtins.int
+    status: Global___ExecutionStatus.ValueType
+    refusal_ground: Global___RefusalGround.ValueType
+    """Required when not executed; otherwise unset."""
+    summary: _builtins.str
+    @_builtins.property
+    def item_results(self) -> _containers.RepeatedCompositeFieldContainer[Global___SeizureItemResult]:
+        """One result per item of the request, each item at most once."""
+
+    @_builtins.property
+    def contact_point(self) -> Global___ContactPoint: ...
+    def __init__(
+        self,
+        *,
+        status: Global___ExecutionStatus.ValueType = ...,
+        item_results: _abc.Iterable[Global___SeizureItemResult] | None = ...,
+        refusal_ground: Global___RefusalGround.ValueType = ...,
+        contact_point: Global___ContactPoint | None = ...,
+        summary: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["contact_point", b"contact_point"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["contact_point", b"contact_point", "item_results", b"item_results", "refusal_ground", b"refusal_ground", "status", b"status", "summary", b"summary"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SeizureResponse: _TypeAlias = SeizureResponse  # noqa: Y015
+
+@_typing.final
+class RepatriationStep(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STEP_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
+    step: Global___RepatriationStepType.ValueType
+    status: Global___StepStatus.ValueType
+    def __init__(
+        self,
+        *,
+        step: Global___RepatriationStepType.ValueType = ...,
+        status: Global___StepStatus.ValueType = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["status", b"status", "step", b"step"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RepatriationStep: _TypeAlias = RepatriationStep  # noqa: Y015
+
+@_typing.final
+class VictimSupportCoordination(_message.Message):
+    """OPSC art. 8, 9, 10(2): coordinating support, assessment and repatriation of
+    a victim, who is never named here (identity only in a restricted section).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    AGE_BAND_FIELD_NUMBER: _builtins.int
+    NEEDS_FIELD_NUMBER: _builtins.int
+    BEST_INTERESTS_FIELD_NUMBER: _builtins.int
+    REPATRIATION_STEPS_FIELD_NUMBER: _builtins.int
+    URGENCY_FIELD_NUMBER: _builtins.int
+    CONTACT_POINT_FIELD_NUMBER: _builtins.int
+    SUMMARY_FIELD_NUMBER: _builtins.int
+    age_band: Global___AgeBand.ValueType
+    best_interests: Global___BestInterestsStatus.ValueType
+    urgency: Global___Urgency.ValueType
+    summary: _builtins.str
+    @_builtins.property
+    def needs(self) -> _containers.RepeatedScalarFieldContainer[Global___VictimNeed.ValueType]:
+        """At least one need, each at most once."""
+
+    @_builtins.property
+    def repatriation_steps(self) -> _containers.RepeatedCompositeFieldContainer[Global___RepatriationStep]:
+        """Each step at most once."""
+
+    @_builtins.property
+    def contact_point(self) -> Global___ContactPoint: ...
+    def __init__(
+        self,
+        *,
+        age_band: Global___AgeBand.ValueType = ...,
+        needs: _abc.Iterable[Global___VictimNeed.ValueType] | None = ...,
+        best_interests: Global___BestInterestsStatus.ValueType = ...,
+        repatriation_steps: _abc.Iterable[Global___RepatriationStep] | None = ...,
+        urgency: Global___Urgency.ValueType = ...,
+        contact_point: Global___ContactPoint | None = ...,
+        summary: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["contact_point", b"contact_point"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["age_band", b"age_band", "best_interests", b"best_interests", "contact_point", b"contact_point", "needs", b"needs", "repatriation_steps", b"repatriation_steps", "summary", b"summary", "urgency", b"urgency"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___VictimSupportCoordination: _TypeAlias = VictimSupportCoordination  # noqa: Y015
+
+@_typing.final
+class Port(_message.Message):
+    """A port of entry by its UN/LOCODE (five characters, e.g. "XAAAA")."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LOCODE_FIELD_NUMBER: _builtins.int
+    MODE_FIELD_NUMBER: _builtins.int
+    locode: _builtins.str
+    mode: Global___TravelMode.ValueType
+    def __init__(
+        self,
+        *,
+        locode: _builtins.str = ...,
+        mode: Global___TravelMode.ValueType = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["locode", b"locode", "mode", b"mode"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Port: _TypeAlias = Port  # noqa: Y015
+
+@_typing.final
+class TravelAlert(_message.Message):
+    """OPSC art. 10(1): a convicted offender's travel towards the recipient."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CONVICTED_OF_FIELD_NUMBER: _builtins.int
+    TRAVEL_FROM_FIELD_NUMBER: _builtins.int
+    TRAVEL_UNTIL_FIELD_NUMBER: _builtins.int
+    PORTS_FIELD_NUMBER: _builtins.int
+    TRAVELLER_TOKENS_FIELD_NUMBER: _builtins.int
+    RISK_FIELD_NUMBER: _builtins.int
+    URGENCY_FIELD_NUMBER: _builtins.int
+    CONTACT_POINT_FIELD_NUMBER: _builtins.int
+    SUMMARY_FIELD_NUMBER: _builtins.int
+    risk: Global___RiskLevel.ValueType
+    urgency: Global___Urgency.ValueType
+    summary: _builtins.str
+    @_builtins.property
+    def convicted_of(self) -> _containers.RepeatedScalarFieldContainer[Global___OffenceCategory.ValueType]:
+        """The offences of the conviction."""
+
+    @_builtins.property
+    def travel_from(self) -> _timestamp_pb2.Timestamp:
+        """The window in which travel is expected (at most 90 days long)."""
+
+    @_builtins.property
+    def travel_until(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def ports(self) -> _containers.RepeatedCompositeFieldContainer[Global___Port]:
+        """One to 20 ports."""
+
+    @_builtins.property
+    def traveller_tokens(self) -> _containers.RepeatedScalarFieldContainer[_builtins.bytes]:
+        """Matchable tokens of the traveller (each 16 to 64 bytes, at least one)."""
+
+    @_builtins.property
+    def contact_point(self) -> Global___ContactPoint: ...
+    def __init__(
+        self,
+        *,
+        convicted_of: _abc.Iterable[Global___OffenceCategory.ValueType] | None = ...,
+        travel_from: _timestamp_pb2.Timestamp | None = ...,
+        travel_until: _timestamp_pb2.Timestamp | None = ...,
+        ports: _abc.Iterable[Global___Port] | None = ...,
+        traveller_tokens: _abc.Iterable[_builtins.bytes] | None = ...,
+        risk: Global___RiskLevel.ValueType = ...,
+        urgency: Global___Urgency.ValueType = ...,
+        contact_point: Global___ContactPoint | None = ...,
+        summary: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["contact_point", b"contact_point", "travel_from", b"travel_from", "travel_until", b"travel_until"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["contact_point", b"contact_point", "convicted_of", b"convicted_of", "ports", b"ports", "risk", b"risk", "summary", b"summary", "travel_from", b"travel_from", "travel_until", b"travel_until", "traveller_tokens", b"traveller_tokens", "urgency", b"urgency"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TravelAlert: _TypeAlias = TravelAlert  # noqa: Y015
+
+@_typing.final
+class ContentHash(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ALGORITHM_FIELD_NUMBER: _builtins.int
+    VALUE_FIELD_NUMBER: _builtins.int
+    algorithm: Global___HashAlgorithm.ValueType
+    value: _builtins.bytes
+    def __init__(
+        self,
+        *,
+        algorithm: Global___HashAlgorithm.ValueType = ...,
+        value: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["algorithm", b"algorithm", "value", b"value"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ContentHash: _TypeAlias = ContentHash  # noqa: Y015
+
+@_typing.final
+class ContentHashReferral(_message.Message):
+    """OPSC art. 3(1)(c), 7: hashes of identified child sexual abuse material
+    hosted in (or linked to) the recipient's jurisdiction.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    HOSTING_LINK_FIELD_NUMBER: _builtins.int
+    HASHES_FIELD_NUMBER: _builtins.int
+    REQUESTED_ACTIONS_FIELD_NUMBER: _builtins.int
+    CONTACT_POINT_FIELD_NUMBER: _builtins.int
+    SUMMARY_FIELD_NUMBER: _builtins.int
+    hosting_link: Global___HostingLink.ValueType
+    summary: _builtins.str
+    @_builtins.property
+    def hashes(self) -> _containers.RepeatedCompositeFieldContainer[Global___ContentHash]:
+        """1 to 200,000 hashes, each value valid for its algorithm and listed once."""
+
+    @_builtins.property
+    def requested_actions(self) -> _containers.RepeatedScalarFieldContainer[Global___RequestedAction.ValueType]:
+        """At least one of: remove content, preserve evidence, identify victim, open
+        investigation.
+        """
+
+    @_builtins.property
+    def contact_point(self) -> Global___ContactPoint: ...
+    def __init__(
+        self,
+        *,
+        hosting_link: Global___HostingLink.ValueType = ...,
+        hashes: _abc.Iterable[Global___ContentHash] | None = ...,
+        requested_actions: _abc.Iterable[Global___RequestedAction.ValueType] | None = ...,
+        contact_point: Global___ContactPoint | None = ...,
+        summary: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["contact_point", b"contact_point"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["contact_point", b"contact_point", "hashes", b"hashes", "hosting_link", b"hosting_link", "requested_actions", b"requested_actions", "summary", b"summary"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ContentHashReferral: _TypeAlias = ContentHashReferral  # noqa: Y015
+
+@_typing.final
 class AssistanceResponse(_message.Message):
     """OPSC art. 6: the answer to an `AssistanceRequest` (named by
     `EnvelopeHeader.in_reply_to`).
@@ -707,3 +1718,146 @@ class Acknowledgement(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Acknowledgement: _TypeAlias = Acknowledgement  # noqa: Y015
+
+@_typing.final
+class Withdrawal(_message.Message):
+    """Protocol message from the originator, to every recipient of the notice named
+    by `EnvelopeHeader.in_reply_to`: mark it withdrawn and stop serving it.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REASON_FIELD_NUMBER: _builtins.int
+    NOTE_FIELD_NUMBER: _builtins.int
+    reason: Global___WithdrawalReason.ValueType
+    note: _builtins.str
+    """Optional note, at most 200 characters, without personal identifiers."""
+    def __init__(
+        self,
+        *,
+        reason: Global___WithdrawalReason.ValueType = ...,
+        note: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["note", b"note", "reason", b"reason"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Withdrawal: _TypeAlias = Withdrawal  # noqa: Y015
+
+@_typing.final
+class DisclosureRequest(_message.Message):
+    """Protocol message to the originator of the notice named by
+    `EnvelopeHeader.in_reply_to`.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PURPOSE_FIELD_NUMBER: _builtins.int
+    LEGAL_BASIS_FIELD_NUMBER: _builtins.int
+    LEGAL_BASIS_REFERENCE_FIELD_NUMBER: _builtins.int
+    SECTION_IDS_FIELD_NUMBER: _builtins.int
+    ONWARD_NODE_IDS_FIELD_NUMBER: _builtins.int
+    NOTE_FIELD_NUMBER: _builtins.int
+    purpose: Global___DisclosurePurpose.ValueType
+    legal_basis: Global___LegalBasis.ValueType
+    legal_basis_reference: _builtins.str
+    note: _builtins.str
+    """Optional note, at most 200 characters, without personal identifiers."""
+    @_builtins.property
+    def section_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Restricted sections asked for (ids of the notice's commitments); empty
+        only when asking for onward sharing.
+        """
+
+    @_builtins.property
+    def onward_node_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """For onward sharing: the nodes the notice would go to (1 to 32)."""
+
+    def __init__(
+        self,
+        *,
+        purpose: Global___DisclosurePurpose.ValueType = ...,
+        legal_basis: Global___LegalBasis.ValueType = ...,
+        legal_basis_reference: _builtins.str = ...,
+        section_ids: _abc.Iterable[_builtins.str] | None = ...,
+        onward_node_ids: _abc.Iterable[_builtins.str] | None = ...,
+        note: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["legal_basis", b"legal_basis", "legal_basis_reference", b"legal_basis_reference", "note", b"note", "onward_node_ids", b"onward_node_ids", "purpose", b"purpose", "section_ids", b"section_ids"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DisclosureRequest: _TypeAlias = DisclosureRequest  # noqa: Y015
+
+@_typing.final
+class DisclosedSection(_message.Message):
+    """One restricted section, with the salt of its commitment."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SECTION_ID_FIELD_NUMBER: _builtins.int
+    SECTION_FIELD_NUMBER: _builtins.int
+    SALT_FIELD_NUMBER: _builtins.int
+    section_id: _builtins.str
+    salt: _builtins.bytes
+    """32 bytes."""
+    @_builtins.property
+    def section(self) -> Global___RestrictedSection: ...
+    def __init__(
+        self,
+        *,
+        section_id: _builtins.str = ...,
+        section: Global___RestrictedSection | None = ...,
+        salt: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["section", b"section"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["salt", b"salt", "section", b"section", "section_id", b"section_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DisclosedSection: _TypeAlias = DisclosedSection  # noqa: Y015
+
+@_typing.final
+class DisclosureGrant(_message.Message):
+    """Protocol message: the originator's answer to the DisclosureRequest named by
+    `EnvelopeHeader.in_reply_to`, sealed to the requester alone. The requester's
+    node checks every section against the commitment in the original notice.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DECISION_FIELD_NUMBER: _builtins.int
+    SECTIONS_FIELD_NUMBER: _builtins.int
+    ONWARD_NODE_IDS_FIELD_NUMBER: _builtins.int
+    REFUSAL_GROUND_FIELD_NUMBER: _builtins.int
+    decision: Global___DisclosureDecision.ValueType
+    refusal_ground: Global___RefusalGround.ValueType
+    """Required when refused."""
+    @_builtins.property
+    def sections(self) -> _containers.RepeatedCompositeFieldContainer[Global___DisclosedSection]:
+        """When approved: the sections asked for."""
+
+    @_builtins.property
+    def onward_node_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """When approved for onward sharing: the nodes consented to."""
+
+    def __init__(
+        self,
+        *,
+        decision: Global___DisclosureDecision.ValueType = ...,
+        sections: _abc.Iterable[Global___DisclosedSection] | None = ...,
+        onward_node_ids: _abc.Iterable[_builtins.str] | None = ...,
+        refusal_ground: Global___RefusalGround.ValueType = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["decision", b"decision", "onward_node_ids", b"onward_node_ids", "refusal_ground", b"refusal_ground", "sections", b"sections"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DisclosureGrant: _TypeAlias = DisclosureGrant  # noqa: Y015

@@ -1,0 +1,91 @@
+"""Composing an outgoing envelope: seal the notice for its recipients, sign the header.
+
+Used by every path that sends: authority submissions and replies, and the
+acknowledgements a node sends on its own (after applying a withdrawal). Pure:
+keys, trust list and time are parameters; nothing is stored here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import hashlib
+
+from exchange import notices
+from exchange._proto.exchange.v1 import notices_pb2
+from exchange.clock import Clock
+from exchange.envelope import Envelope, Handling, Header, sign_envelope
+from exchange.errors import PreconditionError
+from exchange.identity import NodeIdentity
+from exchange.ids import new_message_id
+from exchange.seal import SUITE, SealRecipient, seal
+from exchange.trust import TrustList
+
+__all__ = ["Composed", "compose", "sealing_recipients"]
+
+
+@dataclasses.dataclass(frozen=True)
+class Composed:
+    header: Header
+    envelope: Envelope
+
+
+def sealing_recipients(
+    trust: TrustList, recipients: tuple[str, ...], now: dt.datetime
+) -> list[SealRecipient]:
+    """Each recipient's current sealing key from the trust list.
+
+    Raises:
+        PreconditionError: a recipient is not an active node with a valid key.
+    """
+    sealed_to = []
+    for i, node_id in enumerate(recipients):
+        node = trust.active_node(node_id)
+        key = node.sealing_key(now) if node is not None else None
+        if node is None or key is None:
+            raise PreconditionError(
+                f"recipient_node_ids[{i}]: {node_id} is not an active node with a valid "
+                f"sealing key in trust list version {trust.version}"
+            )
+        sealed_to.append(SealRecipient(node_id, key.key_id, key.x25519()))
+    return sealed_to
+
+
+def compose(
+    *,
+    identity: NodeIdentity,
+    trust: TrustList,
+    clock: Clock,
+    recipients: tuple[str, ...],
+    notice: notices_pb2.Notice,
+    kind: int,
+    case_reference: str,
+    handling: Handling,
+    ttl: dt.timedelta,
+    in_reply_to: str = "",
+) -> Composed:
+    """Seal `notice` for `recipients` and sign its header, as `identity`'s node."""
+    now = clock.now()
+    sealed_to = sealing_recipients(trust, recipients, now)
+    message_id = new_message_id(clock, identity.node_id)
+    sealed = seal(
+        notices.encode_notice(notice),
+        message_id=message_id,
+        sender_node_id=identity.node_id,
+        recipients=sealed_to,
+    )
+    header = Header(
+        message_id=message_id,
+        sender_node_id=identity.node_id,
+        sender_key_id=identity.signing_key_id,
+        recipient_node_ids=recipients,
+        created_at=now,
+        expires_at=now + ttl,
+        kind=kind,
+        case_reference=case_reference,
+        in_reply_to=in_reply_to,
+        handling=handling,
+        payload_digest=hashlib.sha256(sealed).digest(),
+        seal_suite=SUITE,
+    )
+    return Composed(header, sign_envelope(header, sealed, identity.signing_key))
