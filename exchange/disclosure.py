@@ -66,6 +66,8 @@ MAX_DEADLINE = dt.timedelta(days=365)
 URGENT_DEADLINE = dt.timedelta(hours=72)
 ORDINARY_DEADLINE = dt.timedelta(hours=24)
 MAX_TRAVEL_WINDOW = dt.timedelta(days=90)
+# 200,000 SHA-256 hashes fit with room; larger perceptual hashes fit fewer.
+MAX_HASH_BYTES = 8 * 2**20
 _ID = re.compile(r"^[a-z0-9][a-z0-9-]{0,15}$")
 _LOCODE = re.compile(r"^[A-Z]{2}[A-Z2-9]{3}$")
 _COMMITMENT_TAG = "exchange.v1.RestrictedSection"
@@ -81,6 +83,9 @@ class Text:
     chars: int
     required: bool = False
     identifiers: frozenset[Identifier] = frozenset()
+    # False for ids and codes given as text (node ids, item ids, UN/LOCODEs):
+    # they have formats of their own and are not scanned as prose.
+    free: bool = True
 
 
 @dataclasses.dataclass(frozen=True)
@@ -121,6 +126,8 @@ class Policy:
     sizes: Mapping[str, tuple[int, int]] = dataclasses.field(default_factory=dict)
     checks: tuple[Check, ...] = ()
     restricted_sections: bool = False
+    # Whether a recipient may forward it (protocol messages never travel on).
+    forwardable: bool = True
 
     @property
     def name(self) -> str:
@@ -186,7 +193,7 @@ def _check_envelope_fields(notice: pb.Notice, policy: Policy) -> None:
     )
     sections = notice.restricted_sections
     if sections and not policy.restricted_sections:
-        raise ValidationError("restricted_sections", f"is not allowed in a {policy.name}")
+        raise ValidationError("restricted_sections", f"is not allowed in {policy.name} notices")
     if len(sections) > MAX_RESTRICTED_SECTIONS:
         raise ValidationError("restricted_sections", f"at most {MAX_RESTRICTED_SECTIONS} sections")
     seen: set[str] = set()
@@ -199,6 +206,8 @@ def _check_envelope_fields(notice: pb.Notice, policy: Policy) -> None:
         if len(commitment.commitment) != 32:
             raise ValidationError(f"{where}.commitment", "must be 32 bytes")
     if notice.HasField("forwarded_from"):
+        if not policy.forwardable:
+            raise ValidationError("forwarded_from", f"is not allowed in {policy.name} notices")
         origin = notice.forwarded_from
         validate_node_id(origin.origin_node_id, "forwarded_from.origin_node_id")
         validate_message_id(origin.origin_message_id, "forwarded_from.origin_message_id")
@@ -224,7 +233,7 @@ def _walk(message: _message.Message, policy: Policy, prefix: str, where: str) ->
                 )
             continue
         if not policy.permits(path):
-            raise ValidationError(at, f"is not allowed in a {policy.name}")
+            raise ValidationError(at, f"is not allowed in {policy.name} notices")
         value = getattr(message, field.name)
         if field.is_repeated:
             limits = policy.many[path]
@@ -235,10 +244,15 @@ def _walk(message: _message.Message, policy: Policy, prefix: str, where: str) ->
             seen: set[object] = set()
             for i, item in enumerate(value):
                 _value(item, field, policy, path, f"{at}[{i}]")
-                if limits.distinct and field.message_type is None:
-                    if item in seen:
+                if limits.distinct:
+                    key = (
+                        item.SerializeToString(deterministic=True)
+                        if field.message_type is not None
+                        else item
+                    )
+                    if key in seen:
                         raise ValidationError(f"{at}[{i}]", "is listed twice")
-                    seen.add(item)
+                    seen.add(key)
         else:
             _value(value, field, policy, path, at)
 
@@ -276,7 +290,8 @@ def _text(value: str, at: str, rule: Text) -> None:
     # Unicode category Cc: C0 (but newline and tab), DEL and the C1 controls such as NEL.
     if any(unicodedata.category(ch) == "Cc" and ch not in "\n\t" for ch in value):
         raise ValidationError(at, "contains control characters")
-    check_free_text(value, at, rule.identifiers)
+    if rule.free:
+        check_free_text(value, at, rule.identifiers)
 
 
 def readable_fields(notice: pb.Notice) -> list[str]:
@@ -343,7 +358,7 @@ def _ground_when(*needing: int) -> Check:
         if status in needing and not body.refusal_ground:
             raise ValidationError("refusal_ground", "is required for this outcome")
         if status not in needing and body.refusal_ground:
-            raise ValidationError("refusal_ground", "only for a refused or postponed outcome")
+            raise ValidationError("refusal_ground", "only with an outcome that refuses or defers")
 
     return check
 
@@ -372,12 +387,11 @@ def _item_ids(field: str) -> Check:
 
 
 def _premises(body: pb.SeizureRequest, now: dt.datetime) -> None:
+    # Art. 7(c): closure applies to premises; premises may also be seized or confiscated.
     for i, item in enumerate(body.items):
         closing = item.measure == pb.SEIZURE_MEASURE_CLOSE_PREMISES
-        if closing != (item.category == pb.SEIZURE_ITEM_CATEGORY_PREMISES):
-            raise ValidationError(
-                f"items[{i}].measure", "premises are closed, and only premises are"
-            )
+        if closing and item.category != pb.SEIZURE_ITEM_CATEGORY_PREMISES:
+            raise ValidationError(f"items[{i}].measure", "only premises are closed")
 
 
 def _travel(body: pb.TravelAlert, now: dt.datetime) -> None:
@@ -411,6 +425,12 @@ _HASH_ACTIONS = frozenset(
 
 
 def _hashes(body: pb.ContentHashReferral, now: dt.datetime) -> None:
+    # What a recipient can decode bounds one notice: split larger sets of hashes.
+    total = sum(len(entry.value) for entry in body.hashes)
+    if total > MAX_HASH_BYTES:
+        raise ValidationError(
+            "hashes", f"more than {MAX_HASH_BYTES // 2**20} MiB of hash values: split the referral"
+        )
     seen: set[tuple[int, bytes]] = set()
     for i, entry in enumerate(body.hashes):
         low, high = _HASH_SIZES[entry.algorithm]
@@ -436,9 +456,13 @@ def _tokens(field: str) -> Check:
 
 def _disclosure_scope(body: pb.DisclosureRequest, now: dt.datetime) -> None:
     onward = body.purpose == pb.DISCLOSURE_PURPOSE_ONWARD_SHARING
-    if onward and (not body.onward_node_ids or body.section_ids):
-        raise ValidationError("onward_node_ids", "onward sharing names nodes, not sections")
-    if not onward and (body.onward_node_ids or not body.section_ids):
+    if onward and body.section_ids:
+        raise ValidationError("section_ids", "a request for onward sharing names no sections")
+    if onward and not body.onward_node_ids:
+        raise ValidationError("onward_node_ids", "name the nodes to share with")
+    if not onward and body.onward_node_ids:
+        raise ValidationError("onward_node_ids", "only a request for onward sharing names nodes")
+    if not onward and not body.section_ids:
         raise ValidationError("section_ids", "name the restricted sections asked for")
     for i, node_id in enumerate(body.onward_node_ids):
         validate_node_id(node_id, f"onward_node_ids[{i}]")
@@ -451,8 +475,13 @@ def _grant_scope(body: pb.DisclosureGrant, now: dt.datetime) -> None:
     approved = body.decision == pb.DISCLOSURE_DECISION_APPROVED
     if approved and not (body.sections or body.onward_node_ids):
         raise ValidationError("sections", "an approval grants sections or onward sharing")
-    if not approved and (body.sections or body.onward_node_ids):
-        raise ValidationError("sections", "a refusal grants nothing")
+    if not approved:
+        for field in ("sections", "onward_node_ids"):
+            if getattr(body, field):
+                raise ValidationError(field, "a refusal grants nothing")
+    for i, section in enumerate(body.sections):
+        if not _ID.fullmatch(section.section_id):
+            raise ValidationError(f"sections[{i}].section_id", "is not a section id")
     for i, node_id in enumerate(body.onward_node_ids):
         validate_node_id(node_id, f"onward_node_ids[{i}]")
 
@@ -569,6 +598,7 @@ _POLICIES = [
         allowed={"note"},
         texts={"note": Text(NOTE_CHARS)},
         contact=False,
+        forwardable=False,
     ),
     # OPSC art. 5.
     _policy(
@@ -610,7 +640,7 @@ _POLICIES = [
         texts={
             **_SUMMARY,
             "legal_basis_reference": Text(REFERENCE_CHARS),
-            "items.item_id": Text(16, required=True),
+            "items.item_id": Text(16, required=True, free=False),
             # The one field that may name a street address: premises, where devices are.
             "items.location_reference": Text(
                 200, identifiers=frozenset({Identifier.STREET_ADDRESS})
@@ -625,7 +655,7 @@ _POLICIES = [
         "seizure_response",
         required={"status", "item_results.item_id", "item_results.status"},
         allowed={"item_results", "refusal_ground", "summary"},
-        texts={**_SUMMARY, "item_results.item_id": Text(16, required=True)},
+        texts={**_SUMMARY, "item_results.item_id": Text(16, required=True, free=False)},
         many={"item_results": Many(most=100)},
         checks=(
             _ground_when(pb.EXECUTION_STATUS_NOT_EXECUTED),
@@ -667,7 +697,7 @@ _POLICIES = [
             "urgency",
         },
         allowed={"summary"},
-        texts={**_SUMMARY, "ports.locode": Text(5, required=True)},
+        texts={**_SUMMARY, "ports.locode": Text(5, required=True, free=False)},
         many={
             "convicted_of": _OFFENCES,
             "ports": Many(most=20, least=1),
@@ -701,6 +731,7 @@ _POLICIES = [
         allowed={"note"},
         texts={"note": Text(NOTE_CHARS)},
         contact=False,
+        forwardable=False,
     ),
     _policy(
         K.NOTICE_KIND_DISCLOSURE_REQUEST,
@@ -709,8 +740,8 @@ _POLICIES = [
         allowed={"legal_basis_reference", "section_ids", "onward_node_ids", "note"},
         texts={
             "legal_basis_reference": Text(REFERENCE_CHARS),
-            "section_ids": Text(16),
-            "onward_node_ids": Text(63),
+            "section_ids": Text(16, free=False),
+            "onward_node_ids": Text(63, free=False),
             "note": Text(NOTE_CHARS),
         },
         many={
@@ -719,6 +750,7 @@ _POLICIES = [
         },
         checks=(_disclosure_scope,),
         contact=False,
+        forwardable=False,
     ),
     _policy(
         K.NOTICE_KIND_DISCLOSURE_GRANT,
@@ -733,12 +765,12 @@ _POLICIES = [
         },
         allowed={"sections", "onward_node_ids", "refusal_ground"},
         texts={
-            "sections.section_id": Text(16, required=True),
+            "sections.section_id": Text(16, required=True, free=False),
             # The disclosed section is exactly where identifiers belong, once approved.
             "sections.section.content": Text(
                 SECTION_CHARS, required=True, identifiers=frozenset(Identifier)
             ),
-            "onward_node_ids": Text(63),
+            "onward_node_ids": Text(63, free=False),
         },
         many={"sections": Many(most=MAX_RESTRICTED_SECTIONS), "onward_node_ids": Many(most=32)},
         sizes={"sections.salt": (32, 32)},
@@ -748,6 +780,7 @@ _POLICIES = [
             _distinct("sections", "section_id"),
         ),
         contact=False,
+        forwardable=False,
     ),
 ]
 

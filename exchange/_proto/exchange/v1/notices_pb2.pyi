@@ -699,7 +699,7 @@ class _HashAlgorithmEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_HashAlg
     HASH_ALGORITHM_MD5: _HashAlgorithm.ValueType  # 2
     """16 bytes; legacy exchanges only."""
     HASH_ALGORITHM_PDQ: _HashAlgorithm.ValueType  # 3
-    """Perceptual hashes as opaque bytes (1 to 256 bytes)."""
+    """Perceptual hashes: PDQ (32 bytes); PhotoDNA as opaque bytes (1 to 256)."""
     HASH_ALGORITHM_PHOTODNA: _HashAlgorithm.ValueType  # 4
 
 class HashAlgorithm(_HashAlgorithm, metaclass=_HashAlgorithmEnumTypeWrapper):
@@ -711,7 +711,7 @@ HASH_ALGORITHM_SHA256: HashAlgorithm.ValueType  # 1
 HASH_ALGORITHM_MD5: HashAlgorithm.ValueType  # 2
 """16 bytes; legacy exchanges only."""
 HASH_ALGORITHM_PDQ: HashAlgorithm.ValueType  # 3
-"""Perceptual hashes as opaque bytes (1 to 256 bytes)."""
+"""Perceptual hashes: PDQ (32 bytes); PhotoDNA as opaque bytes (1 to 256)."""
 HASH_ALGORITHM_PHOTODNA: HashAlgorithm.ValueType  # 4
 Global___HashAlgorithm: _TypeAlias = HashAlgorithm  # noqa: Y015
 
@@ -1624,7 +1624,9 @@ class ContentHashReferral(_message.Message):
     summary: _builtins.str
     @_builtins.property
     def hashes(self) -> _containers.RepeatedCompositeFieldContainer[Global___ContentHash]:
-        """1 to 200,000 hashes, each value valid for its algorithm and listed once."""
+        """1 to 200,000 hashes, each value valid for its algorithm and listed once,
+        at most 8 MiB of hash values in one notice.
+        """
 
     @_builtins.property
     def requested_actions(self) -> _containers.RepeatedScalarFieldContainer[Global___RequestedAction.ValueType]:
