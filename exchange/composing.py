@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import hashlib
+from collections.abc import Sequence
 
 from exchange import notices
 from exchange._proto.exchange.v1 import notices_pb2
@@ -21,7 +22,7 @@ from exchange.ids import new_message_id
 from exchange.seal import SUITE, SealRecipient, seal
 from exchange.trust import TrustList
 
-__all__ = ["Composed", "compose", "sealing_recipients"]
+__all__ = ["Composed", "compose", "reachable", "sealing_recipients"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,6 +52,15 @@ def sealing_recipients(
     return sealed_to
 
 
+def reachable(trust: TrustList, recipients: Sequence[str], now: dt.datetime) -> tuple[str, ...]:
+    """Those of `recipients` that are active nodes with a valid sealing key."""
+    return tuple(
+        node_id
+        for node_id in recipients
+        if (node := trust.active_node(node_id)) is not None and node.sealing_key(now) is not None
+    )
+
+
 def compose(
     *,
     identity: NodeIdentity,
@@ -63,11 +73,17 @@ def compose(
     handling: Handling,
     ttl: dt.timedelta,
     in_reply_to: str = "",
+    message_id: str = "",
 ) -> Composed:
-    """Seal `notice` for `recipients` and sign its header, as `identity`'s node."""
+    """Seal `notice` for `recipients` and sign its header, as `identity`'s node.
+
+    Args:
+        message_id: chosen beforehand when something else is bound to it (a
+            held-back section, a decision); a new one if empty.
+    """
     now = clock.now()
     sealed_to = sealing_recipients(trust, recipients, now)
-    message_id = new_message_id(clock, identity.node_id)
+    message_id = message_id or new_message_id(clock, identity.node_id)
     sealed = seal(
         notices.encode_notice(notice),
         message_id=message_id,

@@ -263,6 +263,7 @@ class Node:
             if purged < PURGE_BATCH:
                 break
         if total:
+            await context.store.reclaim_deleted()
             context.log.info("retention.purged", notices=total)
         return total
 
@@ -270,8 +271,9 @@ class Node:
         while True:
             try:
                 await self.purge()
-            except StoreUnavailableError as exc:
-                self.context.log.warning("retention.purge_failed", error=str(exc))
+            except Exception as exc:
+                # Whatever went wrong, purging goes on next round: retention is a legal duty.
+                self.context.log.error("retention.purge_failed", error=repr(exc))
             await asyncio.sleep(self.config.retention.purge_interval_seconds)
 
     async def wait(self) -> None:

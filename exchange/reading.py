@@ -70,6 +70,9 @@ class DeliveryStatus:
     withdrawal_applied: frozenset[str]
 
 
+_GONE = (lifecycle.WITHDRAWN, lifecycle.PURGED)
+
+
 class Reader:
     """Read-side operations of the authority API."""
 
@@ -97,7 +100,7 @@ class Reader:
         if found is None:
             raise NotFoundError(f"no received notice {message_id}")
         record, envelope = found
-        if record.state in (lifecycle.WITHDRAWN, lifecycle.PURGED):
+        if record.state in _GONE:
             await self._refuse_read(principal, record)
         try:
             notice = context.open_content(
@@ -117,11 +120,20 @@ class Reader:
             details={"kind": notices.kind_name(record.kind)},
         )
 
-        def audit_read(connection: Connection) -> None:
+        def audit_read(connection: Connection) -> str | None:
+            # Checked again in the transaction that records the read: a
+            # withdrawal or purge committed meanwhile wins.
+            current = find_notice(connection, message_id)
+            state = current.state if current is not None else lifecycle.PURGED
+            if state in _GONE:
+                return state
             audit_log.append(connection, [entry])
             inbox.set_state(connection, message_id, inbox.READ, from_states={inbox.RECEIVED})
+            return None
 
-        await context.store.write(audit_read)
+        gone = await context.store.write(audit_read)
+        if gone is not None:
+            await self._refuse_read(principal, dataclasses.replace(record, state=gone))
         if record.state == inbox.RECEIVED:
             record = dataclasses.replace(record, state=inbox.READ)
         return record, notice

@@ -32,7 +32,7 @@ from exchange._proto.exchange.v1 import envelope_pb2 as env_pb
 from exchange._proto.exchange.v1 import notices_pb2 as pb
 from exchange.audit import AuditRecord
 from exchange.clock import to_millis
-from exchange.composing import Composed, compose
+from exchange.composing import Composed, compose, reachable
 from exchange.envelope import Envelope, Handling, Header, check_envelope
 from exchange.errors import (
     ConflictError,
@@ -42,6 +42,7 @@ from exchange.errors import (
     VerificationError,
     VerificationFailure,
 )
+from exchange.offload import in_thread_if_large
 from exchange.receipt import REJECTION_REASONS, Receipt, SignedReceipt, sign_receipt
 from exchange.runtime import NodeContext
 from exchange.store import audit_log, inbox, lifecycle, outbox
@@ -60,12 +61,18 @@ __all__ = ["MAX_SEALED_PAYLOAD", "Receiver"]
 class _Effects:
     """What accepting a notice changes besides storing it, in the same transaction."""
 
-    also: list[Callable[[Connection], None]] = dataclasses.field(default_factory=list)
+    also: list[Callable[[Connection], object]] = dataclasses.field(default_factory=list)
     audit: list[AuditRecord] = dataclasses.field(default_factory=list)
     outgoing: list[Composed] = dataclasses.field(default_factory=list)
 
 
 _NONE = _Effects()
+_WITHDRAWAL = env_pb.NOTICE_KIND_WITHDRAWAL
+# States a withdrawal leaves as they are.
+_SETTLED = (lifecycle.WITHDRAWN, lifecycle.PURGED, inbox.REJECTED)
+_PROTECTION = pb.ChildProtectionFlags(
+    identity_protected=True, victim_identification=pb.VICTIM_IDENTIFICATION_UNKNOWN
+)
 
 # The largest notice (a content hash referral) plus the per-recipient wrapped keys.
 MAX_SEALED_PAYLOAD = notices.MAX_NOTICE_BYTES + 64 * 1024
@@ -156,11 +163,9 @@ class Receiver:
         context = self._context
         try:
             # Opened to be checked, then forgotten: content stays sealed at rest.
-            notice = context.open_content(
-                envelope.sealed_payload, header.message_id, header.sender_node_id
+            notice = await in_thread_if_large(
+                len(envelope.sealed_payload), self._open_and_check, envelope, header
             )
-            if notices.validate_notice(notice, now=header.created_at) != header.kind:
-                raise ValidationError("kind", "does not match the notice body")
             await self._validate_reply(header)
             if notice.HasField("disclosure_grant"):
                 await self._validate_grant(header, notice.disclosure_grant)
@@ -174,12 +179,21 @@ class Receiver:
             return VerificationFailure.INVALID_NOTICE, None
         return None, notice
 
+    def _open_and_check(self, envelope: Envelope, header: Header) -> pb.Notice:
+        notice = self._context.open_content(
+            envelope.sealed_payload, header.message_id, header.sender_node_id
+        )
+        if notices.validate_notice(notice, now=header.created_at) != header.kind:
+            raise ValidationError("kind", "does not match the notice body")
+        return notice
+
     async def _validate_reply(self, header: Header) -> NoticeRecord | None:
         """A reply must refer to a notice it may refer to; returns that notice.
 
         A response, acknowledgement or disclosure message refers to a notice
         this node sent to the replying node; a withdrawal to a notice the
-        withdrawing node sent to this node.
+        withdrawing node sent to this node, or to one not (yet) received: a
+        withdrawal may overtake the delivery it cancels.
         """
         rule = notices.REPLY_RULES.get(header.kind)
         if rule is None and not header.in_reply_to:
@@ -189,6 +203,8 @@ class Receiver:
             if header.in_reply_to
             else None
         )
+        if original is None and header.in_reply_to and header.kind == _WITHDRAWAL:
+            return None
         own = rule is not None and rule.own
         if original is not None and not (
             (
@@ -207,14 +223,20 @@ class Receiver:
         return original
 
     async def _validate_grant(self, header: Header, grant: pb.DisclosureGrant) -> None:
-        """Every disclosed section must be the one committed to in the original notice."""
-        if not grant.sections:
+        """A grant discloses a live notice; every section is the one committed to."""
+        if not grant.sections and not grant.onward_node_ids:
             return
         asked = await self._context.store.read(lambda c: find_notice(c, header.in_reply_to))
         assert asked is not None  # checked by _validate_reply
         original = await self._context.store.read(lambda c: find_notice(c, asked.in_reply_to))
         if original is None or original.direction != INCOMING:
             raise ValidationError("disclosure_grant", "the notice it discloses is not held")
+        if original.state in (lifecycle.WITHDRAWN, lifecycle.PURGED):
+            raise ValidationError(
+                "disclosure_grant", f"the notice it discloses is {original.state}"
+            )
+        if not grant.sections:
+            return
         committed = {
             c.section_id: c.commitment for c in (await self._open_own(original)).restricted_sections
         }
@@ -241,7 +263,9 @@ class Receiver:
             millis = to_millis(deadline)
             effects.also.append(lambda c: lifecycle.set_deadline(c, header.message_id, millis))
         if notice.HasField("withdrawal"):
-            self._apply_withdrawal(header, effects, now)
+            await self._apply_withdrawal(header, notice.withdrawal, effects, now)
+        elif header.kind in notices.SUBSTANTIVE:
+            await self._withdrawn_already(header, effects)
         if notice.HasField("disclosure_grant"):
             grant = notice.disclosure_grant
             if grant.decision == pb.DISCLOSURE_DECISION_APPROVED and grant.onward_node_ids:
@@ -255,10 +279,34 @@ class Receiver:
                 )
         return effects
 
-    def _apply_withdrawal(self, header: Header, effects: _Effects, now: dt.datetime) -> None:
-        """Mark the withdrawn notice, and confirm it to the originator with an acknowledgement."""
+    async def _withdrawn_already(self, header: Header, effects: _Effects) -> None:
+        """A notice whose withdrawal overtook it is stored withdrawn, never shown."""
+        waiting = await self._context.store.read(
+            lambda c: lifecycle.waiting_withdrawal(c, header.message_id, header.sender_node_id)
+        )
+        if waiting is not None:
+            effects.also.append(
+                lambda c: inbox.set_state(
+                    c, header.message_id, lifecycle.WITHDRAWN, from_states={inbox.RECEIVED}
+                )
+            )
+
+    async def _apply_withdrawal(
+        self, header: Header, withdrawal: pb.Withdrawal, effects: _Effects, now: dt.datetime
+    ) -> None:
+        """Withdraw the notice, what was disclosed of it and the copies forwarded of it.
+
+        The originator gets an acknowledgement when something changed (or the
+        notice has not arrived: it never will be shown); each forwarded copy's
+        recipients get a withdrawal of their own from this node.
+        """
         context = self._context
         withdrawn = header.in_reply_to
+        target, copies = await context.store.read(
+            lambda c: (find_notice(c, withdrawn), lifecycle.forwarded_copies(c, withdrawn))
+        )
+        changes = target is None or target.state not in _SETTLED
+        millis = to_millis(now)
 
         def mark(connection: Connection) -> None:
             inbox.set_state(
@@ -267,33 +315,48 @@ class Receiver:
                 lifecycle.WITHDRAWN,
                 from_states={inbox.RECEIVED, inbox.READ, inbox.ACKNOWLEDGED},
             )
+            # Grants carry sections of the notice: withdrawn with it.
+            lifecycle.set_states(
+                connection,
+                lifecycle.disclosures_about(connection, withdrawn),
+                lifecycle.WITHDRAWN,
+                unless=_SETTLED,
+            )
+            for copy_id, _ in copies:
+                inbox.set_state(connection, copy_id, lifecycle.WITHDRAWN, from_states={"sent"})
+                outbox.cancel_pending(connection, copy_id, millis)
 
         effects.also.append(mark)
-        confirmation = compose(
-            identity=context.identity,
-            trust=context.trust,
-            clock=context.clock,
-            recipients=(header.sender_node_id,),
-            notice=pb.Notice(
-                protection=pb.ChildProtectionFlags(
-                    identity_protected=True,
-                    victim_identification=pb.VICTIM_IDENTIFICATION_UNKNOWN,
+        onward = [
+            self._compose_protocol(
+                header,
+                recipients,
+                pb.Notice(protection=_PROTECTION, withdrawal=withdrawal),
+                env_pb.NOTICE_KIND_WITHDRAWAL,
+                in_reply_to=copy_id,
+                now=now,
+            )
+            for copy_id, recipients in copies
+        ]
+        confirmation = (
+            self._compose_protocol(
+                header,
+                (header.sender_node_id,),
+                pb.Notice(
+                    protection=_PROTECTION,
+                    acknowledgement=pb.Acknowledgement(
+                        status=pb.ACKNOWLEDGEMENT_STATUS_WITHDRAWAL_APPLIED
+                    ),
                 ),
-                acknowledgement=pb.Acknowledgement(
-                    status=pb.ACKNOWLEDGEMENT_STATUS_WITHDRAWAL_APPLIED
-                ),
-            ),
-            kind=env_pb.NOTICE_KIND_ACKNOWLEDGEMENT,
-            case_reference=header.case_reference,
-            handling=Handling(
-                onward_sharing=env_pb.ONWARD_SHARING_NONE,
-                evidence_use=env_pb.EVIDENCE_USE_INTELLIGENCE_ONLY,
-                retention_days=header.handling.retention_days,
-            ),
-            ttl=context.config.delivery.default_ttl(),
-            in_reply_to=header.message_id,
+                env_pb.NOTICE_KIND_ACKNOWLEDGEMENT,
+                in_reply_to=header.message_id,
+                now=now,
+            )
+            if changes
+            else None
         )
-        effects.outgoing.append(confirmation)
+        sent = [c for c in (confirmation, *onward) if c is not None]
+        effects.outgoing.extend(sent)
         effects.audit.append(
             AuditRecord(
                 occurred_at=now,
@@ -303,9 +366,48 @@ class Receiver:
                 peer_node_id=header.sender_node_id,
                 details={
                     "withdrawal": header.message_id,
-                    "confirmation": confirmation.header.message_id,
+                    "confirmation": confirmation.header.message_id if confirmation else "",
+                    "copies_withdrawn": ",".join(copy_id for copy_id, _ in copies),
                 },
             )
+        )
+
+    def _compose_protocol(
+        self,
+        header: Header,
+        recipients: tuple[str, ...],
+        notice: pb.Notice,
+        kind: int,
+        *,
+        in_reply_to: str,
+        now: dt.datetime,
+    ) -> Composed | None:
+        """A protocol message this node sends on its own, to those it can still seal to.
+
+        Best effort: a node without a valid key cannot be told, which must not
+        stop this node from applying what it received.
+        """
+        context = self._context
+        trust = context.usable_trust(now)
+        reachable_now = reachable(trust, recipients, now)
+        if not reachable_now:
+            context.log.warning("protocol_message.unsealable", in_reply_to=in_reply_to, kind=kind)
+            return None
+        return compose(
+            identity=context.identity,
+            trust=trust,
+            clock=context.clock,
+            recipients=reachable_now,
+            notice=notice,
+            kind=kind,
+            case_reference=header.case_reference,
+            handling=Handling(
+                onward_sharing=env_pb.ONWARD_SHARING_NONE,
+                evidence_use=env_pb.EVIDENCE_USE_INTELLIGENCE_ONLY,
+                retention_days=header.handling.retention_days,
+            ),
+            ttl=context.config.delivery.default_ttl(),
+            in_reply_to=in_reply_to,
         )
 
     async def _commit(

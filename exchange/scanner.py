@@ -562,11 +562,13 @@ _NO_MORE_DIGITS = r"(?![0-9]|[./-][0-9])"
 _SEPARATORS = ("/", ".", "-")
 
 _DATE_RULES = [
-    # 12/03/2012, 12-03-2012, 12.03.2012, 12. 03. 2012, 3/12/2012; DOB 12.03.12
+    # 12/03/2012, 12-03-2012, 12.03.2012, 12. 03. 2012, 3/12/2012; DOB 12.03.12,
+    # DOB-12.03.2012 (a separator after a word starts a date; after a digit it does not)
     _Rule(
         Identifier.FULL_DATE,
         re.compile(
-            r"(?P<a>[0-9](?<![0-9./-][0-9])[0-9]?)(?P<sep>[./-])[ ]?(?P<b>[0-9]{1,2})"
+            r"(?P<a>[0-9](?<![0-9][0-9])(?<![0-9][./-][0-9])[0-9]?)"
+            r"(?P<sep>[./-])[ ]?(?P<b>[0-9]{1,2})"
             rf"(?P=sep)[ ]?(?P<year>{_YEAR}|[0-9]{{2}}){_NO_MORE_DIGITS}"
         ),
         _numeric_date,
@@ -577,7 +579,7 @@ _DATE_RULES = [
     _Rule(
         Identifier.FULL_DATE,
         re.compile(
-            r"(?P<year>[12](?<![0-9./-][12])[0-9]{3})(?P<sep>[./-])"
+            r"(?P<year>[12](?<![0-9][12])(?<![0-9][./-][12])[0-9]{3})(?P<sep>[./-])"
             rf"(?P<month>[0-9]{{1,2}})(?P=sep)(?P<day>[0-9]{{1,2}}){_NO_MORE_DIGITS}"
         ),
         _iso_date,

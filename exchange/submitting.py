@@ -25,7 +25,7 @@ from exchange._proto.exchange.v1 import envelope_pb2, notices_pb2
 from exchange.audit import AuditRecord
 from exchange.clients import Principal
 from exchange.clock import to_millis
-from exchange.composing import compose
+from exchange.composing import compose, reachable
 from exchange.envelope import MAX_RECIPIENTS, Handling
 from exchange.errors import (
     ConflictError,
@@ -34,7 +34,13 @@ from exchange.errors import (
     ValidationError,
     VerificationError,
 )
-from exchange.ids import validate_case_reference, validate_message_id, validate_node_id
+from exchange.ids import (
+    new_message_id,
+    validate_case_reference,
+    validate_message_id,
+    validate_node_id,
+)
+from exchange.offload import in_thread_if_large
 from exchange.runtime import NodeContext
 from exchange.seal import SealRecipient, open_sealed, seal
 from exchange.store import audit_log, inbox, lifecycle, outbox
@@ -45,6 +51,7 @@ __all__ = ["MAX_TTL", "OutgoingRequest", "Submitter"]
 MIN_TTL = dt.timedelta(minutes=1)
 MAX_TTL = dt.timedelta(days=30)
 MAX_REQUEST_ID = 128
+_DAY_MS = 86_400_000
 _K = envelope_pb2
 
 InTransaction = Callable[[Connection], None]
@@ -106,25 +113,27 @@ class Submitter:
 
     async def submit(self, principal: Principal, request: OutgoingRequest) -> outbox.Submission:
         """Send a new notice (not a reply)."""
-        if request.notice.HasField("forwarded_from"):
-            raise ValidationError("notice.forwarded_from", "is set by a node when it forwards")
-        request, held = self._hold_back(request)
-        kind = self._validate(request)
+        _check_authored(request.notice)
+        message_id = self._new_message_id()
+        request, held = self._hold_back(request, message_id)
+        kind = await self._validate(request)
         if kind in notices.REPLY_RULES:
             raise ValidationError(
                 "notice.body", f"a {notices.kind_name(kind)} is a reply: use Respond"
             )
-        return await self._send(principal, request, kind, held=held)
+        return await self._send(principal, request, kind, message_id=message_id, held=held)
 
     async def respond(
         self, principal: Principal, in_reply_to: str, request: OutgoingRequest
     ) -> outbox.Submission:
         """Send a reply to a received notice, addressed to its sender."""
         validate_message_id(in_reply_to, "in_reply_to")
+        _check_authored(request.notice)
         original = await self._received(in_reply_to)
         request = dataclasses.replace(request, recipient_node_ids=(original.sender_node_id,))
-        request, held = self._hold_back(request)
-        kind = self._validate(request)
+        message_id = self._new_message_id()
+        request, held = self._hold_back(request, message_id)
+        kind = await self._validate(request)
         if kind == _K.NOTICE_KIND_WITHDRAWAL:
             raise ValidationError("notice.body", "a WITHDRAWAL is sent with Withdraw")
         if kind == _K.NOTICE_KIND_DISCLOSURE_GRANT:
@@ -144,7 +153,13 @@ class Submitter:
         if kind == _K.NOTICE_KIND_DISCLOSURE_REQUEST:
             await self._check_disclosure_request(original, request.notice.disclosure_request)
         return await self._send(
-            principal, request, kind, in_reply_to=original.message_id, held=held, also=also
+            principal,
+            request,
+            kind,
+            message_id=message_id,
+            in_reply_to=original.message_id,
+            held=held,
+            also=also,
         )
 
     async def acknowledge(
@@ -184,8 +199,17 @@ class Submitter:
     async def withdraw(
         self, principal: Principal, message_id: str, reason: int, note: str, client_request_id: str
     ) -> outbox.Submission:
-        """Withdraw a notice this node sent, from all its recipients."""
+        """Withdraw a notice this node sent, from all its recipients.
+
+        Deliveries not yet made are cancelled and held-back sections deleted,
+        in the same transaction; the withdrawal goes to every recipient that
+        can still be sealed to, since a delivery in flight may yet land.
+        """
         validate_message_id(message_id)
+        digest = _parameters_digest("exchange.v1.WithdrawRequest", message_id, reason, note)
+        earlier = await self._replayed(principal, client_request_id, digest)
+        if earlier is not None:
+            return earlier
         original = await self._context.store.read(lambda c: find_notice(c, message_id))
         if original is None or original.direction != OUTGOING:
             raise NotFoundError(f"no sent notice {message_id}")
@@ -193,8 +217,15 @@ class Submitter:
             raise PreconditionError(f"a {notices.kind_name(original.kind)} cannot be withdrawn")
         if original.state != "sent":
             raise PreconditionError(f"notice {message_id} is {original.state}")
+        now = self._context.clock.now()
+        recipients = reachable(self._context.usable_trust(now), original.recipient_node_ids, now)
+        if not recipients:
+            raise PreconditionError(
+                f"none of the recipients of {message_id} is an active node with a valid "
+                "sealing key: a withdrawal cannot be sealed to any of them"
+            )
         request = OutgoingRequest(
-            recipient_node_ids=original.recipient_node_ids,
+            recipient_node_ids=recipients,
             case_reference=original.case_reference,
             handling=_protocol_handling(original.handling.retention_days),
             notice=notices_pb2.Notice(
@@ -203,18 +234,37 @@ class Submitter:
             ),
             client_request_id=client_request_id,
         )
-        kind = self._validate(request)
+        kind = await self._validate(request)
+        unreachable = [r for r in original.recipient_node_ids if r not in recipients]
+        audit = AuditRecord(
+            occurred_at=now,
+            actor=principal.actor,
+            action="notice.withdrawn",
+            message_id=message_id,
+            details={"unreachable": ",".join(unreachable)} if unreachable else {},
+        )
 
         def mark(connection: Connection) -> None:
-            if not inbox.set_state(connection, message_id, "withdrawn", from_states={"sent"}):
+            sent = {"sent"}
+            if not inbox.set_state(connection, message_id, lifecycle.WITHDRAWN, from_states=sent):
                 raise PreconditionError(f"notice {message_id} was withdrawn meanwhile")
+            outbox.cancel_pending(connection, message_id, to_millis(now))
+            lifecycle.delete_sections(connection, message_id)
 
-        return await self._send(principal, request, kind, in_reply_to=message_id, also=mark)
+        return await self._send(
+            principal,
+            request,
+            kind,
+            in_reply_to=message_id,
+            also=mark,
+            extra_audit=[audit],
+            request_digest=digest,
+        )
 
     # --- staged disclosure --------------------------------------------------------------------
 
     def _hold_back(
-        self, request: OutgoingRequest
+        self, request: OutgoingRequest, message_id: str
     ) -> tuple[OutgoingRequest, list[lifecycle.HeldSection]]:
         """Replace restricted sections by salted commitments; seal them for this node alone."""
         if not request.restricted_sections:
@@ -225,17 +275,10 @@ class Submitter:
             )
         notice = notices_pb2.Notice()
         notice.CopyFrom(request.notice)
-        del notice.restricted_sections[:]
         held = []
-        for i, section in enumerate(request.restricted_sections, start=1):
-            where = f"restricted_sections[{i - 1}]"
-            if section.type not in notices_pb2.SectionType.values() or not section.type:
-                raise ValidationError(f"{where}.type", "is required")
-            if not 0 < len(section.content) <= disclosure.SECTION_CHARS:
-                raise ValidationError(
-                    f"{where}.content", f"must be 1 to {disclosure.SECTION_CHARS} characters"
-                )
-            section_id = f"s{i}"
+        for i, section in enumerate(request.restricted_sections):
+            disclosure.check_section(section, f"restricted_sections[{i}]")
+            section_id = f"s{i + 1}"
             salt = os.urandom(32)
             notice.restricted_sections.append(
                 notices_pb2.SectionCommitment(
@@ -244,30 +287,29 @@ class Submitter:
                     commitment=disclosure.commit_section(section, salt),
                 )
             )
-            held.append(
-                lifecycle.HeldSection(
-                    section_id, section.type, salt, self._seal_to_self(section, salt)
-                )
-            )
+            sealed = self._seal_to_self(section, _held_label(message_id, section_id, salt))
+            held.append(lifecycle.HeldSection(section_id, section.type, salt, sealed))
         return dataclasses.replace(request, notice=notice), held
 
-    def _seal_to_self(self, section: notices_pb2.RestrictedSection, salt: bytes) -> bytes:
-        """Sealed at rest to this node's own key, bound to the section's salt."""
+    def _seal_to_self(self, section: notices_pb2.RestrictedSection, label: str) -> bytes:
+        """Sealed at rest to this node's own key, bound to its notice, section id and salt."""
         identity = self._context.identity
         key_id, key = next(iter(identity.sealing_keys.items()))
         return seal(
             section.SerializeToString(deterministic=True),
-            message_id=f"held-section:{salt.hex()}",
+            message_id=label,
             sender_node_id=identity.node_id,
             recipients=[SealRecipient(identity.node_id, key_id, key.public_key())],
         )
 
-    def _unseal_own(self, held: lifecycle.HeldSection) -> notices_pb2.RestrictedSection:
+    def _unseal_own(
+        self, message_id: str, held: lifecycle.HeldSection
+    ) -> notices_pb2.RestrictedSection:
         identity = self._context.identity
         try:
             plaintext = open_sealed(
                 held.sealed,
-                message_id=f"held-section:{held.salt.hex()}",
+                message_id=_held_label(message_id, held.section_id, held.salt),
                 sender_node_id=identity.node_id,
                 recipient_node_id=identity.node_id,
                 keys=identity.sealing_keys,
@@ -303,8 +345,18 @@ class Submitter:
         refusal_ground: int,
         client_request_id: str,
     ) -> outbox.Submission:
-        """Answer a received DisclosureRequest, sealed to the requester alone."""
+        """Answer a received DisclosureRequest, sealed to the requester alone.
+
+        One answer per request: the decision is recorded in the transaction
+        that queues the grant, under the request's id as primary key.
+        """
         validate_message_id(request_id, "request_message_id")
+        digest = _parameters_digest(
+            "exchange.v1.DecideDisclosureRequest", request_id, decision, refusal_ground
+        )
+        earlier = await self._replayed(principal, client_request_id, digest)
+        if earlier is not None:
+            return earlier
         received = await self._received(request_id)
         if received.kind != _K.NOTICE_KIND_DISCLOSURE_REQUEST:
             raise NotFoundError(f"no received disclosure request {request_id}")
@@ -312,13 +364,11 @@ class Submitter:
         original = await self._context.store.read(lambda c: find_notice(c, received.in_reply_to))
         if original is None or original.direction != OUTGOING:
             raise NotFoundError(f"the notice asked about ({received.in_reply_to}) is not held")
-        answered = await self._context.store.read(
-            lambda c: lifecycle.replies(
-                c, request_id, kind=_K.NOTICE_KIND_DISCLOSURE_GRANT, direction=OUTGOING
-            )
-        )
-        if answered:
+        if original.state != "sent":
+            raise PreconditionError(f"notice {original.message_id} is {original.state}")
+        if await self._context.store.read(lambda c: lifecycle.decided(c, request_id)):
             raise PreconditionError(f"disclosure request {request_id} was already answered")
+        grant_id = self._new_message_id()
         grant = notices_pb2.DisclosureGrant(
             decision=decision,  # type: ignore[arg-type]
             refusal_ground=refusal_ground,  # type: ignore[arg-type]
@@ -335,9 +385,10 @@ class Submitter:
             notice=notices_pb2.Notice(protection=_protocol_flags(), disclosure_grant=grant),
             client_request_id=client_request_id,
         )
-        kind = self._validate(request)
+        kind = await self._validate(request)
+        now = self._context.clock.now()
         audit = AuditRecord(
-            occurred_at=self._context.clock.now(),
+            occurred_at=now,
             actor=principal.actor,
             action="disclosure.approved"
             if decision == notices_pb2.DISCLOSURE_DECISION_APPROVED
@@ -351,9 +402,32 @@ class Submitter:
                 "onward_nodes": ",".join(grant.onward_node_ids),
             },
         )
-        return await self._send(
-            principal, request, kind, in_reply_to=request_id, extra_audit=[audit]
-        )
+
+        def record(connection: Connection) -> None:
+            # Checked again where it counts: a withdrawal or another answer may have won.
+            current = find_notice(connection, original.message_id)
+            if current is None or current.state != "sent":
+                raise PreconditionError(f"notice {original.message_id} is no longer sent")
+            if lifecycle.decided(connection, request_id):
+                raise PreconditionError(f"disclosure request {request_id} was already answered")
+            lifecycle.record_decision(connection, request_id, grant_id, to_millis(now))
+
+        try:
+            return await self._send(
+                principal,
+                request,
+                kind,
+                message_id=grant_id,
+                in_reply_to=request_id,
+                also=record,
+                extra_audit=[audit],
+                request_digest=digest,
+            )
+        except IntegrityError:
+            # Another process of this node recorded its answer first.
+            raise PreconditionError(
+                f"disclosure request {request_id} was already answered"
+            ) from None
 
     async def _disclose(
         self, original: NoticeRecord, section_ids: list[str]
@@ -370,7 +444,7 @@ class Submitter:
         return [
             notices_pb2.DisclosedSection(
                 section_id=section_id,
-                section=self._unseal_own(by_id[section_id]),
+                section=self._unseal_own(original.message_id, by_id[section_id]),
                 salt=by_id[section_id].salt,
             )
             for section_id in section_ids
@@ -383,17 +457,38 @@ class Submitter:
         principal: Principal,
         message_id: str,
         recipients: Sequence[str],
+        case_reference: str,
         client_request_id: str,
     ) -> outbox.Submission:
-        """Forward a received notice, as its handling code and the originator allow."""
+        """Forward a received notice, as its handling code and the originator allow.
+
+        The copy names its origin, carries the forwarder's case reference,
+        may not travel further, and is kept no longer than the original.
+        Every refusal is audited: an attempt to share onward is a disclosure
+        decision even when it fails.
+        """
         validate_message_id(message_id)
-        original = await self._received(message_id)
+        recipients = tuple(recipients)
+        self._check_recipients(recipients)
+        validate_case_reference(case_reference)
+        digest = _parameters_digest(
+            "exchange.v1.ForwardRequest", message_id, ",".join(recipients), case_reference
+        )
+        earlier = await self._replayed(principal, client_request_id, digest)
+        if earlier is not None:
+            return earlier
+        found = await self._context.store.read(lambda c: inbox.get_incoming(c, message_id))
+        now = self._context.clock.now()
         try:
-            await self._check_onward(original, recipients)
-        except PreconditionError as refusal:
-            await self._audit_refusal(principal, original, recipients, str(refusal))
+            if found is None:
+                raise NotFoundError(f"no received notice {message_id}")
+            original = found[0]
+            await self._check_onward(original, recipients, now)
+            opened = await self._open_received(original)
+        except (NotFoundError, PreconditionError) as refusal:
+            origin = found[0].sender_node_id if found is not None else ""
+            await self._audit_refusal(principal, message_id, origin, recipients, str(refusal))
             raise
-        opened = await self._open_received(original)
         copy = notices_pb2.Notice()
         copy.CopyFrom(opened)
         # Held-back sections stay with the originator; the copy names its origin.
@@ -404,27 +499,46 @@ class Submitter:
             )
         )
         request = OutgoingRequest(
-            recipient_node_ids=tuple(recipients),
-            case_reference=original.case_reference,
-            handling=dataclasses.replace(original.handling, onward_sharing=_K.ONWARD_SHARING_NONE),
+            recipient_node_ids=recipients,
+            case_reference=case_reference,
+            handling=dataclasses.replace(
+                original.handling,
+                onward_sharing=_K.ONWARD_SHARING_NONE,
+                retention_days=_days_left(original, now),
+            ),
             notice=copy,
             client_request_id=client_request_id,
         )
-        kind = self._validate(request)
+        kind = await self._validate(request)
         audit = AuditRecord(
-            occurred_at=self._context.clock.now(),
+            occurred_at=now,
             actor=principal.actor,
             action="notice.forwarded",
             message_id=original.message_id,
             peer_node_id=original.sender_node_id,
             details={"to": ",".join(recipients)},
         )
-        return await self._send(principal, request, kind, extra_audit=[audit])
+        return await self._send(
+            principal,
+            request,
+            kind,
+            extra_audit=[audit],
+            request_digest=digest,
+            origin_message_id=original.message_id,
+        )
 
-    async def _check_onward(self, original: NoticeRecord, recipients: Sequence[str]) -> None:
+    async def _check_onward(
+        self, original: NoticeRecord, recipients: Sequence[str], now: dt.datetime
+    ) -> None:
         sharing = original.handling.onward_sharing
-        if original.state in ("withdrawn", "purged"):
+        if original.state in (lifecycle.WITHDRAWN, lifecycle.PURGED):
             raise PreconditionError(f"notice {original.message_id} is {original.state}")
+        if original.kind not in notices.SUBSTANTIVE:
+            raise PreconditionError(
+                f"a {notices.kind_name(original.kind)} is a protocol message: never forwarded"
+            )
+        if _days_left(original, now) < 1:
+            raise PreconditionError(f"the retention of {original.message_id} has ended")
         if sharing == _K.ONWARD_SHARING_NONE:
             raise PreconditionError("its handling code forbids onward sharing")
         if sharing == _K.ONWARD_SHARING_WITHIN_RECEIVING_AUTHORITY:
@@ -442,14 +556,19 @@ class Submitter:
             )
 
     async def _audit_refusal(
-        self, principal: Principal, original: NoticeRecord, recipients: Sequence[str], why: str
+        self,
+        principal: Principal,
+        message_id: str,
+        origin_node_id: str,
+        recipients: Sequence[str],
+        why: str,
     ) -> None:
         record = AuditRecord(
             occurred_at=self._context.clock.now(),
             actor=principal.actor,
             action="forward.refused",
-            message_id=original.message_id,
-            peer_node_id=original.sender_node_id,
+            message_id=message_id,
+            peer_node_id=origin_node_id,
             details={"to": ",".join(recipients), "reason": why[:200]},
         )
         await self._context.store.write(lambda c: audit_log.append(c, [record]))
@@ -463,8 +582,10 @@ class Submitter:
 
     # --- common path --------------------------------------------------------------------------
 
-    def _validate(self, request: OutgoingRequest) -> int:
-        recipients = request.recipient_node_ids
+    def _new_message_id(self) -> str:
+        return new_message_id(self._context.clock, self._context.node_id)
+
+    def _check_recipients(self, recipients: Sequence[str]) -> None:
         if not 1 <= len(recipients) <= MAX_RECIPIENTS:
             raise ValidationError("recipient_node_ids", f"must name 1 to {MAX_RECIPIENTS} nodes")
         for i, recipient in enumerate(recipients):
@@ -473,6 +594,9 @@ class Submitter:
                 raise ValidationError(f"recipient_node_ids[{i}]", "is this node itself")
         if len(set(recipients)) != len(recipients):
             raise ValidationError("recipient_node_ids", "must be unique")
+
+    async def _validate(self, request: OutgoingRequest) -> int:
+        self._check_recipients(request.recipient_node_ids)
         validate_case_reference(request.case_reference)
         request.handling.validate()
         ttl = request.time_to_live
@@ -480,7 +604,27 @@ class Submitter:
             raise ValidationError("time_to_live", "must be between 1 minute and 30 days")
         if len(request.client_request_id) > MAX_REQUEST_ID:
             raise ValidationError("client_request_id", f"at most {MAX_REQUEST_ID} characters")
-        return notices.validate_notice(request.notice, now=self._context.clock.now())
+        return await in_thread_if_large(
+            request.notice.ByteSize(),
+            notices.validate_notice,
+            request.notice,
+            now=self._context.clock.now(),
+        )
+
+    async def _replayed(
+        self, principal: Principal, client_request_id: str, request_digest: bytes
+    ) -> outbox.Submission | None:
+        """The earlier result of an idempotent retry, found before anything is checked.
+
+        Raises:
+            ConflictError: the key was used for a different request.
+        """
+        if not client_request_id:
+            return None
+        earlier = await self._context.store.read(
+            lambda c: outbox.find_submission(c, principal.client_id, client_request_id)
+        )
+        return None if earlier is None else _same_request(earlier, request_digest)
 
     async def _send(
         self,
@@ -488,23 +632,34 @@ class Submitter:
         request: OutgoingRequest,
         kind: int,
         *,
+        message_id: str = "",
         in_reply_to: str = "",
         held: Sequence[lifecycle.HeldSection] = (),
         also: InTransaction | None = None,
         extra_audit: Sequence[AuditRecord] = (),
+        request_digest: bytes | None = None,
+        origin_message_id: str | None = None,
     ) -> outbox.Submission:
-        """Compose, then commit the notice with everything else the operation changes."""
+        """Compose, then commit the notice with everything else the operation changes.
+
+        Args:
+            message_id: chosen beforehand when something is bound to it.
+            request_digest: identifies the request for idempotent retries, when
+                the request's own digest does not (the operations that take
+                parameters rather than a notice).
+            origin_message_id: a forwarded copy's original.
+        """
         context = self._context
         now = context.clock.now()
         trust = context.usable_trust(now)
-        request_digest = request.digest(in_reply_to)
-        if request.client_request_id:
-            earlier = await context.store.read(
-                lambda c: outbox.find_submission(c, principal.client_id, request.client_request_id)
-            )
-            if earlier is not None:
-                return _same_request(earlier, request_digest)
-        composed = compose(
+        if request_digest is None:
+            request_digest = request.digest(in_reply_to)
+        earlier = await self._replayed(principal, request.client_request_id, request_digest)
+        if earlier is not None:
+            return earlier
+        composed = await in_thread_if_large(
+            request.notice.ByteSize(),
+            compose,
             identity=context.identity,
             trust=trust,
             clock=context.clock,
@@ -515,6 +670,7 @@ class Submitter:
             handling=request.handling,
             ttl=request.time_to_live or context.config.delivery.default_ttl(),
             in_reply_to=in_reply_to,
+            message_id=message_id,
         )
         header, envelope = composed.header, composed.envelope
         deadline = notices.response_deadline(request.notice)
@@ -548,6 +704,7 @@ class Submitter:
                 client_request_id=request.client_request_id or None,
                 request_digest=request_digest,
                 now=to_millis(now),
+                origin_message_id=origin_message_id,
             )
             if deadline is not None:
                 lifecycle.set_deadline(connection, header.message_id, to_millis(deadline))
@@ -558,7 +715,7 @@ class Submitter:
             return outbox.Submission(
                 message_id=header.message_id,
                 recipient_node_ids=request.recipient_node_ids,
-                created_at=to_millis(now),
+                created_at=to_millis(header.created_at),
                 expires_at=to_millis(header.expires_at),
             )
 
@@ -591,6 +748,35 @@ def _protocol_handling(retention_days: int) -> Handling:
         evidence_use=_K.EVIDENCE_USE_INTELLIGENCE_ONLY,
         retention_days=retention_days,
     )
+
+
+def _check_authored(notice: notices_pb2.Notice) -> None:
+    """What only a node writes into a notice, an authority may not."""
+    if notice.HasField("forwarded_from"):
+        raise ValidationError("notice.forwarded_from", "is set by a node when it forwards")
+    if notice.restricted_sections:
+        raise ValidationError(
+            "notice.restricted_sections",
+            "commitments are made by the node: give the sections to hold back "
+            "in the request's restricted_sections",
+        )
+
+
+def _held_label(message_id: str, section_id: str, salt: bytes) -> str:
+    """What a held-back section's seal is bound to: it opens only for its own notice."""
+    return f"held-section:{message_id}:{section_id}:{salt.hex()}"
+
+
+def _days_left(original: NoticeRecord, now: dt.datetime) -> int:
+    """Whole days (rounded up) before `original`'s retention ends; 0 or less if it has."""
+    kept_since = original.received_at or original.created_at
+    left = kept_since + original.handling.retention_days * _DAY_MS - to_millis(now)
+    return -(-left // _DAY_MS)
+
+
+def _parameters_digest(operation: str, *parameters: str | int) -> bytes:
+    """Identifies a request made of parameters, to recognize an idempotent retry."""
+    return tagged_digest(operation, *(str(p).encode() for p in parameters))
 
 
 def _same_request(earlier: outbox.Submission, request_digest: bytes) -> outbox.Submission:

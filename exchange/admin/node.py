@@ -251,7 +251,10 @@ def purge(directory: Path, *, now: dt.datetime) -> int:
             purged = store.write(lambda c: purge_batch(c, now=now, actor=ADMIN))
             total += purged
             if purged < PURGE_BATCH:
-                return total
+                break
+        if total:
+            store.reclaim_deleted()
+        return total
     finally:
         store.dispose()
 

@@ -285,12 +285,16 @@ def forward(
     context: typer.Context,
     message_id: str,
     to: Annotated[list[str], typer.Option(help="A node to forward to; repeatable.")],
+    case: Annotated[str, typer.Option(help="Your own case reference, carried by the copy.")],
     request_id: RequestId = "",
     as_json: JsonFlag = False,
 ) -> None:
     """Forward a received notice to other nodes, as its handling code allows."""
     request = pb.ForwardRequest(
-        message_id=message_id, recipient_node_ids=to, client_request_id=request_id
+        message_id=message_id,
+        recipient_node_ids=to,
+        case_reference=case,
+        client_request_id=request_id,
     )
     _show_submitted(_run(context, lambda c: c.forward(request)), as_json)
 

@@ -556,7 +556,11 @@ class Scenario:
             request_message_id=asked_id, decision=npb.DISCLOSURE_DECISION_APPROVED
         )
         await self._send(step, first, [second], lambda c: c.decide_disclosure(consent), None)
-        forward = apb.ForwardRequest(message_id=shared_id, recipient_node_ids=[third.node_id])
+        forward = apb.ForwardRequest(
+            message_id=shared_id,
+            recipient_node_ids=[third.node_id],
+            case_reference=f"{second.country}-2026-0702",
+        )
         forwarded_id = await self._send(step, second, [third], lambda c: c.forward(forward), None)
         copy = await self._client(third).get_notice(forwarded_id)
         self.check(

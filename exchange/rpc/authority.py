@@ -169,6 +169,7 @@ class AuthorityService(authority_pb2_grpc.AuthorityServicer):
                 principal,
                 request.message_id,
                 list(request.recipient_node_ids),
+                request.case_reference,
                 request.client_request_id,
             )
             return pb.ForwardResponse(submitted=convert.submitted(submission))

@@ -9,6 +9,7 @@ import grpc
 
 from exchange._proto.exchange.v1 import authority_pb2 as pb
 from exchange._proto.exchange.v1 import authority_pb2_grpc
+from exchange.rpc.peers import MAX_MESSAGE_BYTES
 
 __all__ = ["AuthorityClient"]
 
@@ -35,7 +36,13 @@ class AuthorityClient:
         server_name: str | None = None,
         timeout: float = DEFAULT_TIMEOUT,
     ) -> None:
-        options = [("grpc.ssl_target_name_override", server_name)] if server_name else []
+        # A content hash referral is up to 12 MiB: the default 4 MiB would refuse it.
+        options: list[tuple[str, object]] = [
+            ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+            ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+        ]
+        if server_name:
+            options.append(("grpc.ssl_target_name_override", server_name))
         self._channel = (
             grpc.aio.secure_channel(
                 address, grpc.ssl_channel_credentials(root_certificates=ca_certificate), options

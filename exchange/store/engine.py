@@ -53,6 +53,8 @@ def _configure_sqlite(engine: Engine, synchronous: str, busy_timeout_ms: int) ->
         # FULL: a commit survives power loss, not only a crash of the process.
         cursor.execute(f"PRAGMA synchronous={synchronous}")
         cursor.execute("PRAGMA foreign_keys=ON")
+        # Deleted content (a purge) is overwritten with zeros, not left in free pages.
+        cursor.execute("PRAGMA secure_delete=ON")
         cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
         cursor.close()
 
@@ -139,6 +141,22 @@ class Store:
         with self._transaction(write=False) as connection:
             return fn(connection)
 
+    def reclaim_deleted(self) -> None:
+        """Flush deleted content out of the files after a purge.
+
+        SQLite: secure_delete zeroed the freed pages in the database, but the
+        write-ahead log still holds their old images until a checkpoint; a
+        TRUNCATE checkpoint copies the log back and empties it. PostgreSQL
+        keeps dead row versions until (auto)vacuum reclaims them.
+        """
+        if not self.is_sqlite:
+            return
+        raw = self.engine.raw_connection()
+        try:
+            raw.cursor().execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        finally:
+            raw.close()
+
     def dispose(self) -> None:
         self.engine.dispose()
 
@@ -210,6 +228,11 @@ class AsyncStore:
     async def read(self, fn: Callable[[Connection], T]) -> T:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._readers, self.store.read, fn)
+
+    async def reclaim_deleted(self) -> None:
+        """See `Store.reclaim_deleted`."""
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(self._readers, self.store.reclaim_deleted)
 
     def close(self) -> None:
         """Finish the queued writes, then stop the threads and close the connections."""

@@ -1,4 +1,5 @@
-"""After delivery: restricted sections, onward consents, replies, overdue requests, purges."""
+"""After delivery: restricted sections, onward consents, decisions, withdrawals, overdue
+requests, purges."""
 
 from __future__ import annotations
 
@@ -20,8 +21,10 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import aliased
 
+from exchange._proto.exchange.v1 import envelope_pb2 as _K
 from exchange.store.notices import INCOMING, OUTGOING
 from exchange.store.tables import (
+    DISCLOSURE_DECISIONS,
     ENVELOPES,
     NOTICES,
     ONWARD_CONSENTS,
@@ -34,19 +37,29 @@ __all__ = [
     "Overdue",
     "Purgeable",
     "consented_nodes",
+    "decided",
+    "delete_sections",
+    "disclosures_about",
     "due_for_purge",
+    "forwarded_copies",
     "insert_sections",
     "load_sections",
     "overdue_requests",
     "purge",
     "record_consents",
+    "record_decision",
     "replies",
     "set_deadline",
+    "set_states",
+    "waiting_withdrawal",
 ]
 
 WITHDRAWN = "withdrawn"
 PURGED = "purged"
 _GONE = (WITHDRAWN, PURGED, "rejected")
+_WITHDRAWAL = _K.NOTICE_KIND_WITHDRAWAL
+_DISCLOSURE_REQUEST = _K.NOTICE_KIND_DISCLOSURE_REQUEST
+_DISCLOSURE_GRANT = _K.NOTICE_KIND_DISCLOSURE_GRANT
 
 
 @dataclasses.dataclass(frozen=True)
@@ -76,6 +89,12 @@ def insert_sections(
                 for s in sections
             ],
         )
+
+
+def delete_sections(connection: Connection, message_id: str) -> None:
+    connection.execute(
+        delete(RESTRICTED_SECTIONS).where(RESTRICTED_SECTIONS.c.message_id == message_id)
+    )
 
 
 _LOAD_SECTIONS = select(RESTRICTED_SECTIONS).where(
@@ -140,6 +159,92 @@ def replies(
     return [(row.message_id, row.sender_node_id) for row in rows]
 
 
+def record_decision(
+    connection: Connection, request_message_id: str, grant_message_id: str, now: int
+) -> None:
+    """Record the answer to a disclosure request.
+
+    Raises:
+        IntegrityError: the request was already answered (the primary key).
+    """
+    connection.execute(
+        insert(DISCLOSURE_DECISIONS).values(
+            request_message_id=request_message_id,
+            grant_message_id=grant_message_id,
+            decided_at=now,
+        )
+    )
+
+
+def decided(connection: Connection, request_message_id: str) -> bool:
+    found = connection.execute(
+        select(DISCLOSURE_DECISIONS.c.grant_message_id).where(
+            DISCLOSURE_DECISIONS.c.request_message_id == request_message_id
+        )
+    ).first()
+    return found is not None
+
+
+def disclosures_about(connection: Connection, message_id: str) -> list[str]:
+    """Received grants answering this node's disclosure requests about `message_id`.
+
+    They carry sections of that notice, so they share its fate (withdrawal, purge).
+    """
+    request = aliased(NOTICES)
+    rows = connection.execute(
+        select(NOTICES.c.message_id)
+        .join(request, request.c.message_id == NOTICES.c.in_reply_to)
+        .where(
+            request.c.in_reply_to == message_id,
+            request.c.direction == OUTGOING,
+            request.c.kind == _DISCLOSURE_REQUEST,
+            NOTICES.c.direction == INCOMING,
+            NOTICES.c.kind == _DISCLOSURE_GRANT,
+        )
+    )
+    return [row.message_id for row in rows]
+
+
+def set_states(
+    connection: Connection, message_ids: Sequence[str], state: str, *, unless: Iterable[str]
+) -> int:
+    """Move notices to `state`, leaving those already in one of `unless`."""
+    if not message_ids:
+        return 0
+    result = connection.execute(
+        update(NOTICES)
+        .where(NOTICES.c.message_id.in_(message_ids), NOTICES.c.state.not_in(list(unless)))
+        .values(state=state)
+    )
+    return result.rowcount
+
+
+def waiting_withdrawal(connection: Connection, message_id: str, sender_node_id: str) -> str | None:
+    """A withdrawal of `message_id` that arrived before the notice itself, if any."""
+    row = connection.execute(
+        select(NOTICES.c.message_id).where(
+            NOTICES.c.in_reply_to == message_id,
+            NOTICES.c.kind == _WITHDRAWAL,
+            NOTICES.c.direction == INCOMING,
+            NOTICES.c.sender_node_id == sender_node_id,
+            NOTICES.c.state != "rejected",
+        )
+    ).first()
+    return None if row is None else str(row.message_id)
+
+
+def forwarded_copies(connection: Connection, message_id: str) -> list[tuple[str, tuple[str, ...]]]:
+    """(message id, recipients) of the copies of `message_id` this node forwarded, still live."""
+    rows = connection.execute(
+        select(NOTICES.c.message_id, NOTICES.c.recipient_node_ids).where(
+            NOTICES.c.origin_message_id == message_id,
+            NOTICES.c.direction == OUTGOING,
+            NOTICES.c.state == "sent",
+        )
+    )
+    return [(row.message_id, tuple(row.recipient_node_ids.split(","))) for row in rows]
+
+
 def set_deadline(connection: Connection, message_id: str, deadline: int) -> None:
     connection.execute(
         update(NOTICES).where(NOTICES.c.message_id == message_id).values(response_deadline=deadline)
@@ -159,40 +264,59 @@ class Overdue:
 def overdue_requests(connection: Connection, *, now: int, answers: dict[int, int]) -> list[Overdue]:
     """Requests past their deadline with no answer of the answering kind.
 
+    A request this node received is owed by it to the sender; a request it
+    sent is owed to it by each recipient that received it (a delivered
+    outbox row) and has not answered. A rejected answer is no answer.
+
     Args:
         answers: request kind -> the kind that answers it.
     """
     found: list[Overdue] = []
     reply = aliased(NOTICES)
     for request_kind, answer_kind in answers.items():
-        for direction, answer_direction in ((INCOMING, OUTGOING), (OUTGOING, INCOMING)):
-            answered = exists().where(
-                reply.c.in_reply_to == NOTICES.c.message_id,
-                reply.c.kind == answer_kind,
-                reply.c.direction == answer_direction,
+        late = (
+            NOTICES.c.kind == request_kind,
+            NOTICES.c.state.not_in(_GONE),
+            NOTICES.c.response_deadline.is_not(None),
+            NOTICES.c.response_deadline < now,
+        )
+        answer = (
+            reply.c.in_reply_to == NOTICES.c.message_id,
+            reply.c.kind == answer_kind,
+            reply.c.state != "rejected",
+        )
+        owed_by_us = connection.execute(
+            select(NOTICES).where(
+                *late,
+                NOTICES.c.direction == INCOMING,
+                ~exists().where(*answer, reply.c.direction == OUTGOING),
             )
-            rows = connection.execute(
-                select(NOTICES)
-                .where(
-                    NOTICES.c.kind == request_kind,
-                    NOTICES.c.direction == direction,
-                    NOTICES.c.state.not_in(_GONE),
-                    NOTICES.c.response_deadline.is_not(None),
-                    NOTICES.c.response_deadline < now,
-                    ~answered,
-                )
-                .order_by(NOTICES.c.response_deadline)
+        )
+        found.extend(_overdue(row, True, row.sender_node_id) for row in owed_by_us)
+        owed_to_us = connection.execute(
+            select(NOTICES, OUTBOX.c.recipient_node_id.label("owing_node_id"))
+            .join(OUTBOX, OUTBOX.c.message_id == NOTICES.c.message_id)
+            .where(
+                *late,
+                NOTICES.c.direction == OUTGOING,
+                OUTBOX.c.state == "delivered",
+                ~exists().where(
+                    *answer,
+                    reply.c.direction == INCOMING,
+                    reply.c.sender_node_id == OUTBOX.c.recipient_node_id,
+                ),
             )
-            found.extend(_overdue(row, direction == INCOMING) for row in rows)
-    return sorted(found, key=lambda o: o.response_deadline)
+        )
+        found.extend(_overdue(row, False, row.owing_node_id) for row in owed_to_us)
+    return sorted(found, key=lambda o: (o.response_deadline, o.message_id, o.counterpart_node_id))
 
 
-def _overdue(row: Any, owed_by_us: bool) -> Overdue:
+def _overdue(row: Any, owed_by_us: bool, counterpart: str) -> Overdue:
     return Overdue(
         message_id=row.message_id,
         kind=row.kind,
         owed_by_us=owed_by_us,
-        counterpart_node_id=row.sender_node_id if owed_by_us else row.recipient_node_ids,
+        counterpart_node_id=counterpart,
         case_reference=row.case_reference,
         response_deadline=row.response_deadline,
     )

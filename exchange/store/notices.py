@@ -79,6 +79,7 @@ _OPTIONAL_COLUMNS: dict[str, Any] = {
     "client_id": None,
     "client_request_id": None,
     "request_digest": None,
+    "origin_message_id": None,
 }
 
 

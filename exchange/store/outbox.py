@@ -23,6 +23,7 @@ __all__ = [
     "DeliveryRecord",
     "OutboxItem",
     "Submission",
+    "cancel_pending",
     "claim_due",
     "delivery_status",
     "fail",
@@ -148,8 +149,13 @@ def insert_outgoing(
     client_request_id: str | None,
     request_digest: bytes | None,
     now: int,
+    origin_message_id: str | None = None,
 ) -> None:
-    """Insert the notice, its envelope and its outbox rows."""
+    """Insert the notice, its envelope and its outbox rows.
+
+    Args:
+        origin_message_id: for a forwarded copy, the received notice it copies.
+    """
     insert_notice(
         connection,
         header,
@@ -159,6 +165,7 @@ def insert_outgoing(
         client_id=client_id,
         client_request_id=client_request_id,
         request_digest=request_digest,
+        origin_message_id=origin_message_id,
     )
     connection.execute(
         _INSERT_OUTBOX,
@@ -291,6 +298,22 @@ def retry_later(
 def fail(connection: Connection, *, outbox_id: int, error: str, now: int) -> bool:
     """End the row as failed (expired undelivered). False if it was no longer pending."""
     return _end(connection, outbox_id, FAILED, error, now)
+
+
+WITHDRAWN_BEFORE_DELIVERY = "withdrawn before delivery"
+
+
+def cancel_pending(connection: Connection, message_id: str, now: int) -> int:
+    """End the pending deliveries of a withdrawn notice: what was not sent stays unsent.
+
+    A delivery already in flight may still land; its recipient gets the withdrawal too.
+    """
+    result = connection.execute(
+        update(OUTBOX)
+        .where(OUTBOX.c.message_id == message_id, OUTBOX.c.state == PENDING)
+        .values(state=FAILED, lease_until=0, last_error=WITHDRAWN_BEFORE_DELIVERY, updated_at=now)
+    )
+    return result.rowcount
 
 
 @dataclasses.dataclass(frozen=True)

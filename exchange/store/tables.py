@@ -19,6 +19,7 @@ __all__ = [
     "AUDIT_ENTRIES",
     "AUDIT_HEAD",
     "CLIENTS",
+    "DISCLOSURE_DECISIONS",
     "ENVELOPES",
     "INBOX_EVENTS",
     "NOTICES",
@@ -30,6 +31,7 @@ __all__ = [
     "AuditEntryRow",
     "AuditHeadRow",
     "ClientRow",
+    "DisclosureDecisionRow",
     "EnvelopeRow",
     "InboxEventRow",
     "NoticeRow",
@@ -77,6 +79,8 @@ class NoticeRow(SQLModel, table=True):
     response_deadline: int | None = Field(default=None, sa_type=BigInteger)
     # When retention ended and the content was deleted (a tombstone remains).
     purged_at: int | None = Field(default=None, sa_type=BigInteger)
+    # A forwarded copy this node sent: the message id of the notice it copies.
+    origin_message_id: str | None = Field(default=None, max_length=36, index=True)
     # Outgoing only: the authority client that submitted, and its idempotency key.
     client_id: str | None = Field(default=None, max_length=64)
     client_request_id: str | None = Field(default=None, max_length=128)
@@ -118,6 +122,16 @@ class OnwardConsentRow(SQLModel, table=True):
     # The DisclosureGrant (signed by the originator) that gave the consent.
     grant_message_id: str = Field(max_length=36)
     recorded_at: int = Field(sa_type=BigInteger)
+
+
+class DisclosureDecisionRow(SQLModel, table=True):
+    """A DisclosureRequest this node answered: one answer per request, whatever the races."""
+
+    __tablename__ = "disclosure_decisions"
+
+    request_message_id: str = Field(primary_key=True, max_length=36)
+    grant_message_id: str = Field(max_length=36)
+    decided_at: int = Field(sa_type=BigInteger)
 
 
 class OutboxRow(SQLModel, table=True):
@@ -250,3 +264,4 @@ AUDIT_ENTRIES = _table(AuditEntryRow)
 AUDIT_HEAD = _table(AuditHeadRow)
 RESTRICTED_SECTIONS = _table(RestrictedSectionRow)
 ONWARD_CONSENTS = _table(OnwardConsentRow)
+DISCLOSURE_DECISIONS = _table(DisclosureDecisionRow)

@@ -77,7 +77,9 @@ def test_submit_watch_get_acknowledge_and_status_from_the_shell(running: list[Si
     assert ack["recipient_node_ids"] == ["xa-police"]
     inbox = client(xb, "inbox", "--json")
     assert inbox["notices"][0]["state"] == "INBOX_STATE_ACKNOWLEDGED"
-    refused = run_client(xb, "forward", str(message_id), "--to", "xc-childprotection")
+    refused = run_client(
+        xb, "forward", str(message_id), "--to", "xc-childprotection", "--case", "XB-2026-9"
+    )
     assert refused.returncode == 1
     assert "FAILED_PRECONDITION" in refused.stderr
     assert client(xb, "overdue", "--json") == {}

@@ -37,6 +37,7 @@ from exchange._proto.exchange.v1 import notices_pb2 as pb
 from exchange.disclosure import (
     MAX_RESTRICTED_SECTIONS,
     POLICIES,
+    check_section,
     commit_section,
     field_paths,
     readable_fields,
@@ -795,6 +796,19 @@ SEIZURE_REQUEST = [
         "must be a short id such as i1",
     ),
     case(
+        # A word could carry a name or a place: ids are labels.
+        "item-id-a-word",
+        setting("seizure_request.items[0].item_id", "kitchen"),
+        f"{S}.items[0].item_id",
+        "must be a short id such as i1",
+    ),
+    case(
+        "item-id-hyphenated-words",
+        setting("seizure_request.items[0].item_id", "premises-kitchen"),
+        f"{S}.items[0].item_id",
+        "must be a short id such as i1",
+    ),
+    case(
         "item-id-over-16",
         setting("seizure_request.items[0].item_id", "i" * 17),
         f"{S}.items[0].item_id",
@@ -930,9 +944,7 @@ SEIZURE_REQUEST_ACCEPTED = [
         id="priority-deadline-exactly-365-days",
     ),
     pytest.param(replacing("seizure_request.items", seizure_items(100)), id="100-items"),
-    pytest.param(
-        setting("seizure_request.items[0].item_id", "premises-kitchen"), id="item-id-of-16"
-    ),
+    pytest.param(setting("seizure_request.items[0].item_id", "abc1234"), id="item-id-longest"),
     pytest.param(
         item(pb.SEIZURE_ITEM_CATEGORY_PROCEEDS, pb.SEIZURE_MEASURE_CONFISCATE),
         id="proceeds-confiscated",
@@ -1747,6 +1759,12 @@ DISCLOSURE_REQUEST = [
         "is not a section id",
     ),
     case(
+        "section-id-a-word",
+        replacing("disclosure_request.section_ids", ["victim-identity"]),
+        f"{D}.section_ids[0]",
+        "is not a section id",
+    ),
+    case(
         "section-id-with-a-space",
         replacing("disclosure_request.section_ids", ["s 1"]),
         f"{D}.section_ids[0]",
@@ -1833,9 +1851,7 @@ DISCLOSURE_REQUEST_ACCEPTED = [
     pytest.param(onward("xc-node"), id="onward-sharing-with-one-node"),
     pytest.param(onward(*node_ids(32)), id="onward-sharing-with-32-nodes"),
     pytest.param(replacing("disclosure_request.section_ids", section_ids(8)), id="eight-sections"),
-    pytest.param(
-        replacing("disclosure_request.section_ids", ["victim-identity1"]), id="section-id-of-16"
-    ),
+    pytest.param(replacing("disclosure_request.section_ids", ["abc1234"]), id="section-id-longest"),
     pytest.param(clearing("disclosure_request.legal_basis_reference"), id="no-reference"),
     pytest.param(clearing("disclosure_request.note"), id="no-note"),
 ]
@@ -2221,6 +2237,12 @@ RESTRICTED_SECTIONS = [
         "must be a unique short id such as s1",
     ),
     case(
+        "section-id-a-word",
+        resetting("restricted_sections[0].section_id", "victim"),
+        "notice.restricted_sections[0].section_id",
+        "must be a unique short id such as s1",
+    ),
+    case(
         "section-id-starting-with-a-hyphen",
         resetting("restricted_sections[0].section_id", "-s1"),
         "notice.restricted_sections[0].section_id",
@@ -2279,8 +2301,8 @@ def test_restricted_section_rules_refuse(mutation, field, reason):
     assert reason in error.reason
 
 
-def test_eight_sections_of_any_short_ids_are_accepted():
-    ids = ["s1", "s2", "victim", "suspect-1", "0", "a-b", "9z", "location-details"]
+def test_eight_sections_of_any_label_ids_are_accepted():
+    ids = ["s1", "s2", "a1", "b22", "xyz9999", "i1", "v3", "s8"]
 
     accepted("victim_support_coordination", with_sections(*(commitment(i) for i in ids)))
 
@@ -2377,20 +2399,64 @@ def test_a_field_the_policy_does_not_admit_is_refused(monkeypatch, body, path, a
 # --- staged disclosure -------------------------------------------------------------------------
 
 
-def test_a_commitment_is_sha256_over_the_tagged_salt_and_section_bytes():
+def test_a_commitment_is_sha256_over_the_tagged_salt_type_and_content():
     # notices.proto: SHA-256 over the encoding of ("exchange.v1.RestrictedSection", salt,
-    # the section's deterministic bytes); a peer in any language must compute the same.
+    # u32be(type), utf8(content)); a peer in any language must compute the same.
     section = pb.RestrictedSection(type=pb.SECTION_TYPE_SUSPECT_IDENTITY, content="Max")
-    section_bytes = b"\x08\x02\x12\x03Max"
     encoded = b"OPSC-EXCHANGE/1" + b"".join(
         struct.pack(">Q", len(part)) + part
-        for part in (b"exchange.v1.RestrictedSection", SALT, section_bytes)
+        for part in (b"exchange.v1.RestrictedSection", SALT, b"\x00\x00\x00\x02", b"Max")
     )
 
     assert commit_section(section, SALT) == hashlib.sha256(encoded).digest()
     assert commit_section(section, SALT).hex() == (
-        "2e6eb562068cb656d89102cf588b59da27e396620d424b56dbbd4adf77670c54"
+        "3b0186de43bcca17d6b46a5dd1745d7d897cbee67a40223d7462225e3eed401d"
     )
+
+
+def test_a_commitment_does_not_depend_on_protobuf_encoding():
+    # Unknown fields change a section's bytes, never what it commits to.
+    plain = pb.RestrictedSection(type=pb.SECTION_TYPE_SUSPECT_IDENTITY, content="Max")
+    padded = pb.RestrictedSection.FromString(plain.SerializeToString() + b"\x18\x01")
+
+    assert padded.SerializeToString() != plain.SerializeToString()
+    assert commit_section(padded, SALT) == commit_section(plain, SALT)
+
+
+HELD_BACK = [
+    case("blank", pb.RestrictedSection(type=1, content=" \n "), "s.content", "is required"),
+    case("too-long", pb.RestrictedSection(type=1, content="x" * 2001), "s.content", "2000"),
+    case("control", pb.RestrictedSection(type=1, content="a\x1bb"), "s.content", "control"),
+    case("no-type", pb.RestrictedSection(content="Jane Roe"), "s.type", "is required"),
+    case("unknown-type", pb.RestrictedSection(type=99, content="x"), "s.type", "SectionType"),
+    case(
+        "unknown-field",
+        pb.RestrictedSection.FromString(
+            pb.RestrictedSection(type=1, content="x").SerializeToString() + UNKNOWN
+        ),
+        "s",
+        "carries fields",
+    ),
+]
+
+
+@pytest.mark.parametrize(("section", "field", "reason"), HELD_BACK)
+def test_a_section_to_hold_back_is_checked_before_the_node_commits_to_it(section, field, reason):
+    with pytest.raises(ValidationError) as refused:
+        check_section(section, "s")
+
+    assert refused.value.field == field
+    assert reason in refused.value.reason
+
+
+def test_a_section_to_hold_back_may_name_the_child():
+    # Held back precisely because it identifies: the scanner does not apply.
+    check_section(
+        pb.RestrictedSection(type=pb.SECTION_TYPE_VICTIM_IDENTITY, content=VICTIM_DETAILS), "s"
+    )
+
+
+VICTIM_DETAILS = "Jane Roe, born 12/03/2013, 4 Elm Street, +44 20 7946 0958, jane@example.org"
 
 
 def test_a_commitment_is_deterministic_for_a_section_and_salt():

@@ -57,6 +57,9 @@ CAUGHT = [
     ("date-dashed-short-month", "12-Mar-2012", DATE),
     ("date-ordinal-of", "the 12th of March 2012", DATE),
     ("date-dob-keyword", "DOB: 12/03/2012", DATE),
+    ("date-after-hyphenated-word", "DOB-12.03.2013", DATE),
+    ("date-after-slashed-word", "dob/12/03/2013", DATE),
+    ("date-iso-after-hyphenated-word", "born-2013-03-12", DATE),
     ("date-two-digit-year-after-dob", "date of birth 12.03.12", DATE),
     ("date-two-digit-year-after-born", "born 3/12/12", DATE),
     ("date-german", "am 12. März 2012", DATE),
@@ -213,6 +216,7 @@ SPANS = [
     ("email-in-a-sentence", "Contact: jane.doe@example.org.", EMAIL, "jane.doe@example.org"),
     ("date-without-keyword", "born on 12/03/2012 in", DATE, "12/03/2012"),
     ("date-two-digit-year", "DOB 12.03.12", DATE, "12.03.12"),
+    ("date-after-hyphenated-word", "DOB-12.03.2013 noted", DATE, "12.03.2013"),
     ("street-in-a-sentence", "lives at 221B Baker St, London", STREET, "221B Baker St"),
     ("id-in-a-sentence", "passport AB1234567 expired", ID, "AB1234567"),
     # offsets refer to the original text, whatever folding did

@@ -466,9 +466,14 @@ class ForwardRequest(_message.Message):
     MESSAGE_ID_FIELD_NUMBER: _builtins.int
     RECIPIENT_NODE_IDS_FIELD_NUMBER: _builtins.int
     CLIENT_REQUEST_ID_FIELD_NUMBER: _builtins.int
+    CASE_REFERENCE_FIELD_NUMBER: _builtins.int
     message_id: _builtins.str
     """Message id of a received notice."""
     client_request_id: _builtins.str
+    case_reference: _builtins.str
+    """The forwarding authority's own case reference, carried by the copy: each
+    authority files what it sends under its own case.
+    """
     @_builtins.property
     def recipient_node_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """The nodes to forward it to (1 to 32)."""
@@ -479,10 +484,11 @@ class ForwardRequest(_message.Message):
         message_id: _builtins.str = ...,
         recipient_node_ids: _abc.Iterable[_builtins.str] | None = ...,
         client_request_id: _builtins.str = ...,
+        case_reference: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["client_request_id", b"client_request_id", "message_id", b"message_id", "recipient_node_ids", b"recipient_node_ids"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["case_reference", b"case_reference", "client_request_id", b"client_request_id", "message_id", b"message_id", "recipient_node_ids", b"recipient_node_ids"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -939,7 +939,9 @@ Global___Notice: _TypeAlias = Notice  # noqa: Y015
 @_typing.final
 class SectionCommitment(_message.Message):
     """A restricted section named by commitment: SHA-256 over the encoding of
-    ("exchange.v1.RestrictedSection", salt, the section's deterministic bytes).
+    ("exchange.v1.RestrictedSection", salt, u32be(type), utf8(content)), the
+    tagged length-prefixed encoding of exchange/_encoding.py (not protobuf
+    bytes, which are not canonical).
     """
 
     DESCRIPTOR: _descriptor.Descriptor
