@@ -76,3 +76,20 @@ async def deliver_as(
         return await federation_pb2_grpc.FederationStub(channel).Deliver(
             federation_pb2.DeliverRequest(envelope=envelope.to_proto()), timeout=10
         )
+
+
+async def refused_trust_list_call(
+    recipient: Node, credentials: grpc.ChannelCredentials
+) -> grpc.aio.AioRpcError:
+    """Call `recipient`'s GetTrustList with `credentials`, expecting a refusal; returns it."""
+    target = recipient.context.node_id
+    async with grpc.aio.secure_channel(
+        f"127.0.0.1:{recipient.federation_port}", credentials, options=channel_options(target)
+    ) as channel:
+        try:
+            await federation_pb2_grpc.FederationStub(channel).GetTrustList(
+                federation_pb2.GetTrustListRequest(), timeout=5
+            )
+        except grpc.aio.AioRpcError as refused:
+            return refused
+    raise AssertionError(f"{target} answered GetTrustList")

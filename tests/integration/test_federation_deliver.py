@@ -9,17 +9,21 @@ from pathlib import Path
 import grpc
 import pytest
 
-from exchange._proto.exchange.v1 import envelope_pb2, federation_pb2, federation_pb2_grpc
+from exchange._proto.exchange.v1 import envelope_pb2, federation_pb2
 from exchange.clock import ManualClock
 from exchange.envelope import Envelope, Header
 from exchange.harness import samples
 from exchange.node import Node
 from exchange.receipt import Receipt, SignedReceipt, verify_receipt
-from exchange.rpc.peers import channel_options
 from exchange.store import audit_log, inbox
 from exchange.store.notices import find_notice
 from tests.conftest import DatabaseFactory
-from tests.integration._peers import craft_envelope, deliver_as, referral_notice
+from tests.integration._peers import (
+    craft_envelope,
+    deliver_as,
+    referral_notice,
+    refused_trust_list_call,
+)
 from tests.integration.conftest import Federation, start_federation
 
 
@@ -196,14 +200,8 @@ async def test_message_id_of_another_sender_is_refused(federation: Federation) -
 async def test_federation_port_requires_a_client_certificate(federation: Federation) -> None:
     a, b = federation.node(0), federation.node(1)
     credentials = grpc.ssl_channel_credentials(root_certificates=a.tls.ca_pem)
-    async with grpc.aio.secure_channel(
-        f"127.0.0.1:{b.federation_port}", credentials, options=channel_options(b.context.node_id)
-    ) as channel:
-        with pytest.raises(grpc.aio.AioRpcError) as refused:
-            await federation_pb2_grpc.FederationStub(channel).GetTrustList(
-                federation_pb2.GetTrustListRequest(), timeout=5
-            )
-    assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
+    refused = await refused_trust_list_call(b, credentials)
+    assert refused.code() == grpc.StatusCode.UNAVAILABLE
 
 
 async def test_a_repeat_after_expiry_still_gets_the_original_receipt(

@@ -113,6 +113,35 @@ async def shared_with_consent(
     return sent, consent
 
 
+async def asked_for_section(
+    federation: Federation,
+) -> tuple[apb.SubmittedNotice, apb.SubmittedNotice]:
+    """XA refers a case to XB with a held-back section, and XB asks for it: (referral, request)."""
+    a, b = federation.client(0), federation.client(1)
+    sent = await a.submit(referral([federation.sim(1).node_id]))
+    await received(b, sent.message_id)
+    asked = await b.respond(samples.disclosure_request(sent.message_id, "XB-1", sections=["s1"]))
+    await received(a, asked.message_id)
+    return sent, asked
+
+
+PROTECTION = npb.ChildProtectionFlags(
+    identity_protected=True, victim_identification=npb.VICTIM_IDENTIFICATION_UNKNOWN
+)
+
+
+def crafted_grant(content: str) -> npb.Notice:
+    """An approved grant of section s1 with `content`, as a node could craft one."""
+    section = npb.RestrictedSection(type=npb.SECTION_TYPE_VICTIM_IDENTITY, content=content)
+    return npb.Notice(
+        protection=PROTECTION,
+        disclosure_grant=npb.DisclosureGrant(
+            decision=npb.DISCLOSURE_DECISION_APPROVED,
+            sections=[npb.DisclosedSection(section_id="s1", section=section, salt=bytes(32))],
+        ),
+    )
+
+
 async def granted_section(federation: Federation, message_id: str) -> str:
     """XB asks XA for section s1 of `message_id` and receives it; returns the grant's id."""
     a, b = federation.client(0), federation.client(1)
@@ -175,10 +204,7 @@ async def test_a_refused_disclosure_carries_the_ground_and_no_section(
     federation: Federation,
 ) -> None:
     a, b = federation.client(0), federation.client(1)
-    sent = await a.submit(referral([federation.sim(1).node_id]))
-    await received(b, sent.message_id)
-    asked = await b.respond(samples.disclosure_request(sent.message_id, "XB-1", sections=["s1"]))
-    await received(a, asked.message_id)
+    _, asked = await asked_for_section(federation)
     refused = await a.decide_disclosure(
         apb.DecideDisclosureRequest(
             request_message_id=asked.message_id,
@@ -209,28 +235,8 @@ async def test_a_grant_that_does_not_match_the_commitment_is_rejected(
 ) -> None:
     """The requester's node checks each section against the originally signed commitment."""
     node_a, node_b = federation.node(0), federation.node(1)
-    a, b = federation.client(0), federation.client(1)
-    sent = await a.submit(referral([node_b.context.node_id]))
-    await received(b, sent.message_id)
-    asked = await b.respond(samples.disclosure_request(sent.message_id, "XB-1", sections=["s1"]))
-    await received(a, asked.message_id)
-    forged = npb.Notice(
-        protection=npb.ChildProtectionFlags(
-            identity_protected=True, victim_identification=npb.VICTIM_IDENTIFICATION_UNKNOWN
-        ),
-        disclosure_grant=npb.DisclosureGrant(
-            decision=npb.DISCLOSURE_DECISION_APPROVED,
-            sections=[
-                npb.DisclosedSection(
-                    section_id="s1",
-                    section=npb.RestrictedSection(
-                        type=npb.SECTION_TYPE_VICTIM_IDENTITY, content="Someone else entirely"
-                    ),
-                    salt=bytes(32),
-                )
-            ],
-        ),
-    )
+    _, asked = await asked_for_section(federation)
+    forged = crafted_grant("Someone else entirely")
     envelope = craft_envelope(
         node_a, [node_b.context.node_id], forged, in_reply_to=asked.message_id
     )
@@ -378,9 +384,7 @@ async def test_a_notice_overtaken_by_its_withdrawal_is_stored_withdrawn(
     notice = referral([xb]).notice
     message_id = new_message_id(node_a.context.clock, node_a.context.node_id)
     withdrawal = npb.Notice(
-        protection=npb.ChildProtectionFlags(
-            identity_protected=True, victim_identification=npb.VICTIM_IDENTIFICATION_UNKNOWN
-        ),
+        protection=PROTECTION,
         withdrawal=npb.Withdrawal(reason=npb.WITHDRAWAL_REASON_SENT_IN_ERROR),
     )
     first = await deliver_as(
@@ -429,11 +433,8 @@ async def test_a_withdrawal_takes_back_disclosed_sections_and_forwarded_copies(
 
 async def test_a_grant_for_a_withdrawn_notice_is_rejected(federation: Federation) -> None:
     node_a, node_b = federation.node(0), federation.node(1)
-    a, b = federation.client(0), federation.client(1)
-    sent = await a.submit(referral([node_b.context.node_id]))
-    await received(b, sent.message_id)
-    asked = await b.respond(samples.disclosure_request(sent.message_id, "XB-1", sections=["s1"]))
-    await received(a, asked.message_id)
+    a = federation.client(0)
+    sent, asked = await asked_for_section(federation)
     await a.withdraw(withdraw(sent.message_id))
 
     async def withdrawn() -> bool:
@@ -441,23 +442,7 @@ async def test_a_grant_for_a_withdrawn_notice_is_rejected(federation: Federation
         return found is not None and found.state == "withdrawn"
 
     await eventually(withdrawn)
-    late_grant = npb.Notice(
-        protection=npb.ChildProtectionFlags(
-            identity_protected=True, victim_identification=npb.VICTIM_IDENTIFICATION_UNKNOWN
-        ),
-        disclosure_grant=npb.DisclosureGrant(
-            decision=npb.DISCLOSURE_DECISION_APPROVED,
-            sections=[
-                npb.DisclosedSection(
-                    section_id="s1",
-                    section=npb.RestrictedSection(
-                        type=npb.SECTION_TYPE_VICTIM_IDENTITY, content=VICTIM
-                    ),
-                    salt=bytes(32),
-                )
-            ],
-        ),
-    )
+    late_grant = crafted_grant(VICTIM)
     envelope = craft_envelope(
         node_a, [node_b.context.node_id], late_grant, in_reply_to=asked.message_id
     )
@@ -469,11 +454,8 @@ async def test_a_grant_for_a_withdrawn_notice_is_rejected(federation: Federation
 async def test_two_concurrent_decisions_on_one_request_give_one_answer(
     federation: Federation,
 ) -> None:
-    a, b = federation.client(0), federation.client(1)
-    sent = await a.submit(referral([federation.sim(1).node_id]))
-    await received(b, sent.message_id)
-    asked = await b.respond(samples.disclosure_request(sent.message_id, "XB-1", sections=["s1"]))
-    await received(a, asked.message_id)
+    a = federation.client(0)
+    _, asked = await asked_for_section(federation)
     outcomes = await asyncio.gather(
         *(a.decide_disclosure(approve(asked.message_id)) for _ in range(4)),
         return_exceptions=True,

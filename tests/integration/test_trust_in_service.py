@@ -12,18 +12,21 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 
 from exchange import pki
-from exchange._proto.exchange.v1 import federation_pb2, federation_pb2_grpc
 from exchange.admin import federation as federation_admin
 from exchange.admin import node as node_admin
 from exchange.clock import ManualClock
 from exchange.harness import samples
 from exchange.keys import load_ec, load_ed25519
 from exchange.layout import FederationLayout
-from exchange.rpc.peers import channel_options
 from exchange.store import audit_log
 from exchange.trust import SignedTrustList, sign_trust_list
 from tests.conftest import DatabaseFactory
-from tests.integration._peers import craft_envelope, deliver_as, referral_notice
+from tests.integration._peers import (
+    craft_envelope,
+    deliver_as,
+    referral_notice,
+    refused_trust_list_call,
+)
 from tests.integration.conftest import Federation, start_federation
 
 
@@ -112,12 +115,6 @@ async def test_a_certificate_of_the_federation_ca_for_a_stranger_is_refused(
         certificate_chain=pki.pem(certificate),
     )
     before = await b.context.store.read(audit_log.size)
-    async with grpc.aio.secure_channel(
-        f"127.0.0.1:{b.federation_port}", credentials, options=channel_options(b.context.node_id)
-    ) as channel:
-        with pytest.raises(grpc.aio.AioRpcError) as refused:
-            await federation_pb2_grpc.FederationStub(channel).GetTrustList(
-                federation_pb2.GetTrustListRequest(), timeout=5
-            )
-    assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    refused = await refused_trust_list_call(b, credentials)
+    assert refused.code() == grpc.StatusCode.UNAUTHENTICATED
     assert await b.context.store.read(audit_log.size) == before

@@ -55,6 +55,18 @@ from exchange.notices import (
     validate_notice,
     validate_reply,
 )
+from tests.unit._mutations import (
+    UNKNOWN,
+    Mutation,
+    appending,
+    appending_in_body,
+    clearing,
+    combined,
+    field_at,
+    message_field,
+    replacing,
+    setting,
+)
 
 NOW = dt.datetime(2030, 1, 1, 12, 0, tzinfo=dt.UTC)
 TOKEN = bytes(range(32))
@@ -68,9 +80,6 @@ IDENTITY = (
 MESSAGE_ID = "01890a5d-ac96-7abc-8def-0123456789ab"  # a UUIDv7
 
 K = env_pb
-Mutation = Callable[[pb.Notice], pb.Notice]
-
-
 # --- valid notices, one per type ---------------------------------------------------------------
 
 
@@ -283,105 +292,13 @@ VALID: dict[str, tuple[Callable[[], pb.Notice], int]] = {
 # --- mutations ---------------------------------------------------------------------------------
 
 
-def _path(notice: pb.Notice, dotted: str) -> tuple[Any, str]:
-    """The message holding the last component of `dotted` (indexes allowed), and its name."""
-    *parents, name = dotted.split(".")
-    message: Any = notice
-    for part in parents:
-        if part.endswith("]"):
-            field, index = part[:-1].split("[")
-            message = getattr(message, field)[int(index)]
-        else:
-            message = getattr(message, part)
-    return message, name
-
-
-def setting(dotted: str, value: Any) -> Mutation:
-    """Assign `value` to the field at `dotted` (enum numbers need not be defined codes)."""
-
-    def mutate(notice: pb.Notice) -> pb.Notice:
-        message, name = _path(notice, dotted)
-        setattr(message, name, value)
-        return notice
-
-    return mutate
-
-
-def replacing(dotted: str, values: list[Any]) -> Mutation:
-    """Replace the repeated field at `dotted` with `values`."""
-
-    def mutate(notice: pb.Notice) -> pb.Notice:
-        message, name = _path(notice, dotted)
-        del getattr(message, name)[:]
-        getattr(message, name).extend(values)
-        return notice
-
-    return mutate
-
-
-def clearing(dotted: str) -> Mutation:
-    def mutate(notice: pb.Notice) -> pb.Notice:
-        message, name = _path(notice, dotted)
-        message.ClearField(name)
-        return notice
-
-    return mutate
-
-
 def timing(dotted: str, delta: dt.timedelta) -> Mutation:
     """Set the timestamp at `dotted` to NOW + `delta`."""
 
     def mutate(notice: pb.Notice) -> pb.Notice:
-        message, name = _path(notice, dotted)
+        message, name = field_at(notice, dotted)
         getattr(message, name).FromDatetime(NOW + delta)
         return notice
-
-    return mutate
-
-
-def combined(*mutations: Mutation) -> Mutation:
-    def mutate(notice: pb.Notice) -> pb.Notice:
-        for mutation in mutations:
-            notice = mutation(notice)
-        return notice
-
-    return mutate
-
-
-def _varint(value: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte = value & 0x7F
-        value >>= 7
-        if not value:
-            out.append(byte)
-            return bytes(out)
-        out.append(byte | 0x80)
-
-
-def message_field(number: int, payload: bytes) -> bytes:
-    """The wire bytes of a length-delimited field (wire type 2)."""
-    return _varint(number << 3 | 2) + _varint(len(payload)) + payload
-
-
-UNKNOWN = _varint(99 << 3) + _varint(1)  # varint field 99, defined by no message here
-
-
-def appending(extra: bytes) -> Mutation:
-    """Serialize, append raw wire bytes, parse again: what a peer could send."""
-
-    def mutate(notice: pb.Notice) -> pb.Notice:
-        return decode_notice(encode_notice(notice) + extra)
-
-    return mutate
-
-
-def appending_in_body(body: str, inner: bytes) -> Mutation:
-    """Serialize, append `inner` merged into the body, parse again: what a peer could send."""
-
-    def mutate(notice: pb.Notice) -> pb.Notice:
-        number = pb.Notice.DESCRIPTOR.fields_by_name[body].number
-        return decode_notice(encode_notice(notice) + message_field(number, inner))
 
     return mutate
 

@@ -9,7 +9,6 @@ opened content would arrive.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -26,12 +25,20 @@ from exchange.notices import (
     validate_notice,
     validate_reply,
 )
+from tests.unit._mutations import (
+    UNKNOWN,
+    Mutation,
+    appending,
+    clearing,
+    in_body,
+    message_field,
+    replacing,
+    setting,
+    varint_field,
+)
 
 NOW = dt.datetime(2030, 1, 1, 12, 0, tzinfo=dt.UTC)
 TOKEN = bytes(range(32))
-
-Mutation = Callable[[pb.Notice], pb.Notice]
-
 
 # --- valid notices, one per type ---------------------------------------------------------------
 
@@ -131,90 +138,6 @@ VALID = {
 # --- mutations ---------------------------------------------------------------------------------
 
 
-def _path(notice: pb.Notice, dotted: str) -> tuple[Any, str]:
-    """The message holding the last component of `dotted` (indexes allowed), and its name."""
-    *parents, name = dotted.split(".")
-    message: Any = notice
-    for part in parents:
-        if part.endswith("]"):
-            field, index = part[:-1].split("[")
-            message = getattr(message, field)[int(index)]
-        else:
-            message = getattr(message, part)
-    return message, name
-
-
-def setting(dotted: str, value: Any) -> Mutation:
-    """Assign `value` to the field at `dotted` (enum numbers need not be defined codes)."""
-
-    def mutate(notice: pb.Notice) -> pb.Notice:
-        message, name = _path(notice, dotted)
-        setattr(message, name, value)
-        return notice
-
-    return mutate
-
-
-def replacing(dotted: str, values: list[Any]) -> Mutation:
-    """Replace the repeated field at `dotted` with `values`."""
-
-    def mutate(notice: pb.Notice) -> pb.Notice:
-        message, name = _path(notice, dotted)
-        del getattr(message, name)[:]
-        getattr(message, name).extend(values)
-        return notice
-
-    return mutate
-
-
-def clearing(dotted: str) -> Mutation:
-    def mutate(notice: pb.Notice) -> pb.Notice:
-        message, name = _path(notice, dotted)
-        message.ClearField(name)
-        return notice
-
-    return mutate
-
-
-def _varint(value: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte = value & 0x7F
-        value >>= 7
-        if value:
-            out.append(byte | 0x80)
-        else:
-            out.append(byte)
-            return bytes(out)
-
-
-def varint_field(number: int, value: int) -> bytes:
-    """The wire bytes of a varint field (wire type 0)."""
-    return _varint(number << 3) + _varint(value)
-
-
-def message_field(number: int, payload: bytes) -> bytes:
-    """The wire bytes of a length-delimited field (wire type 2)."""
-    return _varint(number << 3 | 2) + _varint(len(payload)) + payload
-
-
-def appending_bytes(extra: bytes) -> Mutation:
-    """Serialize, append raw wire bytes, parse again: what a peer could send."""
-
-    def mutate(notice: pb.Notice) -> pb.Notice:
-        return decode_notice(encode_notice(notice) + extra)
-
-    return mutate
-
-
-def in_body(body: str, inner: bytes) -> bytes:
-    """Wire bytes that merge `inner` into the notice's `body` field."""
-    return message_field(pb.Notice.DESCRIPTOR.fields_by_name[body].number, inner)
-
-
-UNKNOWN = varint_field(99, 1)
-
-
 def case(case_id: str, mutation: Mutation, field: str) -> Any:
     return pytest.param(mutation, field, id=case_id)
 
@@ -252,19 +175,19 @@ COMMON = [
     ),
     case(
         "victim-identification-unknown-code-on-the-wire",
-        appending_bytes(message_field(1, varint_field(3, 99))),
+        appending(message_field(1, varint_field(3, 99))),
         "notice.protection.victim_identification",
     ),
-    case("unknown-field-on-the-notice", appending_bytes(UNKNOWN), "notice"),
+    case("unknown-field-on-the-notice", appending(UNKNOWN), "notice"),
     case(
         "unknown-field-in-the-protection-flags",
-        appending_bytes(message_field(1, UNKNOWN)),
+        appending(message_field(1, UNKNOWN)),
         "notice.protection",
     ),
     case(
         # A known field with the wrong wire type is kept as an unknown field.
         "known-number-wrong-wire-type",
-        appending_bytes(varint_field(1, 1)),
+        appending(varint_field(1, 1)),
         "notice",
     ),
 ]
@@ -278,7 +201,7 @@ def test_common_rules_refuse(body, mutation, field):
 
 @pytest.mark.parametrize("body", list(VALID))
 def test_an_unknown_field_inside_the_body_is_refused(body):
-    error = run(body, appending_bytes(in_body(body, UNKNOWN)))
+    error = run(body, appending(in_body(body, UNKNOWN)))
 
     assert error.field == f"notice.{body}"
     assert error.reason == "carries fields this catalogue does not define"
@@ -333,7 +256,7 @@ CASE_REFERRAL = [
     ),
     case(
         "offence-unknown-code-on-the-wire",
-        appending_bytes(in_body("case_referral", varint_field(1, 99))),
+        appending(in_body("case_referral", varint_field(1, 99))),
         f"{R}.offence_categories[1]",
     ),
     case(
@@ -415,7 +338,7 @@ CASE_REFERRAL = [
     case("urgency-unknown-code", setting("case_referral.urgency", 99), f"{R}.urgency"),
     case(
         "urgency-unknown-code-on-the-wire",
-        appending_bytes(in_body("case_referral", varint_field(7, 99))),
+        appending(in_body("case_referral", varint_field(7, 99))),
         f"{R}.urgency",
     ),
     case("contact-missing", clearing("case_referral.contact_point"), f"{R}.contact_point"),
@@ -446,7 +369,7 @@ CASE_REFERRAL = [
     ),
     case(
         "unknown-field-in-the-contact-point",
-        appending_bytes(in_body("case_referral", message_field(8, UNKNOWN))),
+        appending(in_body("case_referral", message_field(8, UNKNOWN))),
         f"{R}.contact_point",
     ),
     case(
@@ -578,7 +501,7 @@ ASSISTANCE_REQUEST = [
     ),
     case(
         "measure-unknown-code-on-the-wire",
-        appending_bytes(in_body("assistance_request", varint_field(3, 99))),
+        appending(in_body("assistance_request", varint_field(3, 99))),
         f"{Q}.requested_measures[2]",
     ),
     case(
@@ -634,7 +557,7 @@ ASSISTANCE_REQUEST = [
     ),
     case(
         "unknown-field-in-the-deadline",
-        appending_bytes(in_body("assistance_request", message_field(6, UNKNOWN))),
+        appending(in_body("assistance_request", message_field(6, UNKNOWN))),
         f"{Q}.response_deadline",
     ),
     case("contact-missing", clearing("assistance_request.contact_point"), f"{Q}.contact_point"),
@@ -693,7 +616,7 @@ ASSISTANCE_RESPONSE = [
     case("outcome-unknown-code", setting("assistance_response.outcome", 99), f"{P}.outcome"),
     case(
         "outcome-unknown-code-on-the-wire",
-        appending_bytes(in_body("assistance_response", varint_field(1, 99))),
+        appending(in_body("assistance_response", varint_field(1, 99))),
         f"{P}.outcome",
     ),
     case(
@@ -725,7 +648,7 @@ ASSISTANCE_RESPONSE = [
     ),
     case(
         "unknown-field-in-a-measure-result",
-        appending_bytes(in_body("assistance_response", message_field(2, UNKNOWN))),
+        appending(in_body("assistance_response", message_field(2, UNKNOWN))),
         f"{P}.measure_results[2]",
     ),
     case(
@@ -804,7 +727,7 @@ ACKNOWLEDGEMENT = [
     case("status-unknown-code", setting("acknowledgement.status", 99), f"{A}.status"),
     case(
         "status-unknown-code-on-the-wire",
-        appending_bytes(in_body("acknowledgement", varint_field(1, 99))),
+        appending(in_body("acknowledgement", varint_field(1, 99))),
         f"{A}.status",
     ),
     case("note-over-200", setting("acknowledgement.note", "n" * 201), f"{A}.note"),
