@@ -98,16 +98,24 @@ _READY_AT = case(
 _NEXT_DUE = select(func.min(_READY_AT)).where(OUTBOX.c.state == PENDING)
 _STILL_PENDING = (OUTBOX.c.id == bindparam("outbox_id"), OUTBOX.c.state == PENDING)
 # Each attempt's outcome: the row ends (delivered or failed), or waits for the next attempt.
-_END = (
+_OUTCOME = {
+    "attempts": OUTBOX.c.attempts + 1,
+    "lease_until": 0,
+    "state": bindparam("new_state"),
+    "last_error": bindparam("error"),
+    "updated_at": bindparam("now"),
+}
+_END = update(OUTBOX).where(*_STILL_PENDING).values(**_OUTCOME)
+# A receipt also lands on a row its withdrawal cancelled while the envelope was in
+# flight: the recipient has the notice, and that disclosure must be on record.
+WITHDRAWN_BEFORE_DELIVERY = "withdrawn before delivery"
+_LAND = (
     update(OUTBOX)
-    .where(*_STILL_PENDING)
-    .values(
-        attempts=OUTBOX.c.attempts + 1,
-        lease_until=0,
-        state=bindparam("new_state"),
-        last_error=bindparam("error"),
-        updated_at=bindparam("now"),
+    .where(
+        OUTBOX.c.id == bindparam("outbox_id"),
+        (OUTBOX.c.state == PENDING) | (OUTBOX.c.last_error == WITHDRAWN_BEFORE_DELIVERY),
     )
+    .values(**_OUTCOME)
 )
 _RESCHEDULE = (
     update(OUTBOX)
@@ -241,9 +249,18 @@ def next_due_at(connection: Connection) -> int | None:
     return None if value is None else int(value)
 
 
-def _end(connection: Connection, outbox_id: int, state: str, error: str, now: int) -> bool:
+def _end(
+    connection: Connection,
+    outbox_id: int,
+    state: str,
+    error: str,
+    now: int,
+    *,
+    landed: bool = False,
+) -> bool:
     result = connection.execute(
-        _END, {"outbox_id": outbox_id, "new_state": state, "error": error[:500], "now": now}
+        _LAND if landed else _END,
+        {"outbox_id": outbox_id, "new_state": state, "error": error[:500], "now": now},
     )
     return result.rowcount == 1
 
@@ -263,9 +280,11 @@ def record_receipt(
     """Store a verified receipt and end the row: delivered, or failed if it rejects.
 
     Returns:
-        False if the row was no longer pending (another worker finished it).
+        False if the row was no longer pending (another worker finished it) and
+        not cancelled by a withdrawal.
     """
-    if not _end(connection, outbox_id, DELIVERED if accepted else FAILED, error, now):
+    state = DELIVERED if accepted else FAILED
+    if not _end(connection, outbox_id, state, error, now, landed=True):
         return False
     connection.execute(
         _INSERT_RECEIPT,
@@ -298,9 +317,6 @@ def retry_later(
 def fail(connection: Connection, *, outbox_id: int, error: str, now: int) -> bool:
     """End the row as failed (expired undelivered). False if it was no longer pending."""
     return _end(connection, outbox_id, FAILED, error, now)
-
-
-WITHDRAWN_BEFORE_DELIVERY = "withdrawn before delivery"
 
 
 def cancel_pending(connection: Connection, message_id: str, now: int) -> int:

@@ -454,3 +454,34 @@ def test_next_due_at_is_the_earliest_time_a_pending_row_can_be_claimed(store, no
     assert store.read(outbox.next_due_at) == T0 + LEASE
     claim(store, now=T0 + LEASE, limit=1, lease=20 * SECOND)
     assert store.read(outbox.next_due_at) == T0 + 40 * SECOND
+
+
+def test_a_receipt_for_a_delivery_in_flight_when_withdrawn_is_still_stored(store, notices):
+    # The envelope left before the withdrawal cancelled the row: the recipient has it.
+    signed = notices.envelope()
+    submit(store, signed)
+    (item,) = claim(store, now=T0)
+    assert store.write(lambda c: outbox.cancel_pending(c, signed.message_id, T0)) == 1
+
+    assert deliver(store, item, signed, now=T0 + 1) is True
+    assert deliver(store, item, signed, now=T0 + 2) is False
+    (record,) = store.read(lambda c: outbox.delivery_status(c, signed.message_id))
+    assert (record.state, record.last_error) == ("delivered", "")
+    assert record.receipt is not None
+
+
+def test_cancel_pending_ends_only_pending_rows(store, notices):
+    signed = notices.envelope(recipients=(NODE_XB, NODE_XC))
+    submit(store, signed)
+    first, _ = claim(store, now=T0)
+    deliver(store, first, signed, now=T0 + 1)
+
+    assert store.write(lambda c: outbox.cancel_pending(c, signed.message_id, T0 + 2)) == 1
+    states = {
+        r.recipient_node_id: (r.state, r.last_error)
+        for r in store.read(lambda c: outbox.delivery_status(c, signed.message_id))
+    }
+    assert states == {
+        NODE_XB: ("delivered", ""),
+        NODE_XC: ("failed", outbox.WITHDRAWN_BEFORE_DELIVERY),
+    }
