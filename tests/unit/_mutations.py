@@ -7,7 +7,8 @@ with raw wire bytes appended, as a peer's opened content would arrive.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import dataclasses
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from exchange._proto.exchange.v1 import notices_pb2 as pb
@@ -115,3 +116,57 @@ def appending(extra: bytes) -> Mutation:
 def appending_in_body(body: str, inner: bytes) -> Mutation:
     """Serialize, append `inner` merged into the body, parse again."""
     return appending(in_body(body, inner))
+
+
+# --- refusal cases as data ---------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class RefusalCase:
+    """A notice the catalogue refuses, for tests that put the unit cases through running nodes.
+
+    Attributes:
+        case_id: the unit test's node id under tests/unit, to rerun it there.
+        body: the type of the valid notice that was mutated (its header kind).
+        notice: the mutated notice.
+        field: the field path the ValidationError names.
+        reason: a fragment of its reason; "" where the unit test checks none.
+    """
+
+    case_id: str
+    body: str
+    notice: pb.Notice
+    field: str
+    reason: str = ""
+
+
+def refusal_case(
+    test: Callable[..., object],
+    param_id: str,
+    body: str,
+    notice: pb.Notice,
+    field: str,
+    reason: str = "",
+) -> RefusalCase:
+    """The case that `test[param_id]` checks (`param_id` "" for a test without parameters)."""
+    file = test.__module__.rpartition(".")[2]
+    node_id = f"{file}.py::{test.__name__}" + (f"[{param_id}]" if param_id else "")
+    return RefusalCase(node_id, body, notice, field, reason)
+
+
+def table_cases(
+    test: Callable[..., object],
+    body: str,
+    make: Callable[[], pb.Notice],
+    table: Iterable[Any],
+    id_suffix: str = "",
+) -> list[RefusalCase]:
+    """The cases of `test`'s table of pytest.param(mutation, field[, reason], id=...).
+
+    Each mutation is applied to a fresh valid notice from `make`; `id_suffix` is
+    what pytest appends to the row's id when `test` has another parameter.
+    """
+    return [
+        refusal_case(test, f"{row.id}{id_suffix}", body, row.values[0](make()), *row.values[1:])
+        for row in table
+    ]

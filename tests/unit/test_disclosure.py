@@ -58,14 +58,17 @@ from exchange.notices import (
 from tests.unit._mutations import (
     UNKNOWN,
     Mutation,
+    RefusalCase,
     appending,
     appending_in_body,
     clearing,
     combined,
     field_at,
     message_field,
+    refusal_case,
     replacing,
     setting,
+    table_cases,
 )
 
 NOW = dt.datetime(2030, 1, 1, 12, 0, tzinfo=dt.UTC)
@@ -2794,3 +2797,145 @@ READABLE = [
 @pytest.mark.parametrize(("notice", "fields"), READABLE)
 def test_readable_fields_lists_the_set_body_fields(notice, fields):
     assert readable_fields(notice) == fields
+
+
+# --- every refusal above, as data (for tests/integration/test_policy_in_service.py) ------------
+# NOT_ADMITTED is not among them: its notices are valid and refused only under a policy
+# narrowed by monkeypatch, which no notice can carry.
+
+
+def refusal_cases() -> list[RefusalCase]:
+    """Every notice this file expects refused, built afresh and named by its test's node id."""
+    return [
+        *_table_refusals(),
+        *_path_refusals(),
+        *_section_refusals(),
+        *_unknown_field_refusals(),
+        *_single_refusals(),
+    ]
+
+
+def _built(body: str, mutation: Mutation) -> pb.Notice:
+    return mutation(VALID[body][0]())
+
+
+def _table_refusals() -> list[RefusalCase]:
+    tables = [
+        (test_extradition_notice_rules_refuse, "extradition_notice", EXTRADITION),
+        (test_seizure_request_rules_refuse, "seizure_request", SEIZURE_REQUEST),
+        (test_seizure_response_rules_refuse, "seizure_response", SEIZURE_RESPONSE),
+        (
+            test_victim_support_coordination_rules_refuse,
+            "victim_support_coordination",
+            VICTIM_SUPPORT,
+        ),
+        (test_travel_alert_rules_refuse, "travel_alert", TRAVEL_ALERT),
+        (test_content_hash_referral_rules_refuse, "content_hash_referral", CONTENT_HASH),
+        (test_withdrawal_rules_refuse, "withdrawal", WITHDRAWAL),
+        (test_disclosure_request_rules_refuse, "disclosure_request", DISCLOSURE_REQUEST),
+        (test_disclosure_grant_rules_refuse, "disclosure_grant", DISCLOSURE_GRANT),
+        (test_restricted_section_rules_refuse, "victim_support_coordination", RESTRICTED_SECTIONS),
+        (test_forwarded_from_rules_refuse, "travel_alert", FORWARDED_FROM),
+    ]
+    return [
+        case
+        for test, body, table in tables
+        for case in table_cases(test, body, VALID[body][0], table)
+    ]
+
+
+def _path_refusals() -> list[RefusalCase]:
+    """REQUIRED and TEXT_REFUSED, whose rows name a body and a field path."""
+    required = [
+        refusal_case(
+            test_a_missing_required_field_is_named,
+            row.id,
+            body,
+            _built(body, clearing(f"{body}.{path}")),
+            f"notice.{body}.{path}",
+            "is required",  # in both "is required" and "at least one is required"
+        )
+        for row in REQUIRED
+        for body, path in [row.values]
+    ]
+    texts = [
+        refusal_case(
+            test_a_field_refuses_identifiers_it_does_not_exist_for,
+            row.id,
+            body,
+            _built(body, setting(f"{body}.{path}", value)),
+            f"notice.{body}.{path}",
+            "personal identifiers are refused here",
+        )
+        for row in TEXT_REFUSED
+        for body, path, value in [row.values]
+    ]
+    return required + texts
+
+
+def _section_refusals() -> list[RefusalCase]:
+    """Restricted sections in the types whose policy refuses them."""
+    refused = [
+        refusal_case(
+            test_restricted_sections_are_not_allowed_where_the_policy_refuses_them,
+            body,
+            body,
+            _built(body, with_sections(commitment())),
+            "notice.restricted_sections",
+            f"is not allowed in {kind_name(VALID[body][1])} notices",
+        )
+        for body, admitted in RESTRICTED_SECTIONS_ADMITTED.items()
+        if not admitted
+    ]
+    acknowledgement = pb.Notice(
+        protection=protection(pb.VICTIM_IDENTIFICATION_UNKNOWN),
+        acknowledgement=pb.Acknowledgement(status=pb.ACKNOWLEDGEMENT_STATUS_RECEIVED),
+        restricted_sections=[commitment()],
+    )
+    return [
+        *refused,
+        refusal_case(
+            test_restricted_sections_are_not_allowed_in_an_acknowledgement,
+            "",
+            "acknowledgement",
+            acknowledgement,
+            "notice.restricted_sections",
+            "is not allowed in ACKNOWLEDGEMENT notices",
+        ),
+    ]
+
+
+def _unknown_field_refusals() -> list[RefusalCase]:
+    return [
+        refusal_case(
+            test_an_unknown_field_inside_the_body_is_refused,
+            body,
+            body,
+            _built(body, appending_in_body(body, UNKNOWN)),
+            f"notice.{body}",
+            "carries fields this catalogue does not define",
+        )
+        for body in VALID
+    ]
+
+
+def _single_refusals() -> list[RefusalCase]:
+    twice = [pb.Port(locode="XCAAA", mode=pb.TRAVEL_MODE_AIR)] * 2
+    return [
+        refusal_case(
+            test_the_same_port_listed_twice_is_refused,
+            "",
+            "travel_alert",
+            _built("travel_alert", replacing("travel_alert.ports", twice)),
+            f"{L}.ports[1]",
+            "is listed twice",
+        ),
+        refusal_case(
+            test_a_referral_of_200001_hashes_is_refused,
+            "",
+            "content_hash_referral",
+            sha256_hashes(200_001),
+            f"{H}.hashes",
+            "at most 200000 entries",
+        ),
+    ]

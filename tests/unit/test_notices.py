@@ -28,12 +28,15 @@ from exchange.notices import (
 from tests.unit._mutations import (
     UNKNOWN,
     Mutation,
+    RefusalCase,
     appending,
     clearing,
     in_body,
     message_field,
+    refusal_case,
     replacing,
     setting,
+    table_cases,
     varint_field,
 )
 
@@ -859,3 +862,58 @@ def test_decode_notice_round_trips_every_valid_notice():
     for make, _kind in VALID.values():
         notice = make()
         assert decode_notice(encode_notice(notice)) == notice
+
+
+# --- every refusal above, as data (for tests/integration/test_policy_in_service.py) ------------
+
+
+def refusal_cases() -> list[RefusalCase]:
+    """Every notice this file expects refused, built afresh and named by its test's node id."""
+    return [*_table_refusals(), *_control_character_refusals(), *_unknown_field_refusals()]
+
+
+def _table_refusals() -> list[RefusalCase]:
+    tables = [
+        (test_case_referral_rules_refuse, "case_referral", CASE_REFERRAL),
+        (test_assistance_request_rules_refuse, "assistance_request", ASSISTANCE_REQUEST),
+        (test_assistance_response_rules_refuse, "assistance_response", ASSISTANCE_RESPONSE),
+        (test_acknowledgement_rules_refuse, "acknowledgement", ACKNOWLEDGEMENT),
+    ]
+    common = [
+        case
+        for body, (make, _kind) in VALID.items()
+        for case in table_cases(test_common_rules_refuse, body, make, COMMON, f"-{body}")
+    ]
+    return common + [
+        case
+        for test, body, table in tables
+        for case in table_cases(test, body, VALID[body][0], table)
+    ]
+
+
+def _control_character_refusals() -> list[RefusalCase]:
+    return [
+        refusal_case(
+            test_free_text_with_a_control_character_is_refused,
+            row.id,
+            "case_referral",
+            setting("case_referral.summary", f"traced{row.values[0]}to a server")(case_referral()),
+            f"{R}.summary",
+            "contains control characters",
+        )
+        for row in CONTROL_CHARACTERS
+    ]
+
+
+def _unknown_field_refusals() -> list[RefusalCase]:
+    return [
+        refusal_case(
+            test_an_unknown_field_inside_the_body_is_refused,
+            body,
+            body,
+            appending(in_body(body, UNKNOWN))(make()),
+            f"notice.{body}",
+            "carries fields this catalogue does not define",
+        )
+        for body, (make, _kind) in VALID.items()
+    ]
