@@ -1,11 +1,16 @@
-"""The audit log's entries and their hash chain.
+"""The audit log's entries, and checking a whole log against its signed heads.
 
-Every submit, delivery, receipt, read, refusal and trust or client change is
-recorded as an `AuditRecord`: ids, digests, actors and times, never content.
-Entries are chained: each entry's hash covers the previous entry's hash, its
-sequence number and its fields, so editing, removing or reordering an entry
-breaks every later hash. (A Merkle log with signed tree heads replaces the chain
-as the proof structure in a later step; the entries stay the same.)
+Every submit, send attempt, delivery, receipt, read, disclosure, refusal,
+withdrawal, purge and trust or client change is recorded as an `AuditRecord`:
+ids, digests, actors and times, never content. Stored, a record becomes a
+`LoggedEntry` and a leaf of the node's Merkle log (RFC 9162, `exchange.merkle`):
+its leaf input is the tagged, length-prefixed encoding of every field,
+sequence number included, so an entry cannot be edited or moved unnoticed.
+
+The log's tamper evidence is its signed tree heads (`exchange.checkpoint`):
+once a head is signed, and more so once a peer holds it, no entry below its
+size can change without the root changing. `check_log` replays a whole log
+and names the first bad entry.
 """
 
 from __future__ import annotations
@@ -13,14 +18,15 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 
-from exchange._encoding import tagged_digest
+from exchange import merkle
+from exchange._encoding import encode
+from exchange.checkpoint import TreeHead
 from exchange.clock import to_millis
 
-__all__ = ["GENESIS_HASH", "AuditRecord", "ChainedEntry", "canonical_details", "first_broken_link"]
+__all__ = ["AuditRecord", "LogCheck", "LoggedEntry", "canonical_details", "check_log"]
 
-GENESIS_HASH = bytes(32)
 _TAG = "exchange.v1.AuditEntry"
 
 
@@ -48,8 +54,13 @@ def canonical_details(details: Mapping[str, str]) -> str:
 
 
 @dataclasses.dataclass(frozen=True)
-class ChainedEntry:
-    """A stored audit entry with its place in the chain."""
+class LoggedEntry:
+    """A stored audit entry: leaf number `sequence - 1` of the Merkle log.
+
+    Attributes:
+        sequence: 1 for the first entry; gapless.
+        leaf_hash: the leaf hash as stored (recomputed by `expected_leaf_hash`).
+    """
 
     sequence: int
     occurred_at_ms: int
@@ -58,13 +69,17 @@ class ChainedEntry:
     message_id: str
     peer_node_id: str
     details_json: str
-    previous_hash: bytes
-    entry_hash: bytes
+    leaf_hash: bytes
+
+    @property
+    def index(self) -> int:
+        """The entry's leaf index in the Merkle tree."""
+        return self.sequence - 1
 
     @staticmethod
-    def chain(previous_hash: bytes, sequence: int, record: AuditRecord) -> ChainedEntry:
-        """The entry that follows `previous_hash` at `sequence`."""
-        unhashed = ChainedEntry(
+    def of(sequence: int, record: AuditRecord) -> LoggedEntry:
+        """The entry `record` becomes at `sequence`."""
+        unhashed = LoggedEntry(
             sequence=sequence,
             occurred_at_ms=to_millis(record.occurred_at),
             actor=record.actor,
@@ -72,16 +87,14 @@ class ChainedEntry:
             message_id=record.message_id,
             peer_node_id=record.peer_node_id,
             details_json=canonical_details(record.details),
-            previous_hash=previous_hash,
-            entry_hash=b"",
+            leaf_hash=b"",
         )
-        return dataclasses.replace(unhashed, entry_hash=unhashed.expected_hash())
+        return dataclasses.replace(unhashed, leaf_hash=unhashed.expected_leaf_hash())
 
-    def expected_hash(self) -> bytes:
-        """SHA-256 over the previous hash and every field of this entry."""
-        return tagged_digest(
+    def leaf_input(self) -> bytes:
+        """The bytes this entry contributes to the tree: d(sequence - 1) of RFC 9162."""
+        return encode(
             _TAG,
-            self.previous_hash,
             self.sequence.to_bytes(8, "big"),
             self.occurred_at_ms.to_bytes(8, "big", signed=True),
             self.actor.encode(),
@@ -91,22 +104,80 @@ class ChainedEntry:
             self.details_json.encode(),
         )
 
+    def expected_leaf_hash(self) -> bytes:
+        return merkle.leaf_hash(self.leaf_input())
 
-def first_broken_link(entries: Iterable[ChainedEntry]) -> int | None:
-    """The sequence number of the first entry that breaks the chain, or None.
 
-    Entries must be given in sequence order starting at 1; a gap, a reordering,
-    an edited field or a wrong link all break the chain at that entry.
+@dataclasses.dataclass(frozen=True)
+class LogCheck:
+    """The outcome of replaying a whole log against its signed heads.
+
+    Attributes:
+        entries: how many entries were read.
+        heads: how many signed heads were compared with the replayed tree.
+        first_bad_sequence: the first entry that cannot be trusted, or None.
+        problem: what was wrong there, in words.
     """
-    previous = GENESIS_HASH
-    expected_sequence = 1
+
+    entries: int
+    heads: int
+    first_bad_sequence: int | None = None
+    problem: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.first_bad_sequence is None
+
+
+def check_log(entries: Iterable[LoggedEntry], heads: Sequence[TreeHead]) -> LogCheck:
+    """Replay `entries` (in stored order) and compare the tree with every signed head.
+
+    Finds, at the first bad entry: a gap, a duplicate or a reordering (the
+    sequence is not the next one), an edit (the fields no longer give the
+    stored leaf hash), and an edit whose leaf hash was recomputed too (the
+    replayed root differs from the first signed head that covers it: the bad
+    entry is then the first one after the last head that still matches).
+    A head larger than the log means the log was truncated.
+
+    Args:
+        heads: the node's signed heads, already verified as signed by it.
+    """
+    by_size = sorted(heads, key=lambda head: head.size)
+    pending = list(reversed(by_size))
+    frontier = merkle.Frontier.empty()
+    last_matching = 0
+    checked = 0
     for entry in entries:
-        if (
-            entry.sequence != expected_sequence
-            or entry.previous_hash != previous
-            or entry.entry_hash != entry.expected_hash()
-        ):
-            return expected_sequence
-        previous = entry.entry_hash
-        expected_sequence += 1
-    return None
+        expected = frontier.size + 1
+        if entry.sequence != expected:
+            return LogCheck(
+                frontier.size,
+                checked,
+                expected,
+                f"entry {expected} is missing or out of order (found {entry.sequence})",
+            )
+        if entry.leaf_hash != entry.expected_leaf_hash():
+            return LogCheck(frontier.size, checked, expected, f"entry {expected} was edited")
+        frontier, _ = frontier.append(entry.leaf_hash)
+        while pending and pending[-1].size == frontier.size:
+            head = pending.pop()
+            checked += 1
+            if head.root != frontier.root():
+                return LogCheck(
+                    frontier.size,
+                    checked,
+                    last_matching + 1,
+                    f"entries {last_matching + 1} to {head.size} do not give the root "
+                    f"signed at size {head.size}",
+                )
+            last_matching = head.size
+    if pending:
+        largest = by_size[-1]
+        return LogCheck(
+            frontier.size,
+            checked,
+            frontier.size + 1,
+            f"log truncated: a head was signed at size {largest.size}, "
+            f"only {frontier.size} entries remain",
+        )
+    return LogCheck(frontier.size, checked)

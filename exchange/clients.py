@@ -36,6 +36,9 @@ PERMISSIONS = {
     "WatchInbox": "reader",
     "ListOverdueRequests": "reader",
     "ListAuditEntries": "auditor",
+    "GetAuditHead": "auditor",
+    "GetInclusionProof": "auditor",
+    "GetConsistencyProof": "auditor",
 }
 
 _TOKEN = re.compile(r"^exn_([0-9a-f]{32})_([A-Za-z0-9_-]{43})$")

@@ -28,6 +28,7 @@ from exchange.errors import ConfigError, ValidationError
 from exchange.ids import validate_country, validate_node_id
 
 __all__ = [
+    "AuditConfig",
     "AuthorityConfig",
     "DeliveryConfig",
     "FederationConfig",
@@ -114,6 +115,19 @@ class RetentionConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class AuditConfig:
+    """[audit]: how often the node signs its log's head and checks its peers' heads.
+
+    A head is signed once `head_every_entries` entries are unsigned, or once any
+    entry has waited `head_interval_seconds`.
+    """
+
+    head_every_entries: int = 1000
+    head_interval_seconds: float = 10.0
+    peer_check_interval_seconds: float = 60.0
+
+
+@dataclasses.dataclass(frozen=True)
 class LoggingConfig:
     """[logging]"""
 
@@ -134,6 +148,7 @@ class NodeConfig:
     delivery: DeliveryConfig = DeliveryConfig()
     receive: ReceiveConfig = ReceiveConfig()
     retention: RetentionConfig = RetentionConfig()
+    audit: AuditConfig = AuditConfig()
     logging: LoggingConfig = LoggingConfig()
 
     @property
@@ -161,6 +176,7 @@ _SECTIONS: Mapping[str, type[Any]] = {
     "delivery": DeliveryConfig,
     "receive": ReceiveConfig,
     "retention": RetentionConfig,
+    "audit": AuditConfig,
     "logging": LoggingConfig,
 }
 _ENV_OVERRIDES = {

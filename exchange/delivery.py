@@ -181,15 +181,26 @@ class DeliveryWorker:
         )
         # Never sleep past expiry: the failure must be reported when it happens.
         next_attempt = min(to_millis(now + delay), item.expires_at)
-        await self._context.store.write(
-            lambda c: outbox.retry_later(
-                c,
+        attempt = AuditRecord(
+            occurred_at=now,
+            actor=self._context.actor,
+            action="delivery.attempt_failed",
+            message_id=item.message_id,
+            peer_node_id=item.recipient_node_id,
+            details={"attempt": str(item.attempts + 1), "error": error[:200]},
+        )
+
+        def commit(connection: Connection) -> None:
+            outbox.retry_later(
+                connection,
                 outbox_id=item.outbox_id,
                 error=error,
                 next_attempt_at=next_attempt,
                 now=to_millis(now),
             )
-        )
+            audit_log.append(connection, [attempt])
+
+        await self._context.store.write(commit)
         self._context.log.info(
             "delivery.retry",
             message_id=item.message_id,
@@ -277,6 +288,7 @@ class DeliveryWorker:
                 self._failure_entries(connection, item, reason, now)
 
         await self._context.store.write(commit)
+        self._context.peer_heard_from(item.recipient_node_id)
         if not receipt.accepted:
             self._context.inbox_changed.fire()
         self._context.log.info(

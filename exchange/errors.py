@@ -9,6 +9,7 @@ Messages say what was wrong without echoing secrets or content.
     ├── KeyMaterialError         a private key cannot be read (passphrase, format)
     ├── TrustListError           a trust list failed verification or is unusable
     ├── VerificationError        an envelope or receipt failed verification
+    ├── AuditError               a tree head, proof or evidence bundle does not verify
     ├── ValidationError          a request or notice breaks a rule (names the field)
     ├── PreconditionError        the request is valid but cannot be done now
     ├── NotFoundError            the named object does not exist (for this caller)
@@ -25,6 +26,7 @@ from __future__ import annotations
 import enum
 
 __all__ = [
+    "AuditError",
     "AuthenticationError",
     "ConfigError",
     "ConflictError",
@@ -94,6 +96,14 @@ class VerificationError(ExchangeError):
         self.failure = failure
         self.detail = detail
         super().__init__(f"{failure.value}: {detail}" if detail else failure.value)
+
+
+class AuditError(ExchangeError):
+    """A signed tree head, an audit proof or an evidence bundle does not verify.
+
+    The message says which check failed; for a peer's head it is evidence of
+    a rewritten or split log.
+    """
 
 
 class ValidationError(ExchangeError):

@@ -23,6 +23,7 @@ import grpc
 
 from exchange import pki
 from exchange.addresses import is_loopback
+from exchange.auditing import AuditLog
 from exchange.clock import Clock, SystemClock
 from exchange.config import NodeConfig, load_node_config, passphrase_from_env
 from exchange.delivery import DeliveryWorker
@@ -31,6 +32,7 @@ from exchange.errors import ConfigError, StoreUnavailableError
 from exchange.identity import NodeIdentity
 from exchange.layout import NodeLayout
 from exchange.logs import get_logger
+from exchange.peer_heads import PeerHeadWatcher
 from exchange.reading import Reader
 from exchange.receiving import Receiver
 from exchange.retention import PURGE_BATCH, purge_batch
@@ -183,15 +185,22 @@ class Node:
                 version=context.trust.version,
                 detail="sending is refused until a newer trust list is installed",
             )
+        audit = AuditLog(context)
         self._servers = await start_servers(
-            federation=FederationService(context, Receiver(context)),
-            authority=AuthorityService(context, Submitter(context), Reader(context)),
+            federation=FederationService(context, Receiver(context), audit),
+            authority=AuthorityService(context, Submitter(context), Reader(context), audit),
             federation_address=self.config.federation.listen,
             federation_credentials=self.tls.server_credentials(),
             authority_address=self.config.authority.listen,
             authority_credentials=self.authority_credentials,
         )
         self._transport = PeerTransport(self.tls.channel_credentials())
+        self._tasks.append(asyncio.create_task(audit.run(), name="audit-heads"))
+        self._tasks.append(
+            asyncio.create_task(
+                PeerHeadWatcher(context, self._transport).run(), name="peer-audit-heads"
+            )
+        )
         self._tasks.append(asyncio.create_task(self._follow_trust(), name="trust"))
         self._tasks.append(asyncio.create_task(self._purge_periodically(), name="retention"))
         if deliver:

@@ -18,7 +18,7 @@ from sqlalchemy import Connection
 from exchange import notices
 from exchange._proto.exchange.v1 import envelope_pb2 as _K
 from exchange._proto.exchange.v1 import notices_pb2
-from exchange.audit import AuditRecord, ChainedEntry
+from exchange.audit import AuditRecord, LoggedEntry
 from exchange.clients import Principal
 from exchange.clock import to_millis
 from exchange.errors import NotFoundError, PreconditionError, ValidationError, VerificationError
@@ -207,7 +207,7 @@ class Reader:
             lambda c: lifecycle.overdue_requests(c, now=now, answers=dict(notices.REQUEST_KINDS))
         )
 
-    async def audit_entries(self, after: int, page_size: int) -> list[ChainedEntry]:
+    async def audit_entries(self, after: int, page_size: int) -> list[LoggedEntry]:
         limit = _page_size(page_size, 100, MAX_AUDIT_PAGE)
         return await self._context.store.read(lambda c: audit_log.entries_after(c, after, limit))
 

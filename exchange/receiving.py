@@ -491,6 +491,7 @@ class Receiver:
                 raise
             return earlier
         context.inbox_changed.fire()
+        context.peer_heard_from(header.sender_node_id)
         if effects.outgoing:
             context.outbox_changed.fire()
         context.log.info(

@@ -15,6 +15,7 @@ from exchange.clock import Clock
 from exchange.config import NodeConfig
 from exchange.envelope import ReceivePolicy
 from exchange.errors import PreconditionError
+from exchange.health import HealthConditions
 from exchange.identity import NodeIdentity
 from exchange.seal import open_sealed
 from exchange.store.engine import AsyncStore
@@ -56,6 +57,7 @@ class NodeContext:
         inbox_changed: fired after an inbox event is committed.
         outbox_changed: fired after outbox rows are committed.
         rng: randomness for backoff jitter (seeded in tests).
+        health: named problems; any makes the node's health services NOT_SERVING.
     """
 
     config: NodeConfig
@@ -68,6 +70,10 @@ class NodeContext:
     inbox_changed: Signal = dataclasses.field(default_factory=Signal)
     outbox_changed: Signal = dataclasses.field(default_factory=Signal)
     rng: random.Random = dataclasses.field(default_factory=random.Random)
+    health: HealthConditions = dataclasses.field(default_factory=HealthConditions)
+    # Peers exchanged with since the audit watcher last looked: it checks their heads.
+    peers_heard_from: set[str] = dataclasses.field(default_factory=set)
+    peer_activity: Signal = dataclasses.field(default_factory=Signal)
 
     @property
     def node_id(self) -> str:
@@ -76,6 +82,11 @@ class NodeContext:
     @property
     def actor(self) -> str:
         return f"node:{self.node_id}"
+
+    def peer_heard_from(self, node_id: str) -> None:
+        """Note a delivery to or from `node_id`, so its audit head is checked soon."""
+        self.peers_heard_from.add(node_id)
+        self.peer_activity.fire()
 
     def open_content(
         self, sealed_payload: bytes, message_id: str, sender_node_id: str

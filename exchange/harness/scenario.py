@@ -39,13 +39,16 @@ from exchange import _wire
 from exchange._proto.exchange.v1 import authority_pb2 as apb
 from exchange._proto.exchange.v1 import envelope_pb2 as epb
 from exchange._proto.exchange.v1 import notices_pb2 as npb
-from exchange.audit import ChainedEntry, canonical_details, first_broken_link
-from exchange.clock import to_millis
+from exchange.admin.federation import latest_published
+from exchange.audit import LoggedEntry, check_log
+from exchange.checkpoint import TreeHead
 from exchange.disclosure import readable_fields
 from exchange.harness import samples
 from exchange.harness.setup import SimNode
 from exchange.notices import kind_name
+from exchange.rpc import convert
 from exchange.rpc.client import AuthorityClient
+from exchange.trust import TrustList
 
 __all__ = ["Check", "NodeControl", "Overdue", "Readable", "Report", "Scenario", "Traffic"]
 
@@ -648,31 +651,45 @@ class Scenario:
             )
 
     async def _check_audit_logs(self) -> None:
+        _, published = latest_published(self.nodes[0].directory.parent / "federation")
         for node in self.nodes:
-            entries: list[ChainedEntry] = []
-            while True:
-                after = entries[-1].sequence if entries else 0
-                page = await self._auditor(node).audit_entries(after, 1000)
-                entries.extend(
-                    ChainedEntry(
-                        sequence=e.sequence,
-                        occurred_at_ms=to_millis(e.occurred_at.ToDatetime(tzinfo=dt.UTC)),
-                        actor=e.actor,
-                        action=e.action,
-                        message_id=e.message_id,
-                        peer_node_id=e.peer_node_id,
-                        details_json=canonical_details(dict(e.details)),
-                        previous_hash=e.previous_hash,
-                        entry_hash=e.entry_hash,
-                    )
-                    for e in page.entries
-                )
-                if len(page.entries) < 1000:
-                    break
-            broken = first_broken_link(entries)
-            self.check(
-                "final",
-                f"{node.node_id}'s audit chain verifies ({len(entries)} entries)",
-                broken is None,
-                f"first bad entry {broken}" if broken else "",
-            )
+            await self._check_audit_log(node, published.trust_list)
+
+    async def _check_audit_log(self, node: SimNode, trust: TrustList) -> None:
+        auditor = self._auditor(node)
+        entries = await self._audit_entries(auditor)
+        heads: list[TreeHead] = []
+
+        async def head_covers_the_log() -> bool:
+            response = await auditor.audit_head()
+            if not response.HasField("head"):
+                return False
+            heads[:] = [convert.signed_tree_head(response.head).verify(trust, node.node_id)]
+            return heads[0].size >= len(entries)
+
+        signed = await self._until(head_covers_the_log)
+        self.check(
+            "final",
+            f"{node.node_id} signed a head over its whole audit log",
+            signed,
+            f"{heads[0].size if heads else 0} of {len(entries)} entries",
+        )
+        if not heads:
+            return
+        entries = await self._audit_entries(auditor)
+        outcome = check_log(entries[: heads[0].size], heads)
+        self.check(
+            "final",
+            f"{node.node_id}'s audit log replays to its signed head ({heads[0].size} entries)",
+            outcome.ok,
+            outcome.problem,
+        )
+
+    async def _audit_entries(self, auditor: AuthorityClient) -> list[LoggedEntry]:
+        entries: list[LoggedEntry] = []
+        while True:
+            after = entries[-1].sequence if entries else 0
+            page = await auditor.audit_entries(after, 1000)
+            entries.extend(convert.logged_entry(e) for e in page.entries)
+            if len(page.entries) < 1000:
+                return entries

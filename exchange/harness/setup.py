@@ -28,12 +28,18 @@ _AUTHORITIES = [
     ("prosecution", "Prosecution Service"),
     ("childprotection", "Child Protection Agency"),
 ]
-# Short retry delays, so the simulation's restarted node is reached in seconds.
+# Short retry delays, so the simulation's restarted node is reached in seconds, and
+# audit heads signed and cross-checked within the scenario's run.
 _SIMULATION_DELIVERY = """
 [delivery]
 # The simulation retries quickly; production defaults are 1 s growing to 600 s.
 initial_backoff_seconds = 0.25
 max_backoff_seconds = 2.0
+
+[audit]
+# Production defaults: a head every 10 s, peers' heads checked every 60 s.
+head_interval_seconds = 1.0
+peer_check_interval_seconds = 2.0
 """
 
 

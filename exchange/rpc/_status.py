@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 import grpc
 
 from exchange.errors import (
+    AuditError,
     AuthenticationError,
     ConflictError,
     ExchangeError,
@@ -55,6 +56,7 @@ _CODES: list[tuple[type[ExchangeError], grpc.StatusCode]] = [
     (ValidationError, grpc.StatusCode.INVALID_ARGUMENT),
     (PreconditionError, grpc.StatusCode.FAILED_PRECONDITION),
     (TrustListError, grpc.StatusCode.FAILED_PRECONDITION),
+    (AuditError, grpc.StatusCode.FAILED_PRECONDITION),
     (NotFoundError, grpc.StatusCode.NOT_FOUND),
     (ConflictError, grpc.StatusCode.ALREADY_EXISTS),
     (AuthenticationError, grpc.StatusCode.UNAUTHENTICATED),

@@ -9,8 +9,9 @@ from typing import Any, TypeVar
 
 import grpc
 
+from exchange._proto.exchange.v1 import audit_pb2, authority_pb2_grpc
 from exchange._proto.exchange.v1 import authority_pb2 as pb
-from exchange._proto.exchange.v1 import authority_pb2_grpc
+from exchange.auditing import AuditLog
 from exchange.clients import Principal, authenticate, parse_token
 from exchange.errors import AuthenticationError
 from exchange.reading import Reader
@@ -40,10 +41,13 @@ def bearer_token(metadata: Any) -> str:
 
 
 class AuthorityService(authority_pb2_grpc.AuthorityServicer):
-    def __init__(self, node: NodeContext, submitter: Submitter, reader: Reader) -> None:
+    def __init__(
+        self, node: NodeContext, submitter: Submitter, reader: Reader, audit: AuditLog
+    ) -> None:
         self._node = node
         self._submitter = submitter
         self._reader = reader
+        self._audit = audit
 
     async def _principal(self, context: Context, method: str) -> Principal:
         token = bearer_token(context.invocation_metadata())
@@ -193,3 +197,29 @@ class AuthorityService(authority_pb2_grpc.AuthorityServicer):
             return pb.ListAuditEntriesResponse(entries=[convert.audit_entry(e) for e in entries])
 
         return await self._call(context, "ListAuditEntries", handle)
+
+    async def GetAuditHead(
+        self, request: audit_pb2.GetAuditHeadRequest, context: Context
+    ) -> audit_pb2.GetAuditHeadResponse:
+        async def handle(_: Principal) -> audit_pb2.GetAuditHeadResponse:
+            return convert.audit_head_response(await self._audit.latest_head())
+
+        return await self._call(context, "GetAuditHead", handle)
+
+    async def GetInclusionProof(
+        self, request: audit_pb2.GetInclusionProofRequest, context: Context
+    ) -> audit_pb2.GetInclusionProofResponse:
+        async def handle(_: Principal) -> audit_pb2.GetInclusionProofResponse:
+            proof = await self._audit.inclusion(request.sequence, request.tree_size)
+            return convert.inclusion_response(proof, with_entry=True)
+
+        return await self._call(context, "GetInclusionProof", handle)
+
+    async def GetConsistencyProof(
+        self, request: audit_pb2.GetConsistencyProofRequest, context: Context
+    ) -> audit_pb2.GetConsistencyProofResponse:
+        async def handle(_: Principal) -> audit_pb2.GetConsistencyProofResponse:
+            path = await self._audit.consistency(request.first_size, request.second_size)
+            return audit_pb2.GetConsistencyProofResponse(path=path)
+
+        return await self._call(context, "GetConsistencyProof", handle)

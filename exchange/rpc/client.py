@@ -7,8 +7,8 @@ from types import TracebackType
 
 import grpc
 
+from exchange._proto.exchange.v1 import audit_pb2, authority_pb2_grpc
 from exchange._proto.exchange.v1 import authority_pb2 as pb
-from exchange._proto.exchange.v1 import authority_pb2_grpc
 from exchange.rpc.peers import MAX_MESSAGE_BYTES
 
 __all__ = ["AuthorityClient"]
@@ -146,6 +146,29 @@ class AuthorityClient:
     ) -> pb.ListAuditEntriesResponse:
         return await self._stub.ListAuditEntries(
             pb.ListAuditEntriesRequest(after_sequence=after_sequence, page_size=page_size),
+            metadata=self._metadata,
+            timeout=self._timeout,
+        )
+
+    async def audit_head(self) -> audit_pb2.GetAuditHeadResponse:
+        return await self._stub.GetAuditHead(
+            audit_pb2.GetAuditHeadRequest(), metadata=self._metadata, timeout=self._timeout
+        )
+
+    async def inclusion_proof(
+        self, sequence: int, tree_size: int = 0
+    ) -> audit_pb2.GetInclusionProofResponse:
+        return await self._stub.GetInclusionProof(
+            audit_pb2.GetInclusionProofRequest(sequence=sequence, tree_size=tree_size),
+            metadata=self._metadata,
+            timeout=self._timeout,
+        )
+
+    async def consistency_proof(
+        self, first_size: int, second_size: int
+    ) -> audit_pb2.GetConsistencyProofResponse:
+        return await self._stub.GetConsistencyProof(
+            audit_pb2.GetConsistencyProofRequest(first_size=first_size, second_size=second_size),
             metadata=self._metadata,
             timeout=self._timeout,
         )

@@ -8,10 +8,12 @@ import json
 from google.protobuf.duration_pb2 import Duration
 
 from exchange import _wire
+from exchange._proto.exchange.v1 import audit_pb2, envelope_pb2
 from exchange._proto.exchange.v1 import authority_pb2 as pb
-from exchange._proto.exchange.v1 import envelope_pb2
-from exchange.audit import ChainedEntry
-from exchange.clock import from_millis
+from exchange.audit import LoggedEntry, canonical_details
+from exchange.auditing import InclusionProof
+from exchange.checkpoint import SignedTreeHead
+from exchange.clock import from_millis, to_millis
 from exchange.envelope import Handling
 from exchange.errors import ValidationError
 from exchange.reading import DeliveryStatus
@@ -22,11 +24,16 @@ from exchange.submitting import MAX_TTL, OutgoingRequest
 
 __all__ = [
     "audit_entry",
+    "audit_head_response",
     "delivery_status",
+    "inclusion_response",
+    "logged_entry",
     "outgoing_request",
     "overdue",
+    "signed_tree_head",
     "submitted",
     "summary",
+    "tree_head",
     "watch_event",
 ]
 
@@ -153,8 +160,8 @@ def overdue(request: lifecycle.Overdue) -> pb.OverdueRequest:
     )
 
 
-def audit_entry(entry: ChainedEntry) -> pb.AuditEntry:
-    return pb.AuditEntry(
+def audit_entry(entry: LoggedEntry) -> audit_pb2.AuditEntry:
+    return audit_pb2.AuditEntry(
         sequence=entry.sequence,
         occurred_at=_wire.timestamp(from_millis(entry.occurred_at_ms)),
         actor=entry.actor,
@@ -162,6 +169,46 @@ def audit_entry(entry: ChainedEntry) -> pb.AuditEntry:
         message_id=entry.message_id,
         peer_node_id=entry.peer_node_id,
         details=json.loads(entry.details_json),
-        previous_hash=entry.previous_hash,
-        entry_hash=entry.entry_hash,
+        leaf_hash=entry.leaf_hash,
     )
+
+
+def logged_entry(message: audit_pb2.AuditEntry) -> LoggedEntry:
+    """The entry as its node logged it (its leaf hash as sent, to be checked by the reader)."""
+    return LoggedEntry(
+        sequence=message.sequence,
+        occurred_at_ms=to_millis(message.occurred_at.ToDatetime(tzinfo=dt.UTC)),
+        actor=message.actor,
+        action=message.action,
+        message_id=message.message_id,
+        peer_node_id=message.peer_node_id,
+        details_json=canonical_details(dict(message.details)),
+        leaf_hash=message.leaf_hash,
+    )
+
+
+def audit_head_response(signed: SignedTreeHead | None) -> audit_pb2.GetAuditHeadResponse:
+    if signed is None:
+        return audit_pb2.GetAuditHeadResponse()
+    return audit_pb2.GetAuditHeadResponse(head=tree_head(signed))
+
+
+def inclusion_response(
+    proof: InclusionProof, *, with_entry: bool
+) -> audit_pb2.GetInclusionProofResponse:
+    response = audit_pb2.GetInclusionProofResponse(
+        tree_size=proof.tree_size, leaf_hash=proof.entry.leaf_hash, path=proof.path
+    )
+    if with_entry:
+        response.entry.CopyFrom(audit_entry(proof.entry))
+    return response
+
+
+def tree_head(signed: SignedTreeHead) -> audit_pb2.SignedTreeHead:
+    return audit_pb2.SignedTreeHead(
+        checkpoint=signed.text, key_id=signed.key_id, signature=signed.signature
+    )
+
+
+def signed_tree_head(message: audit_pb2.SignedTreeHead) -> SignedTreeHead:
+    return SignedTreeHead(message.checkpoint, message.key_id, message.signature)

@@ -9,11 +9,13 @@ import grpc
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
+from exchange._proto.exchange.v1 import audit_pb2, federation_pb2_grpc
 from exchange._proto.exchange.v1 import federation_pb2 as pb
-from exchange._proto.exchange.v1 import federation_pb2_grpc
+from exchange.auditing import AuditLog
 from exchange.envelope import Envelope
 from exchange.errors import AuthenticationError
 from exchange.receiving import Receiver
+from exchange.rpc import convert
 from exchange.rpc._status import guarded
 from exchange.runtime import NodeContext
 from exchange.store import registry
@@ -48,9 +50,10 @@ def tls_peer_node_id(context: grpc.aio.ServicerContext[Any, Any], node: NodeCont
 
 
 class FederationService(federation_pb2_grpc.FederationServicer):
-    def __init__(self, node: NodeContext, receiver: Receiver) -> None:
+    def __init__(self, node: NodeContext, receiver: Receiver, audit: AuditLog) -> None:
         self._node = node
         self._receiver = receiver
+        self._audit = audit
 
     async def Deliver(
         self, request: pb.DeliverRequest, context: grpc.aio.ServicerContext[Any, Any]
@@ -76,3 +79,39 @@ class FederationService(federation_pb2_grpc.FederationServicer):
         data = await self._node.store.read(registry.latest_trust_list)
         assert data is not None, "a serving node always holds a trust list"
         return pb.GetTrustListResponse(trust_list=SignedTrustList.from_bytes(data).to_proto())
+
+    # Audit heads and proofs: any member may ask (that is how split views are caught);
+    # a peer sees hashes only, never the entries.
+
+    async def GetAuditHead(
+        self, request: audit_pb2.GetAuditHeadRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> audit_pb2.GetAuditHeadResponse:
+        async def answer() -> audit_pb2.GetAuditHeadResponse:
+            tls_peer_node_id(context, self._node)
+            return convert.audit_head_response(await self._audit.latest_head())
+
+        return await guarded(context, self._node.log, answer())
+
+    async def GetInclusionProof(
+        self,
+        request: audit_pb2.GetInclusionProofRequest,
+        context: grpc.aio.ServicerContext[Any, Any],
+    ) -> audit_pb2.GetInclusionProofResponse:
+        async def answer() -> audit_pb2.GetInclusionProofResponse:
+            tls_peer_node_id(context, self._node)
+            proof = await self._audit.inclusion(request.sequence, request.tree_size)
+            return convert.inclusion_response(proof, with_entry=False)
+
+        return await guarded(context, self._node.log, answer())
+
+    async def GetConsistencyProof(
+        self,
+        request: audit_pb2.GetConsistencyProofRequest,
+        context: grpc.aio.ServicerContext[Any, Any],
+    ) -> audit_pb2.GetConsistencyProofResponse:
+        async def answer() -> audit_pb2.GetConsistencyProofResponse:
+            tls_peer_node_id(context, self._node)
+            path = await self._audit.consistency(request.first_size, request.second_size)
+            return audit_pb2.GetConsistencyProofResponse(path=path)
+
+        return await guarded(context, self._node.log, answer())

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import grpc
 
+from exchange._proto.exchange.v1 import audit_pb2, federation_pb2_grpc
 from exchange._proto.exchange.v1 import federation_pb2 as pb
-from exchange._proto.exchange.v1 import federation_pb2_grpc
+from exchange.checkpoint import SignedTreeHead
 from exchange.envelope import Envelope
 from exchange.errors import PeerUnreachableError
 from exchange.receipt import SignedReceipt
+from exchange.rpc import convert
 from exchange.trust import TrustedNode
 
 __all__ = ["MAX_MESSAGE_BYTES", "PeerTransport"]
@@ -60,6 +62,28 @@ class PeerTransport:
         except grpc.aio.AioRpcError as exc:
             raise PeerUnreachableError(f"{exc.code().name}: {exc.details()}") from None
         return SignedReceipt.from_proto(response.receipt)
+
+    async def audit_head(self, peer: TrustedNode, timeout: float) -> SignedTreeHead | None:
+        """The peer's newest signed tree head, or None while it has signed none."""
+        try:
+            response = await self._stub(peer).GetAuditHead(
+                audit_pb2.GetAuditHeadRequest(), timeout=timeout
+            )
+        except grpc.aio.AioRpcError as exc:
+            raise PeerUnreachableError(f"{exc.code().name}: {exc.details()}") from None
+        return convert.signed_tree_head(response.head) if response.HasField("head") else None
+
+    async def consistency_proof(
+        self, peer: TrustedNode, first: int, second: int, timeout: float
+    ) -> list[bytes]:
+        try:
+            response = await self._stub(peer).GetConsistencyProof(
+                audit_pb2.GetConsistencyProofRequest(first_size=first, second_size=second),
+                timeout=timeout,
+            )
+        except grpc.aio.AioRpcError as exc:
+            raise PeerUnreachableError(f"{exc.code().name}: {exc.details()}") from None
+        return list(response.path)
 
     async def close(self) -> None:
         channels, self._channels = self._channels, {}

@@ -1,8 +1,14 @@
-"""Appending to and reading the hash-chained audit log.
+"""Appending to the Merkle audit log, reading it, and answering proofs from it.
 
 Appends are serialized through the single `audit_head` row: on PostgreSQL the
 row is locked FOR UPDATE, on SQLite the write transaction already holds the
-database lock. The sequence is therefore gapless and commits in order.
+database lock. The sequence is therefore gapless and commits in order. The
+row also holds the tree's right edge, so an append computes the new subtrees
+without reading any other row; each leaf adds one row to `audit_entries` and,
+on average, one to `audit_nodes`.
+
+Any hash a proof needs is the fold of O(log n) stored complete subtrees
+(`exchange.merkle.aligned_blocks`), fetched in two queries.
 """
 
 from __future__ import annotations
@@ -10,48 +16,65 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-from sqlalchemy import Connection, Row, bindparam, insert, select, update
+from sqlalchemy import Connection, Row, bindparam, insert, select, tuple_, update
 
-from exchange.audit import AuditRecord, ChainedEntry
+from exchange import merkle
+from exchange.audit import AuditRecord, LoggedEntry
 from exchange.store.tables import AUDIT_ENTRIES as _entries
 from exchange.store.tables import AUDIT_HEAD as _head
+from exchange.store.tables import AUDIT_NODES as _nodes
 
-__all__ = ["append", "entries_after", "iter_entries", "lock", "size"]
+__all__ = [
+    "append",
+    "consistency_path",
+    "entries_after",
+    "entries_for_message",
+    "entry",
+    "inclusion_path",
+    "iter_entries",
+    "lock",
+    "root",
+    "size",
+]
 
 _HEAD_ID = 1
 
 # Statements are built once: building one per call costs several times what
 # executing it does.
 _READ_HEAD = (
-    select(_head.c.sequence, _head.c.entry_hash).where(_head.c.id == _HEAD_ID).with_for_update()
+    select(_head.c.sequence, _head.c.frontier).where(_head.c.id == _HEAD_ID).with_for_update()
 )
 _INSERT_ENTRY = insert(_entries)
+_INSERT_NODE = insert(_nodes)
 _UPDATE_HEAD = (
     update(_head)
     .where(_head.c.id == _HEAD_ID)
-    .values(sequence=bindparam("new_sequence"), entry_hash=bindparam("new_hash"))
+    .values(sequence=bindparam("new_sequence"), frontier=bindparam("new_frontier"))
 )
+
+
+def _locked_frontier(connection: Connection) -> merkle.Frontier:
+    row = connection.execute(_READ_HEAD).one_or_none()
+    if row is None:
+        raise RuntimeError("audit_head row missing: the store is not migrated")
+    return merkle.Frontier.from_bytes(row.sequence, row.frontier)
 
 
 def lock(connection: Connection) -> None:
     """Take the audit lock now, for a transaction that must not interleave with another."""
-    if connection.execute(_READ_HEAD).one_or_none() is None:
-        raise RuntimeError("audit_head row missing: the store is not migrated")
+    _locked_frontier(connection)
 
 
 def append(connection: Connection, records: Sequence[AuditRecord]) -> list[int]:
     """Append `records` in order; returns their sequence numbers."""
-    row = connection.execute(_READ_HEAD).one_or_none()
-    if row is None:
-        raise RuntimeError("audit_head row missing: the store is not migrated")
-    sequence, previous = row.sequence, row.entry_hash
-    chained = []
+    frontier = _locked_frontier(connection)
+    entries, nodes = [], []
     for record in records:
-        sequence += 1
-        entry = ChainedEntry.chain(previous, sequence, record)
-        chained.append(entry)
-        previous = entry.entry_hash
-    if chained:
+        logged = LoggedEntry.of(frontier.size + 1, record)
+        frontier, created = frontier.append(logged.leaf_hash)
+        entries.append(logged)
+        nodes.extend(created)
+    if entries:
         connection.execute(
             _INSERT_ENTRY,
             [
@@ -63,18 +86,24 @@ def append(connection: Connection, records: Sequence[AuditRecord]) -> list[int]:
                     "message_id": e.message_id,
                     "peer_node_id": e.peer_node_id,
                     "details": e.details_json,
-                    "previous_hash": e.previous_hash,
-                    "entry_hash": e.entry_hash,
+                    "leaf_hash": e.leaf_hash,
                 }
-                for e in chained
+                for e in entries
             ],
         )
-        connection.execute(_UPDATE_HEAD, {"new_sequence": sequence, "new_hash": previous})
-    return [e.sequence for e in chained]
+        if nodes:
+            connection.execute(
+                _INSERT_NODE,
+                [{"level": lv, "node_index": ix, "hash": h} for lv, ix, h in nodes],
+            )
+        connection.execute(
+            _UPDATE_HEAD, {"new_sequence": frontier.size, "new_frontier": frontier.to_bytes()}
+        )
+    return [e.sequence for e in entries]
 
 
-def _entry(row: Row[Any]) -> ChainedEntry:
-    return ChainedEntry(
+def _entry(row: Row[Any]) -> LoggedEntry:
+    return LoggedEntry(
         sequence=row.sequence,
         occurred_at_ms=row.occurred_at,
         actor=row.actor,
@@ -82,12 +111,11 @@ def _entry(row: Row[Any]) -> ChainedEntry:
         message_id=row.message_id,
         peer_node_id=row.peer_node_id,
         details_json=row.details,
-        previous_hash=row.previous_hash,
-        entry_hash=row.entry_hash,
+        leaf_hash=row.leaf_hash,
     )
 
 
-def entries_after(connection: Connection, after: int, limit: int) -> list[ChainedEntry]:
+def entries_after(connection: Connection, after: int, limit: int) -> list[LoggedEntry]:
     rows = connection.execute(
         select(_entries)
         .where(_entries.c.sequence > after)
@@ -97,7 +125,19 @@ def entries_after(connection: Connection, after: int, limit: int) -> list[Chaine
     return [_entry(row) for row in rows]
 
 
-def iter_entries(connection: Connection, batch: int = 5000) -> Iterator[ChainedEntry]:
+def entry(connection: Connection, sequence: int) -> LoggedEntry | None:
+    row = connection.execute(select(_entries).where(_entries.c.sequence == sequence)).one_or_none()
+    return None if row is None else _entry(row)
+
+
+def entries_for_message(connection: Connection, message_id: str) -> list[LoggedEntry]:
+    rows = connection.execute(
+        select(_entries).where(_entries.c.message_id == message_id).order_by(_entries.c.sequence)
+    )
+    return [_entry(row) for row in rows]
+
+
+def iter_entries(connection: Connection, batch: int = 5000) -> Iterator[LoggedEntry]:
     """Every entry in sequence order, fetched in batches."""
     after = 0
     while True:
@@ -111,3 +151,44 @@ def iter_entries(connection: Connection, batch: int = 5000) -> Iterator[ChainedE
 def size(connection: Connection) -> int:
     row = connection.execute(select(_head.c.sequence).where(_head.c.id == _HEAD_ID)).one_or_none()
     return 0 if row is None else int(row.sequence)
+
+
+def _range_hashes(connection: Connection, ranges: Sequence[merkle.Range]) -> list[bytes]:
+    """The MTH of each leaf range, from the stored leaves and subtrees."""
+    blocks = {r: merkle.aligned_blocks(*r) for r in ranges}
+    wanted = {block for run in blocks.values() for block in run}
+    leaves = [index + 1 for level, index in wanted if level == 0]
+    inner = [(level, index) for level, index in wanted if level > 0]
+    found: dict[tuple[int, int], bytes] = {}
+    if leaves:
+        rows = connection.execute(
+            select(_entries.c.sequence, _entries.c.leaf_hash).where(_entries.c.sequence.in_(leaves))
+        )
+        found.update({(0, row.sequence - 1): row.leaf_hash for row in rows})
+    if inner:
+        rows = connection.execute(
+            select(_nodes).where(tuple_(_nodes.c.level, _nodes.c.node_index).in_(inner))
+        )
+        found.update({(row.level, row.node_index): row.hash for row in rows})
+    missing = wanted - found.keys()
+    if missing:
+        raise RuntimeError(f"audit tree is missing stored subtrees {sorted(missing)[:3]}")
+    return [merkle.fold([found[block] for block in blocks[r]]) for r in ranges]
+
+
+def root(connection: Connection, tree_size: int) -> bytes:
+    """The root hash of the log's first `tree_size` entries."""
+    if tree_size == 0:
+        return merkle.EMPTY_ROOT
+    (value,) = _range_hashes(connection, [(0, tree_size)])
+    return value
+
+
+def inclusion_path(connection: Connection, sequence: int, tree_size: int) -> list[bytes]:
+    """The inclusion proof of entry `sequence` in the tree of `tree_size` (sizes checked)."""
+    return _range_hashes(connection, merkle.inclusion_ranges(sequence - 1, tree_size))
+
+
+def consistency_path(connection: Connection, first: int, second: int) -> list[bytes]:
+    """The proof that the tree of `first` entries is a prefix of the one of `second`."""
+    return _range_hashes(connection, merkle.consistency_ranges(first, second))

@@ -16,8 +16,11 @@ from sqlalchemy import BigInteger, Index, Integer, LargeBinary, Table, UniqueCon
 from sqlmodel import Field, SQLModel
 
 __all__ = [
+    "AUDIT_CONFLICTS",
     "AUDIT_ENTRIES",
     "AUDIT_HEAD",
+    "AUDIT_NODES",
+    "AUDIT_TREE_HEADS",
     "CLIENTS",
     "DISCLOSURE_DECISIONS",
     "ENVELOPES",
@@ -25,11 +28,15 @@ __all__ = [
     "NOTICES",
     "ONWARD_CONSENTS",
     "OUTBOX",
+    "PEER_TREE_HEADS",
     "RECEIPTS",
     "RESTRICTED_SECTIONS",
     "TRUST_LISTS",
+    "AuditConflictRow",
     "AuditEntryRow",
     "AuditHeadRow",
+    "AuditNodeRow",
+    "AuditTreeHeadRow",
     "ClientRow",
     "DisclosureDecisionRow",
     "EnvelopeRow",
@@ -37,6 +44,7 @@ __all__ = [
     "NoticeRow",
     "OnwardConsentRow",
     "OutboxRow",
+    "PeerTreeHeadRow",
     "ReceiptRow",
     "RestrictedSectionRow",
     "TrustListRow",
@@ -218,7 +226,7 @@ class ClientRow(SQLModel, table=True):
 
 
 class AuditEntryRow(SQLModel, table=True):
-    """One entry of the hash-chained audit log: ids, digests, actors and times, never content."""
+    """One entry (leaf) of the Merkle audit log: ids, digests, actors and times, never content."""
 
     __tablename__ = "audit_entries"
 
@@ -232,18 +240,78 @@ class AuditEntryRow(SQLModel, table=True):
     peer_node_id: str = Field(default="", max_length=63)
     # Canonical JSON of a flat string map.
     details: str = Field(default="{}", max_length=4000)
-    previous_hash: bytes = Field(sa_type=LargeBinary)
-    entry_hash: bytes = Field(sa_type=LargeBinary)
+    # RFC 9162 leaf hash of the entry's encoding (exchange.audit.LoggedEntry).
+    leaf_hash: bytes = Field(sa_type=LargeBinary)
 
 
 class AuditHeadRow(SQLModel, table=True):
-    """The single row every audit append locks: it serializes appends across processes."""
+    """The single row every audit append locks: it serializes appends across processes.
+
+    It also holds the tree's right edge (`exchange.merkle.Frontier`), so an
+    append needs no other read.
+    """
 
     __tablename__ = "audit_head"
 
     id: int = Field(primary_key=True, sa_column_kwargs={"autoincrement": False})
     sequence: int = Field(sa_type=BigInteger)
-    entry_hash: bytes = Field(sa_type=LargeBinary)
+    frontier: bytes = Field(sa_type=LargeBinary)
+
+
+class AuditNodeRow(SQLModel, table=True):
+    """A complete subtree of the audit log above the leaves: (level, index) -> hash."""
+
+    __tablename__ = "audit_nodes"
+
+    level: int = Field(primary_key=True, sa_column_kwargs={"autoincrement": False})
+    node_index: int = Field(
+        primary_key=True, sa_type=BigInteger, sa_column_kwargs={"autoincrement": False}
+    )
+    hash: bytes = Field(sa_type=LargeBinary)
+
+
+class AuditTreeHeadRow(SQLModel, table=True):
+    """A tree head this node signed over its own log (checkpoint text and signature)."""
+
+    __tablename__ = "audit_tree_heads"
+
+    tree_size: int = Field(
+        primary_key=True, sa_type=BigInteger, sa_column_kwargs={"autoincrement": False}
+    )
+    issued_at: int = Field(sa_type=BigInteger)
+    checkpoint: bytes = Field(sa_type=LargeBinary)
+    key_id: str = Field(max_length=64)
+    signature: bytes = Field(sa_type=LargeBinary)
+
+
+class PeerTreeHeadRow(SQLModel, table=True):
+    """The newest verified tree head of each peer's log, kept to check the next one against."""
+
+    __tablename__ = "peer_tree_heads"
+
+    node_id: str = Field(primary_key=True, max_length=63)
+    tree_size: int = Field(sa_type=BigInteger)
+    checkpoint: bytes = Field(sa_type=LargeBinary)
+    key_id: str = Field(max_length=64)
+    signature: bytes = Field(sa_type=LargeBinary)
+    fetched_at: int = Field(sa_type=BigInteger)
+
+
+class AuditConflictRow(SQLModel, table=True):
+    """Two signed heads of one peer that cannot both be true: the evidence, kept."""
+
+    __tablename__ = "audit_conflicts"
+
+    id: int | None = Field(default=None, primary_key=True, sa_type=_ID)
+    node_id: str = Field(max_length=63, index=True)
+    seen_at: int = Field(sa_type=BigInteger)
+    reason: str = Field(max_length=500)
+    held_checkpoint: bytes = Field(sa_type=LargeBinary)
+    held_key_id: str = Field(max_length=64)
+    held_signature: bytes = Field(sa_type=LargeBinary)
+    offered_checkpoint: bytes = Field(sa_type=LargeBinary)
+    offered_key_id: str = Field(max_length=64)
+    offered_signature: bytes = Field(sa_type=LargeBinary)
 
 
 def _table(model: type[SQLModel]) -> Table:
@@ -262,6 +330,10 @@ TRUST_LISTS = _table(TrustListRow)
 CLIENTS = _table(ClientRow)
 AUDIT_ENTRIES = _table(AuditEntryRow)
 AUDIT_HEAD = _table(AuditHeadRow)
+AUDIT_NODES = _table(AuditNodeRow)
+AUDIT_TREE_HEADS = _table(AuditTreeHeadRow)
+PEER_TREE_HEADS = _table(PeerTreeHeadRow)
+AUDIT_CONFLICTS = _table(AuditConflictRow)
 RESTRICTED_SECTIONS = _table(RestrictedSectionRow)
 ONWARD_CONSENTS = _table(OnwardConsentRow)
 DISCLOSURE_DECISIONS = _table(DisclosureDecisionRow)

@@ -1,4 +1,4 @@
-"""The stored audit log: gapless sequences, a verifiable hash chain, serialized appends."""
+"""The stored audit log: gapless sequences, a Merkle tree that proves, serialized appends."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ import threading
 import pytest
 from sqlalchemy import delete, select, update
 
-from exchange.audit import first_broken_link
+from exchange import merkle
+from exchange.audit import check_log
 from exchange.store import audit_log
 from exchange.store.engine import Store
 from exchange.store.tables import AUDIT_ENTRIES, AUDIT_HEAD
@@ -20,8 +21,8 @@ def append(store: Store, *numbers: int) -> list[int]:
     return store.write(lambda c: audit_log.append(c, [audit_record(n) for n in numbers]))
 
 
-def stored_chain_break(store: Store) -> int | None:
-    return store.read(lambda c: first_broken_link(audit_log.iter_entries(c)))
+def stored_log_break(store: Store) -> int | None:
+    return store.read(lambda c: check_log(audit_log.iter_entries(c), []).first_bad_sequence)
 
 
 def test_sequences_are_gapless_from_one(store):
@@ -52,25 +53,27 @@ def test_a_rolled_back_append_takes_no_sequence_number(store):
         store.write(append_then_fail)
 
     assert append(store, 3) == [2]
-    assert stored_chain_break(store) is None
+    assert stored_log_break(store) is None
 
 
 def test_the_stored_chain_verifies(store):
     append(store, *range(1, 8))
 
-    assert stored_chain_break(store) is None
+    assert stored_log_break(store) is None
     # Read back across page boundaries, too.
     entries = store.read(lambda c: list(audit_log.iter_entries(c, batch=3)))
     assert [e.sequence for e in entries] == list(range(1, 8))
-    assert first_broken_link(entries) is None
+    assert check_log(entries, []).ok
 
 
-def test_the_head_row_names_the_last_entry(store):
+def test_the_head_row_holds_the_size_and_the_right_edge(store):
     append(store, 1, 2, 3)
 
     head = store.read(lambda c: c.execute(select(AUDIT_HEAD)).one())
-    (last,) = store.read(lambda c: audit_log.entries_after(c, 2, 10))
-    assert (head.sequence, bytes(head.entry_hash)) == (3, last.entry_hash)
+    leaves = [e.leaf_hash for e in store.read(lambda c: list(audit_log.iter_entries(c)))]
+    assert head.sequence == 3
+    frontier = merkle.Frontier.from_bytes(3, bytes(head.frontier))
+    assert frontier.root() == merkle.root_of(leaves)
 
 
 def test_entries_after_pages_by_sequence(store):
@@ -114,9 +117,9 @@ TAMPERING = [
         id="entry-removed",
     ),
     pytest.param(
-        update(AUDIT_ENTRIES).where(AUDIT_ENTRIES.c.sequence == 2).values(entry_hash=bytes(32)),
+        update(AUDIT_ENTRIES).where(AUDIT_ENTRIES.c.sequence == 2).values(leaf_hash=bytes(32)),
         2,
-        id="entry-hash-replaced",
+        id="leaf-hash-replaced",
     ),
 ]
 
@@ -127,24 +130,62 @@ def test_tampering_with_a_stored_entry_is_detected_at_that_sequence(store, tampe
 
     store.write(lambda c: c.execute(tamper))
 
-    assert stored_chain_break(store) == broken_at
+    assert stored_log_break(store) == broken_at
 
 
-def test_an_entry_rehashed_after_editing_breaks_the_next_link(store):
-    # An editor who also recomputes the edited entry's own hash is caught by its successor.
+def test_an_entry_rehashed_after_editing_no_longer_gives_the_stored_root(store):
+    # An editor who also recomputes the leaf hash passes the leaf check, but the
+    # root the stored subtrees give (what heads were signed over) is not the replay's.
     append(store, 1, 2, 3, 4)
+    root_before = store.read(lambda c: audit_log.root(c, 4))
     (entry,) = store.read(lambda c: audit_log.entries_after(c, 1, 1))
     edited = dataclasses.replace(entry, details_json='{"n":"x"}')
-    rehashed = edited.expected_hash()
     store.write(
         lambda c: c.execute(
             update(AUDIT_ENTRIES)
             .where(AUDIT_ENTRIES.c.sequence == 2)
-            .values(details=edited.details_json, entry_hash=rehashed)
+            .values(details=edited.details_json, leaf_hash=edited.expected_leaf_hash())
         )
     )
+    entries = store.read(lambda c: list(audit_log.iter_entries(c)))
 
-    assert stored_chain_break(store) == 3
+    assert check_log(entries, []).ok
+    assert merkle.root_of([e.leaf_hash for e in entries]) != root_before
+
+
+def test_stored_roots_and_proofs_match_the_tree_of_the_leaves(store):
+    size = 21
+    append(store, *range(1, size + 1))
+    leaves = [e.leaf_hash for e in store.read(lambda c: list(audit_log.iter_entries(c)))]
+
+    for tree_size in range(1, size + 1):
+        root = store.read(lambda c, n=tree_size: audit_log.root(c, n))
+        assert root == merkle.root_of(leaves[:tree_size])
+        for sequence in range(1, tree_size + 1):
+            path = store.read(lambda c, s=sequence, n=tree_size: audit_log.inclusion_path(c, s, n))
+            merkle.verify_inclusion(leaves[sequence - 1], sequence - 1, tree_size, path, root)
+        for first in range(1, tree_size + 1):
+            proof = store.read(lambda c, f=first, n=tree_size: audit_log.consistency_path(c, f, n))
+            merkle.verify_consistency(first, tree_size, merkle.root_of(leaves[:first]), root, proof)
+
+
+def test_the_empty_log_has_the_empty_root(store):
+    assert store.read(lambda c: audit_log.root(c, 0)) == merkle.EMPTY_ROOT
+
+
+def test_a_rolled_back_append_leaves_no_subtrees_behind(store):
+    append(store, 1)
+
+    def append_then_fail(connection):
+        audit_log.append(connection, [audit_record(2), audit_record(3), audit_record(4)])
+        raise RuntimeError("the notice insert failed")
+
+    with pytest.raises(RuntimeError):
+        store.write(append_then_fail)
+    append(store, 5)
+
+    leaves = [e.leaf_hash for e in store.read(lambda c: list(audit_log.iter_entries(c)))]
+    assert store.read(lambda c: audit_log.root(c, 2)) == merkle.root_of(leaves)
 
 
 THREADS = 6
@@ -177,7 +218,10 @@ def test_appends_from_several_threads_at_once_keep_the_chain_gapless_and_valid(s
     total = THREADS * APPENDS_PER_THREAD
     entries = store.read(lambda c: list(audit_log.iter_entries(c)))
     assert [e.sequence for e in entries] == list(range(1, total + 1))
-    assert first_broken_link(entries) is None
+    assert check_log(entries, []).ok
+    assert store.read(lambda c: audit_log.root(c, total)) == merkle.root_of(
+        [e.leaf_hash for e in entries]
+    )
     assert store.read(audit_log.size) == total
     assert sorted(s for mine in returned for s in mine) == list(range(1, total + 1))
     for index, mine in enumerate(returned):

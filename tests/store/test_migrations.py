@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from sqlalchemy import inspect, select, text
 
-from exchange.audit import GENESIS_HASH
+from exchange import merkle
 from exchange.store import audit_log, migrate
 from exchange.store.engine import Store
 from exchange.store.tables import AUDIT_HEAD, metadata
@@ -46,15 +46,16 @@ def test_upgrading_twice_changes_nothing(store):
     assert store.read(audit_log.size) == 1
 
 
-def test_the_audit_head_row_is_seeded_at_the_genesis_hash(store):
+def test_the_audit_head_row_is_seeded_at_the_empty_tree(store):
     head = store.read(lambda c: c.execute(select(AUDIT_HEAD)).all())
-    assert [(row.id, row.sequence, bytes(row.entry_hash)) for row in head] == [(1, 0, GENESIS_HASH)]
+    assert [(row.id, row.sequence, bytes(row.frontier)) for row in head] == [(1, 0, b"")]
     assert store.read(audit_log.size) == 0
+    assert store.read(lambda c: audit_log.root(c, 0)) == merkle.EMPTY_ROOT
 
 
 def test_the_first_append_continues_from_the_seeded_head(store):
     (sequence,) = store.write(lambda c: audit_log.append(c, [audit_record(1)]))
     (entry,) = store.read(lambda c: audit_log.entries_after(c, 0, 10))
     assert sequence == 1
-    assert entry.previous_hash == GENESIS_HASH
+    assert entry.leaf_hash == entry.expected_leaf_hash()
     assert entry.occurred_at_ms == millis(START) + 1000

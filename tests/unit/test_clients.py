@@ -167,7 +167,11 @@ ROLE_METHODS = [
     pytest.param(
         "reader", {"ListInbox", "GetNotice", "WatchInbox", "ListOverdueRequests"}, id="reader"
     ),
-    pytest.param("auditor", {"ListAuditEntries"}, id="auditor"),
+    pytest.param(
+        "auditor",
+        {"ListAuditEntries", "GetAuditHead", "GetInclusionProof", "GetConsistencyProof"},
+        id="auditor",
+    ),
     pytest.param("admin", set(PERMISSIONS), id="admin"),
 ]
 
@@ -196,6 +200,9 @@ def test_roles_add_up():
         "WatchInbox",
         "ListOverdueRequests",
         "ListAuditEntries",
+        "GetAuditHead",
+        "GetInclusionProof",
+        "GetConsistencyProof",
     }
 
 

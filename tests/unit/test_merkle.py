@@ -29,7 +29,6 @@ from exchange.merkle import (
     ProofError,
     aligned_blocks,
     consistency_ranges,
-    fold,
     inclusion_ranges,
     leaf_hash,
     node_hash,
@@ -37,6 +36,7 @@ from exchange.merkle import (
     verify_consistency,
     verify_inclusion,
 )
+from tests.unit._trees import Tree
 
 VECTORS = Path(__file__).parents[1] / "vectors"
 REFERENCE: dict[str, Any] = json.loads((VECTORS / "rfc6962_merkle_reference.json").read_text())
@@ -86,28 +86,6 @@ class Naive:
         if m <= k:
             return [*Naive._subproof(m, data[:k], b), Naive.mth(data[k:])]
         return [*Naive._subproof(m - k, data[k:], False), Naive.mth(data[:k])]
-
-
-class Tree:
-    """The module's tree over some leaf data: nodes by (level, index), as a store keeps them."""
-
-    def __init__(self, data: list[bytes]) -> None:
-        self.nodes: dict[tuple[int, int], bytes] = {}
-        self.frontier = Frontier.empty()
-        for i, item in enumerate(data):
-            leaf = leaf_hash(item)
-            self.nodes[(0, i)] = leaf
-            self.frontier, created = self.frontier.append(leaf)
-            self.nodes.update({(level, index): h for level, index, h in created})
-
-    def mth(self, start: int, end: int) -> bytes:
-        return fold([self.nodes[block] for block in aligned_blocks(start, end)])
-
-    def path(self, index: int, size: int) -> list[bytes]:
-        return [self.mth(a, b) for a, b in inclusion_ranges(index, size)]
-
-    def proof(self, first: int, second: int) -> list[bytes]:
-        return [self.mth(a, b) for a, b in consistency_ranges(first, second)]
 
 
 REFERENCE_TREE = Tree(LEAVES)

@@ -22,89 +22,84 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from exchange._proto.exchange.v1 import audit_pb2 as exchange_dot_v1_dot_audit__pb2
 from exchange._proto.exchange.v1 import envelope_pb2 as exchange_dot_v1_dot_envelope__pb2
 from exchange._proto.exchange.v1 import notices_pb2 as exchange_dot_v1_dot_notices__pb2
 from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1b\x65xchange/v1/authority.proto\x12\x0b\x65xchange.v1\x1a\x1a\x65xchange/v1/envelope.proto\x1a\x19\x65xchange/v1/notices.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xa4\x02\n\x13SubmitNoticeRequest\x12\x1a\n\x12recipient_node_ids\x18\x01 \x03(\t\x12\x16\n\x0e\x63\x61se_reference\x18\x02 \x01(\t\x12+\n\x08handling\x18\x03 \x01(\x0b\x32\x19.exchange.v1.HandlingCode\x12#\n\x06notice\x18\x04 \x01(\x0b\x32\x13.exchange.v1.Notice\x12/\n\x0ctime_to_live\x18\x05 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x19\n\x11\x63lient_request_id\x18\x06 \x01(\t\x12;\n\x13restricted_sections\x18\x07 \x03(\x0b\x32\x1e.exchange.v1.RestrictedSection\"G\n\x14SubmitNoticeResponse\x12/\n\tsubmitted\x18\x01 \x01(\x0b\x32\x1c.exchange.v1.SubmittedNotice\"\xa1\x01\n\x0fSubmittedNotice\x12\x12\n\nmessage_id\x18\x01 \x01(\t\x12\x1a\n\x12recipient_node_ids\x18\x02 \x03(\t\x12.\n\ncreated_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nexpires_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x98\x02\n\x0eRespondRequest\x12\x13\n\x0bin_reply_to\x18\x01 \x01(\t\x12\x16\n\x0e\x63\x61se_reference\x18\x02 \x01(\t\x12+\n\x08handling\x18\x03 \x01(\x0b\x32\x19.exchange.v1.HandlingCode\x12#\n\x06notice\x18\x04 \x01(\x0b\x32\x13.exchange.v1.Notice\x12/\n\x0ctime_to_live\x18\x05 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x19\n\x11\x63lient_request_id\x18\x06 \x01(\t\x12;\n\x13restricted_sections\x18\x07 \x03(\x0b\x32\x1e.exchange.v1.RestrictedSection\"B\n\x0fRespondResponse\x12/\n\tsubmitted\x18\x01 \x01(\x0b\x32\x1c.exchange.v1.SubmittedNotice\"\x85\x01\n\x12\x41\x63knowledgeRequest\x12\x12\n\nmessage_id\x18\x01 \x01(\t\x12\x32\n\x06status\x18\x02 \x01(\x0e\x32\".exchange.v1.AcknowledgementStatus\x12\x0c\n\x04note\x18\x03 \x01(\t\x12\x19\n\x11\x63lient_request_id\x18\x04 \x01(\t\"F\n\x13\x41\x63knowledgeResponse\x12/\n\tsubmitted\x18\x01 \x01(\x0b\x32\x1c.exchange.v1.SubmittedNotice\"}\n\x0fWithdrawRequest\x12\x12\n\nmessage_id\x18\x01 \x01(\t\x12-\n\x06reason\x18\x02 \x01(\x0e\x32\x1d.exchange.v1.WithdrawalReason\x12\x0c\n\x04note\x18\x03 \x01(\t\x12\x19\n\x11\x63lient_request_id\x18\x04 \x01(\t\"C\n\x10WithdrawResponse\x12/\n\tsubmitted\x18\x01 \x01(\x0b\x32\x1c.exchange.v1.SubmittedNotice\"\xb7\x01\n\x17\x44\x65\x63ideDisclosureRequest\x12\x1a\n\x12request_message_id\x18\x01 \x01(\t\x12\x31\n\x08\x64\x65\x63ision\x18\x02 \x01(\x0e\x32\x1f.exchange.v1.DisclosureDecision\x12\x32\n\x0erefusal_ground\x18\x03 \x01(\x0e\x32\x1a.exchange.v1.RefusalGround\x12\x19\n\x11\x63lient_request_id\x18\x04 \x01(\t\"K\n\x18\x44\x65\x63ideDisclosureResponse\x12/\n\tsubmitted\x18\x01 \x01(\x0b\x32\x1c.exchange.v1.SubmittedNotice\"s\n\x0e\x46orwardRequest\x12\x12\n\nmessage_id\x18\x01 \x01(\t\x12\x1a\n\x12recipient_node_ids\x18\x02 \x03(\t\x12\x19\n\x11\x63lient_request_id\x18\x03 \x01(\t\x12\x16\n\x0e\x63\x61se_reference\x18\x04 \x01(\t\"B\n\x0f\x46orwardResponse\x12/\n\tsubmitted\x18\x01 \x01(\x0b\x32\x1c.exchange.v1.SubmittedNotice\"\x1c\n\x1aListOverdueRequestsRequest\"\xd8\x01\n\x0eOverdueRequest\x12\x12\n\nmessage_id\x18\x01 \x01(\t\x12%\n\x04kind\x18\x02 \x01(\x0e\x32\x17.exchange.v1.NoticeKind\x12\x1f\n\x04owed\x18\x03 \x01(\x0e\x32\x11.exchange.v1.Owed\x12\x1b\n\x13\x63ounterpart_node_id\x18\x04 \x01(\t\x12\x16\n\x0e\x63\x61se_reference\x18\x05 \x01(\t\x12\x35\n\x11response_deadline\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"L\n\x1bListOverdueRequestsResponse\x12-\n\x08requests\x18\x01 \x03(\x0b\x32\x1b.exchange.v1.OverdueRequest\"\xc8\x03\n\rNoticeSummary\x12\x12\n\nmessage_id\x18\x01 \x01(\t\x12\x16\n\x0esender_node_id\x18\x02 \x01(\t\x12\x1a\n\x12recipient_node_ids\x18\x03 \x03(\t\x12%\n\x04kind\x18\x04 \x01(\x0e\x32\x17.exchange.v1.NoticeKind\x12\x16\n\x0e\x63\x61se_reference\x18\x05 \x01(\t\x12\x13\n\x0bin_reply_to\x18\x06 \x01(\t\x12+\n\x08handling\x18\x07 \x01(\x0b\x32\x19.exchange.v1.HandlingCode\x12.\n\ncreated_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nexpires_at\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0breceived_at\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12&\n\x05state\x18\x0b \x01(\x0e\x32\x17.exchange.v1.InboxState\x12\x35\n\x11response_deadline\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"9\n\x10ListInboxRequest\x12\x11\n\tpage_size\x18\x01 \x01(\r\x12\x12\n\npage_token\x18\x02 \x01(\t\"Y\n\x11ListInboxResponse\x12+\n\x07notices\x18\x01 \x03(\x0b\x32\x1a.exchange.v1.NoticeSummary\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"&\n\x10GetNoticeRequest\x12\x12\n\nmessage_id\x18\x01 \x01(\t\"e\n\x11GetNoticeResponse\x12+\n\x07summary\x18\x01 \x01(\x0b\x32\x1a.exchange.v1.NoticeSummary\x12#\n\x06notice\x18\x02 \x01(\x0b\x32\x13.exchange.v1.Notice\"+\n\x11WatchInboxRequest\x12\x16\n\x0e\x61\x66ter_sequence\x18\x01 \x01(\x04\"\xbc\x01\n\x12WatchInboxResponse\x12\x10\n\x08sequence\x18\x01 \x01(\x04\x12)\n\x04type\x18\x02 \x01(\x0e\x32\x1b.exchange.v1.InboxEventType\x12\x12\n\nmessage_id\x18\x03 \x01(\t\x12\x14\n\x0cpeer_node_id\x18\x04 \x01(\t\x12\x0e\n\x06reason\x18\x05 \x01(\t\x12/\n\x0boccurred_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\".\n\x18GetDeliveryStatusRequest\x12\x12\n\nmessage_id\x18\x01 \x01(\t\"\xfd\x01\n\x11RecipientDelivery\x12\x19\n\x11recipient_node_id\x18\x01 \x01(\t\x12)\n\x05state\x18\x02 \x01(\x0e\x32\x1a.exchange.v1.DeliveryState\x12\x10\n\x08\x61ttempts\x18\x03 \x01(\r\x12\x33\n\x0fnext_attempt_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\nlast_error\x18\x05 \x01(\t\x12+\n\x07receipt\x18\x06 \x01(\x0b\x32\x1a.exchange.v1.SignedReceipt\x12\x1a\n\x12withdrawal_applied\x18\x07 \x01(\x08\"y\n\x19GetDeliveryStatusResponse\x12\x12\n\nmessage_id\x18\x01 \x01(\t\x12\x32\n\nrecipients\x18\x02 \x03(\x0b\x32\x1e.exchange.v1.RecipientDelivery\x12\x14\n\x0cwithdrawn_by\x18\x03 \x01(\t\"D\n\x17ListAuditEntriesRequest\x12\x16\n\x0e\x61\x66ter_sequence\x18\x01 \x01(\x04\x12\x11\n\tpage_size\x18\x02 \x01(\r\"\xaa\x02\n\nAuditEntry\x12\x10\n\x08sequence\x18\x01 \x01(\x04\x12/\n\x0boccurred_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05\x61\x63tor\x18\x03 \x01(\t\x12\x0e\n\x06\x61\x63tion\x18\x04 \x01(\t\x12\x12\n\nmessage_id\x18\x05 \x01(\t\x12\x14\n\x0cpeer_node_id\x18\x06 \x01(\t\x12\x35\n\x07\x64\x65tails\x18\x07 \x03(\x0b\x32$.exchange.v1.AuditEntry.DetailsEntry\x12\x15\n\rprevious_hash\x18\x08 \x01(\x0c\x12\x12\n\nentry_hash\x18\t \x01(\x0c\x1a.\n\x0c\x44\x65tailsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"D\n\x18ListAuditEntriesResponse\x12(\n\x07\x65ntries\x18\x01 \x03(\x0b\x32\x17.exchange.v1.AuditEntry*<\n\x04Owed\x12\x14\n\x10OWED_UNSPECIFIED\x10\x00\x12\x0e\n\nOWED_BY_US\x10\x01\x12\x0e\n\nOWED_TO_US\x10\x02*\xaa\x01\n\nInboxState\x12\x1b\n\x17INBOX_STATE_UNSPECIFIED\x10\x00\x12\x18\n\x14INBOX_STATE_RECEIVED\x10\x01\x12\x14\n\x10INBOX_STATE_READ\x10\x02\x12\x1c\n\x18INBOX_STATE_ACKNOWLEDGED\x10\x03\x12\x19\n\x15INBOX_STATE_WITHDRAWN\x10\x04\x12\x16\n\x12INBOX_STATE_PURGED\x10\x05*~\n\x0eInboxEventType\x12 \n\x1cINBOX_EVENT_TYPE_UNSPECIFIED\x10\x00\x12$\n INBOX_EVENT_TYPE_NOTICE_RECEIVED\x10\x01\x12$\n INBOX_EVENT_TYPE_DELIVERY_FAILED\x10\x02*\x84\x01\n\rDeliveryState\x12\x1e\n\x1a\x44\x45LIVERY_STATE_UNSPECIFIED\x10\x00\x12\x1a\n\x16\x44\x45LIVERY_STATE_PENDING\x10\x01\x12\x1c\n\x18\x44\x45LIVERY_STATE_DELIVERED\x10\x02\x12\x19\n\x15\x44\x45LIVERY_STATE_FAILED\x10\x03\x32\x80\x08\n\tAuthority\x12S\n\x0cSubmitNotice\x12 .exchange.v1.SubmitNoticeRequest\x1a!.exchange.v1.SubmitNoticeResponse\x12\x44\n\x07Respond\x12\x1b.exchange.v1.RespondRequest\x1a\x1c.exchange.v1.RespondResponse\x12P\n\x0b\x41\x63knowledge\x12\x1f.exchange.v1.AcknowledgeRequest\x1a .exchange.v1.AcknowledgeResponse\x12G\n\x08Withdraw\x12\x1c.exchange.v1.WithdrawRequest\x1a\x1d.exchange.v1.WithdrawResponse\x12_\n\x10\x44\x65\x63ideDisclosure\x12$.exchange.v1.DecideDisclosureRequest\x1a%.exchange.v1.DecideDisclosureResponse\x12\x44\n\x07\x46orward\x12\x1b.exchange.v1.ForwardRequest\x1a\x1c.exchange.v1.ForwardResponse\x12h\n\x13ListOverdueRequests\x12\'.exchange.v1.ListOverdueRequestsRequest\x1a(.exchange.v1.ListOverdueRequestsResponse\x12J\n\tListInbox\x12\x1d.exchange.v1.ListInboxRequest\x1a\x1e.exchange.v1.ListInboxResponse\x12J\n\tGetNotice\x12\x1d.exchange.v1.GetNoticeRequest\x1a\x1e.exchange.v1.GetNoticeResponse\x12O\n\nWatchInbox\x12\x1e.exchange.v1.WatchInboxRequest\x1a\x1f.exchange.v1.WatchInboxResponse0\x01\x12\x62\n\x11GetDeliveryStatus\x12%.exchange.v1.GetDeliveryStatusRequest\x1a&.exchange.v1.GetDeliveryStatusResponse\x12_\n\x10ListAuditEntries\x12$.exchange.v1.ListAuditEntriesRequest\x1a%.exchange.v1.ListAuditEntriesResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1b\x65xchange/v1/authority.proto\x12\x0b\x65xchange.v1\x1a\x17\x65xchange/v1/audit.proto\x1a\x1a\x65xchange/v1/envelope.proto\x1a\x19\x65xchange/v1/notices.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xa4\x02\n\x13SubmitNoticeRequest\x12\x1a\n\x12recipient_node_ids\x18\x01 \x03(\t\x12\x16\n\x0e\x63\x61se_reference\x18\x02 \x01(\t\x12+\n\x08handling\x18\x03 \x01(\x0b\x32\x19.exchange.v1.HandlingCode\x12#\n\x06notice\x18\x04 \x01(\x0b\x32\x13.exchange.v1.Notice\x12/\n\x0ctime_to_live\x18\x05 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x19\n\x11\x63lient_request_id\x18\x06 \x01(\t\x12;\n\x13restricted_sections\x18\x07 \x03(\x0b\x32\x1e.exchange.v1.RestrictedSection\"G\n\x14SubmitNoticeResponse\x12/\n\tsubmitted\x18\x01 \x01(\x0b\x32\x1c.exchange.v1.SubmittedNotice\"\xa1\x01\n\x0fSubmittedNotice\x12\x12\n\nmessage_id\x18\x01 \x01(\t\x12\x1a\n\x12recipient_node_ids\x18\x02 \x03(\t\x12.\n\ncreated_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nexpires_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x98\x02\n\x0eRespondRequest\x12\x13\n\x0bin_reply_to\x18\x01 \x01(\t\x12\x16\n\x0e\x63\x61se_reference\x18\x02 \x01(\t\x12+\n\x08handling\x18\x03 \x01(\x0b\x32\x19.exchange.v1.HandlingCode\x12#\n\x06notice\x18\x04 \x01(\x0b\x32\x13.exchange.v1.Notice\x12/\n\x0ctime_to_live\x18\x05 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x19\n\x11\x63lient_request_id\x18\x06 \x01(\t\x12;\n\x13restricted_sections\x18\x07 \x03(\x0b\x32\x1e.exchange.v1.RestrictedSection\"B\n\x0fRespondResponse\x12/\n\tsubmitted\x18\x01 \x01(\x0b\x32\x1c.exchange.v1.SubmittedNotice\"\x85\x01\n\x12\x41\x63knowledgeRequest\x12\x12\n\nmessage_id\x18\x01 \x01(\t\x12\x32\n\x06status\x18\x02 \x01(\x0e\x32\".exchange.v1.AcknowledgementStatus\x12\x0c\n\x04note\x18\x03 \x01(\t\x12\x19\n\x11\x63lient_request_id\x18\x04 \x01(\t\"F\n\x13\x41\x63knowledgeResponse\x12/\n\tsubmitted\x18\x01 \x01(\x0b\x32\x1c.exchange.v1.SubmittedNotice\"}\n\x0fWithdrawRequest\x12\x12\n\nmessage_id\x18\x01 \x01(\t\x12-\n\x06reason\x18\x02 \x01(\x0e\x32\x1d.exchange.v1.WithdrawalReason\x12\x0c\n\x04note\x18\x03 \x01(\t\x12\x19\n\x11\x63lient_request_id\x18\x04 \x01(\t\"C\n\x10WithdrawResponse\x12/\n\tsubmitted\x18\x01 \x01(\x0b\x32\x1c.exchange.v1.SubmittedNotice\"\xb7\x01\n\x17\x44\x65\x63ideDisclosureRequest\x12\x1a\n\x12request_message_id\x18\x01 \x01(\t\x12\x31\n\x08\x64\x65\x63ision\x18\x02 \x01(\x0e\x32\x1f.exchange.v1.DisclosureDecision\x12\x32\n\x0erefusal_ground\x18\x03 \x01(\x0e\x32\x1a.exchange.v1.RefusalGround\x12\x19\n\x11\x63lient_request_id\x18\x04 \x01(\t\"K\n\x18\x44\x65\x63ideDisclosureResponse\x12/\n\tsubmitted\x18\x01 \x01(\x0b\x32\x1c.exchange.v1.SubmittedNotice\"s\n\x0e\x46orwardRequest\x12\x12\n\nmessage_id\x18\x01 \x01(\t\x12\x1a\n\x12recipient_node_ids\x18\x02 \x03(\t\x12\x19\n\x11\x63lient_request_id\x18\x03 \x01(\t\x12\x16\n\x0e\x63\x61se_reference\x18\x04 \x01(\t\"B\n\x0f\x46orwardResponse\x12/\n\tsubmitted\x18\x01 \x01(\x0b\x32\x1c.exchange.v1.SubmittedNotice\"\x1c\n\x1aListOverdueRequestsRequest\"\xd8\x01\n\x0eOverdueRequest\x12\x12\n\nmessage_id\x18\x01 \x01(\t\x12%\n\x04kind\x18\x02 \x01(\x0e\x32\x17.exchange.v1.NoticeKind\x12\x1f\n\x04owed\x18\x03 \x01(\x0e\x32\x11.exchange.v1.Owed\x12\x1b\n\x13\x63ounterpart_node_id\x18\x04 \x01(\t\x12\x16\n\x0e\x63\x61se_reference\x18\x05 \x01(\t\x12\x35\n\x11response_deadline\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"L\n\x1bListOverdueRequestsResponse\x12-\n\x08requests\x18\x01 \x03(\x0b\x32\x1b.exchange.v1.OverdueRequest\"\xc8\x03\n\rNoticeSummary\x12\x12\n\nmessage_id\x18\x01 \x01(\t\x12\x16\n\x0esender_node_id\x18\x02 \x01(\t\x12\x1a\n\x12recipient_node_ids\x18\x03 \x03(\t\x12%\n\x04kind\x18\x04 \x01(\x0e\x32\x17.exchange.v1.NoticeKind\x12\x16\n\x0e\x63\x61se_reference\x18\x05 \x01(\t\x12\x13\n\x0bin_reply_to\x18\x06 \x01(\t\x12+\n\x08handling\x18\x07 \x01(\x0b\x32\x19.exchange.v1.HandlingCode\x12.\n\ncreated_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nexpires_at\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0breceived_at\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12&\n\x05state\x18\x0b \x01(\x0e\x32\x17.exchange.v1.InboxState\x12\x35\n\x11response_deadline\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"9\n\x10ListInboxRequest\x12\x11\n\tpage_size\x18\x01 \x01(\r\x12\x12\n\npage_token\x18\x02 \x01(\t\"Y\n\x11ListInboxResponse\x12+\n\x07notices\x18\x01 \x03(\x0b\x32\x1a.exchange.v1.NoticeSummary\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"&\n\x10GetNoticeRequest\x12\x12\n\nmessage_id\x18\x01 \x01(\t\"e\n\x11GetNoticeResponse\x12+\n\x07summary\x18\x01 \x01(\x0b\x32\x1a.exchange.v1.NoticeSummary\x12#\n\x06notice\x18\x02 \x01(\x0b\x32\x13.exchange.v1.Notice\"+\n\x11WatchInboxRequest\x12\x16\n\x0e\x61\x66ter_sequence\x18\x01 \x01(\x04\"\xbc\x01\n\x12WatchInboxResponse\x12\x10\n\x08sequence\x18\x01 \x01(\x04\x12)\n\x04type\x18\x02 \x01(\x0e\x32\x1b.exchange.v1.InboxEventType\x12\x12\n\nmessage_id\x18\x03 \x01(\t\x12\x14\n\x0cpeer_node_id\x18\x04 \x01(\t\x12\x0e\n\x06reason\x18\x05 \x01(\t\x12/\n\x0boccurred_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\".\n\x18GetDeliveryStatusRequest\x12\x12\n\nmessage_id\x18\x01 \x01(\t\"\xfd\x01\n\x11RecipientDelivery\x12\x19\n\x11recipient_node_id\x18\x01 \x01(\t\x12)\n\x05state\x18\x02 \x01(\x0e\x32\x1a.exchange.v1.DeliveryState\x12\x10\n\x08\x61ttempts\x18\x03 \x01(\r\x12\x33\n\x0fnext_attempt_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\nlast_error\x18\x05 \x01(\t\x12+\n\x07receipt\x18\x06 \x01(\x0b\x32\x1a.exchange.v1.SignedReceipt\x12\x1a\n\x12withdrawal_applied\x18\x07 \x01(\x08\"y\n\x19GetDeliveryStatusResponse\x12\x12\n\nmessage_id\x18\x01 \x01(\t\x12\x32\n\nrecipients\x18\x02 \x03(\x0b\x32\x1e.exchange.v1.RecipientDelivery\x12\x14\n\x0cwithdrawn_by\x18\x03 \x01(\t\"D\n\x17ListAuditEntriesRequest\x12\x16\n\x0e\x61\x66ter_sequence\x18\x01 \x01(\x04\x12\x11\n\tpage_size\x18\x02 \x01(\r\"D\n\x18ListAuditEntriesResponse\x12(\n\x07\x65ntries\x18\x01 \x03(\x0b\x32\x17.exchange.v1.AuditEntry*<\n\x04Owed\x12\x14\n\x10OWED_UNSPECIFIED\x10\x00\x12\x0e\n\nOWED_BY_US\x10\x01\x12\x0e\n\nOWED_TO_US\x10\x02*\xaa\x01\n\nInboxState\x12\x1b\n\x17INBOX_STATE_UNSPECIFIED\x10\x00\x12\x18\n\x14INBOX_STATE_RECEIVED\x10\x01\x12\x14\n\x10INBOX_STATE_READ\x10\x02\x12\x1c\n\x18INBOX_STATE_ACKNOWLEDGED\x10\x03\x12\x19\n\x15INBOX_STATE_WITHDRAWN\x10\x04\x12\x16\n\x12INBOX_STATE_PURGED\x10\x05*~\n\x0eInboxEventType\x12 \n\x1cINBOX_EVENT_TYPE_UNSPECIFIED\x10\x00\x12$\n INBOX_EVENT_TYPE_NOTICE_RECEIVED\x10\x01\x12$\n INBOX_EVENT_TYPE_DELIVERY_FAILED\x10\x02*\x84\x01\n\rDeliveryState\x12\x1e\n\x1a\x44\x45LIVERY_STATE_UNSPECIFIED\x10\x00\x12\x1a\n\x16\x44\x45LIVERY_STATE_PENDING\x10\x01\x12\x1c\n\x18\x44\x45LIVERY_STATE_DELIVERED\x10\x02\x12\x19\n\x15\x44\x45LIVERY_STATE_FAILED\x10\x03\x32\xa3\n\n\tAuthority\x12S\n\x0cSubmitNotice\x12 .exchange.v1.SubmitNoticeRequest\x1a!.exchange.v1.SubmitNoticeResponse\x12\x44\n\x07Respond\x12\x1b.exchange.v1.RespondRequest\x1a\x1c.exchange.v1.RespondResponse\x12P\n\x0b\x41\x63knowledge\x12\x1f.exchange.v1.AcknowledgeRequest\x1a .exchange.v1.AcknowledgeResponse\x12G\n\x08Withdraw\x12\x1c.exchange.v1.WithdrawRequest\x1a\x1d.exchange.v1.WithdrawResponse\x12_\n\x10\x44\x65\x63ideDisclosure\x12$.exchange.v1.DecideDisclosureRequest\x1a%.exchange.v1.DecideDisclosureResponse\x12\x44\n\x07\x46orward\x12\x1b.exchange.v1.ForwardRequest\x1a\x1c.exchange.v1.ForwardResponse\x12h\n\x13ListOverdueRequests\x12\'.exchange.v1.ListOverdueRequestsRequest\x1a(.exchange.v1.ListOverdueRequestsResponse\x12J\n\tListInbox\x12\x1d.exchange.v1.ListInboxRequest\x1a\x1e.exchange.v1.ListInboxResponse\x12J\n\tGetNotice\x12\x1d.exchange.v1.GetNoticeRequest\x1a\x1e.exchange.v1.GetNoticeResponse\x12O\n\nWatchInbox\x12\x1e.exchange.v1.WatchInboxRequest\x1a\x1f.exchange.v1.WatchInboxResponse0\x01\x12\x62\n\x11GetDeliveryStatus\x12%.exchange.v1.GetDeliveryStatusRequest\x1a&.exchange.v1.GetDeliveryStatusResponse\x12_\n\x10ListAuditEntries\x12$.exchange.v1.ListAuditEntriesRequest\x1a%.exchange.v1.ListAuditEntriesResponse\x12S\n\x0cGetAuditHead\x12 .exchange.v1.GetAuditHeadRequest\x1a!.exchange.v1.GetAuditHeadResponse\x12\x62\n\x11GetInclusionProof\x12%.exchange.v1.GetInclusionProofRequest\x1a&.exchange.v1.GetInclusionProofResponse\x12h\n\x13GetConsistencyProof\x12\'.exchange.v1.GetConsistencyProofRequest\x1a(.exchange.v1.GetConsistencyProofResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'exchange.v1.authority_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_AUDITENTRY_DETAILSENTRY']._loaded_options = None
-  _globals['_AUDITENTRY_DETAILSENTRY']._serialized_options = b'8\001'
-  _globals['_OWED']._serialized_start=4082
-  _globals['_OWED']._serialized_end=4142
-  _globals['_INBOXSTATE']._serialized_start=4145
-  _globals['_INBOXSTATE']._serialized_end=4315
-  _globals['_INBOXEVENTTYPE']._serialized_start=4317
-  _globals['_INBOXEVENTTYPE']._serialized_end=4443
-  _globals['_DELIVERYSTATE']._serialized_start=4446
-  _globals['_DELIVERYSTATE']._serialized_end=4578
-  _globals['_SUBMITNOTICEREQUEST']._serialized_start=165
-  _globals['_SUBMITNOTICEREQUEST']._serialized_end=457
-  _globals['_SUBMITNOTICERESPONSE']._serialized_start=459
-  _globals['_SUBMITNOTICERESPONSE']._serialized_end=530
-  _globals['_SUBMITTEDNOTICE']._serialized_start=533
-  _globals['_SUBMITTEDNOTICE']._serialized_end=694
-  _globals['_RESPONDREQUEST']._serialized_start=697
-  _globals['_RESPONDREQUEST']._serialized_end=977
-  _globals['_RESPONDRESPONSE']._serialized_start=979
-  _globals['_RESPONDRESPONSE']._serialized_end=1045
-  _globals['_ACKNOWLEDGEREQUEST']._serialized_start=1048
-  _globals['_ACKNOWLEDGEREQUEST']._serialized_end=1181
-  _globals['_ACKNOWLEDGERESPONSE']._serialized_start=1183
-  _globals['_ACKNOWLEDGERESPONSE']._serialized_end=1253
-  _globals['_WITHDRAWREQUEST']._serialized_start=1255
-  _globals['_WITHDRAWREQUEST']._serialized_end=1380
-  _globals['_WITHDRAWRESPONSE']._serialized_start=1382
-  _globals['_WITHDRAWRESPONSE']._serialized_end=1449
-  _globals['_DECIDEDISCLOSUREREQUEST']._serialized_start=1452
-  _globals['_DECIDEDISCLOSUREREQUEST']._serialized_end=1635
-  _globals['_DECIDEDISCLOSURERESPONSE']._serialized_start=1637
-  _globals['_DECIDEDISCLOSURERESPONSE']._serialized_end=1712
-  _globals['_FORWARDREQUEST']._serialized_start=1714
-  _globals['_FORWARDREQUEST']._serialized_end=1829
-  _globals['_FORWARDRESPONSE']._serialized_start=1831
-  _globals['_FORWARDRESPONSE']._serialized_end=1897
-  _globals['_LISTOVERDUEREQUESTSREQUEST']._serialized_start=1899
-  _globals['_LISTOVERDUEREQUESTSREQUEST']._serialized_end=1927
-  _globals['_OVERDUEREQUEST']._serialized_start=1930
-  _globals['_OVERDUEREQUEST']._serialized_end=2146
-  _globals['_LISTOVERDUEREQUESTSRESPONSE']._serialized_start=2148
-  _globals['_LISTOVERDUEREQUESTSRESPONSE']._serialized_end=2224
-  _globals['_NOTICESUMMARY']._serialized_start=2227
-  _globals['_NOTICESUMMARY']._serialized_end=2683
-  _globals['_LISTINBOXREQUEST']._serialized_start=2685
-  _globals['_LISTINBOXREQUEST']._serialized_end=2742
-  _globals['_LISTINBOXRESPONSE']._serialized_start=2744
-  _globals['_LISTINBOXRESPONSE']._serialized_end=2833
-  _globals['_GETNOTICEREQUEST']._serialized_start=2835
-  _globals['_GETNOTICEREQUEST']._serialized_end=2873
-  _globals['_GETNOTICERESPONSE']._serialized_start=2875
-  _globals['_GETNOTICERESPONSE']._serialized_end=2976
-  _globals['_WATCHINBOXREQUEST']._serialized_start=2978
-  _globals['_WATCHINBOXREQUEST']._serialized_end=3021
-  _globals['_WATCHINBOXRESPONSE']._serialized_start=3024
-  _globals['_WATCHINBOXRESPONSE']._serialized_end=3212
-  _globals['_GETDELIVERYSTATUSREQUEST']._serialized_start=3214
-  _globals['_GETDELIVERYSTATUSREQUEST']._serialized_end=3260
-  _globals['_RECIPIENTDELIVERY']._serialized_start=3263
-  _globals['_RECIPIENTDELIVERY']._serialized_end=3516
-  _globals['_GETDELIVERYSTATUSRESPONSE']._serialized_start=3518
-  _globals['_GETDELIVERYSTATUSRESPONSE']._serialized_end=3639
-  _globals['_LISTAUDITENTRIESREQUEST']._serialized_start=3641
-  _globals['_LISTAUDITENTRIESREQUEST']._serialized_end=3709
-  _globals['_AUDITENTRY']._serialized_start=3712
-  _globals['_AUDITENTRY']._serialized_end=4010
-  _globals['_AUDITENTRY_DETAILSENTRY']._serialized_start=3964
-  _globals['_AUDITENTRY_DETAILSENTRY']._serialized_end=4010
-  _globals['_LISTAUDITENTRIESRESPONSE']._serialized_start=4012
-  _globals['_LISTAUDITENTRIESRESPONSE']._serialized_end=4080
-  _globals['_AUTHORITY']._serialized_start=4581
-  _globals['_AUTHORITY']._serialized_end=5605
+  _globals['_OWED']._serialized_start=3806
+  _globals['_OWED']._serialized_end=3866
+  _globals['_INBOXSTATE']._serialized_start=3869
+  _globals['_INBOXSTATE']._serialized_end=4039
+  _globals['_INBOXEVENTTYPE']._serialized_start=4041
+  _globals['_INBOXEVENTTYPE']._serialized_end=4167
+  _globals['_DELIVERYSTATE']._serialized_start=4170
+  _globals['_DELIVERYSTATE']._serialized_end=4302
+  _globals['_SUBMITNOTICEREQUEST']._serialized_start=190
+  _globals['_SUBMITNOTICEREQUEST']._serialized_end=482
+  _globals['_SUBMITNOTICERESPONSE']._serialized_start=484
+  _globals['_SUBMITNOTICERESPONSE']._serialized_end=555
+  _globals['_SUBMITTEDNOTICE']._serialized_start=558
+  _globals['_SUBMITTEDNOTICE']._serialized_end=719
+  _globals['_RESPONDREQUEST']._serialized_start=722
+  _globals['_RESPONDREQUEST']._serialized_end=1002
+  _globals['_RESPONDRESPONSE']._serialized_start=1004
+  _globals['_RESPONDRESPONSE']._serialized_end=1070
+  _globals['_ACKNOWLEDGEREQUEST']._serialized_start=1073
+  _globals['_ACKNOWLEDGEREQUEST']._serialized_end=1206
+  _globals['_ACKNOWLEDGERESPONSE']._serialized_start=1208
+  _globals['_ACKNOWLEDGERESPONSE']._serialized_end=1278
+  _globals['_WITHDRAWREQUEST']._serialized_start=1280
+  _globals['_WITHDRAWREQUEST']._serialized_end=1405
+  _globals['_WITHDRAWRESPONSE']._serialized_start=1407
+  _globals['_WITHDRAWRESPONSE']._serialized_end=1474
+  _globals['_DECIDEDISCLOSUREREQUEST']._serialized_start=1477
+  _globals['_DECIDEDISCLOSUREREQUEST']._serialized_end=1660
+  _globals['_DECIDEDISCLOSURERESPONSE']._serialized_start=1662
+  _globals['_DECIDEDISCLOSURERESPONSE']._serialized_end=1737
+  _globals['_FORWARDREQUEST']._serialized_start=1739
+  _globals['_FORWARDREQUEST']._serialized_end=1854
+  _globals['_FORWARDRESPONSE']._serialized_start=1856
+  _globals['_FORWARDRESPONSE']._serialized_end=1922
+  _globals['_LISTOVERDUEREQUESTSREQUEST']._serialized_start=1924
+  _globals['_LISTOVERDUEREQUESTSREQUEST']._serialized_end=1952
+  _globals['_OVERDUEREQUEST']._serialized_start=1955
+  _globals['_OVERDUEREQUEST']._serialized_end=2171
+  _globals['_LISTOVERDUEREQUESTSRESPONSE']._serialized_start=2173
+  _globals['_LISTOVERDUEREQUESTSRESPONSE']._serialized_end=2249
+  _globals['_NOTICESUMMARY']._serialized_start=2252
+  _globals['_NOTICESUMMARY']._serialized_end=2708
+  _globals['_LISTINBOXREQUEST']._serialized_start=2710
+  _globals['_LISTINBOXREQUEST']._serialized_end=2767
+  _globals['_LISTINBOXRESPONSE']._serialized_start=2769
+  _globals['_LISTINBOXRESPONSE']._serialized_end=2858
+  _globals['_GETNOTICEREQUEST']._serialized_start=2860
+  _globals['_GETNOTICEREQUEST']._serialized_end=2898
+  _globals['_GETNOTICERESPONSE']._serialized_start=2900
+  _globals['_GETNOTICERESPONSE']._serialized_end=3001
+  _globals['_WATCHINBOXREQUEST']._serialized_start=3003
+  _globals['_WATCHINBOXREQUEST']._serialized_end=3046
+  _globals['_WATCHINBOXRESPONSE']._serialized_start=3049
+  _globals['_WATCHINBOXRESPONSE']._serialized_end=3237
+  _globals['_GETDELIVERYSTATUSREQUEST']._serialized_start=3239
+  _globals['_GETDELIVERYSTATUSREQUEST']._serialized_end=3285
+  _globals['_RECIPIENTDELIVERY']._serialized_start=3288
+  _globals['_RECIPIENTDELIVERY']._serialized_end=3541
+  _globals['_GETDELIVERYSTATUSRESPONSE']._serialized_start=3543
+  _globals['_GETDELIVERYSTATUSRESPONSE']._serialized_end=3664
+  _globals['_LISTAUDITENTRIESREQUEST']._serialized_start=3666
+  _globals['_LISTAUDITENTRIESREQUEST']._serialized_end=3734
+  _globals['_LISTAUDITENTRIESRESPONSE']._serialized_start=3736
+  _globals['_LISTAUDITENTRIESRESPONSE']._serialized_end=3804
+  _globals['_AUTHORITY']._serialized_start=4305
+  _globals['_AUTHORITY']._serialized_end=5620
 # @@protoc_insertion_point(module_scope)

@@ -10,11 +10,13 @@ Served on the node's authority port over TLS. Every call carries
   submitter  SubmitNotice, Respond, Acknowledge, Withdraw, DecideDisclosure,
              Forward, GetDeliveryStatus
   reader     ListInbox, GetNotice, WatchInbox, ListOverdueRequests
-  auditor    ListAuditEntries
+  auditor    ListAuditEntries, GetAuditHead, GetInclusionProof,
+             GetConsistencyProof
   admin      everything
 """
 
 from collections import abc as _abc
+from exchange._proto.exchange.v1 import audit_pb2 as _audit_pb2
 from exchange._proto.exchange.v1 import envelope_pb2 as _envelope_pb2
 from exchange._proto.exchange.v1 import notices_pb2 as _notices_pb2
 from google.protobuf import descriptor as _descriptor
@@ -910,89 +912,16 @@ class ListAuditEntriesRequest(_message.Message):
 Global___ListAuditEntriesRequest: _TypeAlias = ListAuditEntriesRequest  # noqa: Y015
 
 @_typing.final
-class AuditEntry(_message.Message):
-    """One audit record: who did what to which message, and when. Never content."""
-
-    DESCRIPTOR: _descriptor.Descriptor
-
-    @_typing.final
-    class DetailsEntry(_message.Message):
-        DESCRIPTOR: _descriptor.Descriptor
-
-        KEY_FIELD_NUMBER: _builtins.int
-        VALUE_FIELD_NUMBER: _builtins.int
-        key: _builtins.str
-        value: _builtins.str
-        def __init__(
-            self,
-            *,
-            key: _builtins.str = ...,
-            value: _builtins.str = ...,
-        ) -> None: ...
-        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
-        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
-        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-        def WhichOneof(self, oneof_group: _Never) -> None: ...
-
-    SEQUENCE_FIELD_NUMBER: _builtins.int
-    OCCURRED_AT_FIELD_NUMBER: _builtins.int
-    ACTOR_FIELD_NUMBER: _builtins.int
-    ACTION_FIELD_NUMBER: _builtins.int
-    MESSAGE_ID_FIELD_NUMBER: _builtins.int
-    PEER_NODE_ID_FIELD_NUMBER: _builtins.int
-    DETAILS_FIELD_NUMBER: _builtins.int
-    PREVIOUS_HASH_FIELD_NUMBER: _builtins.int
-    ENTRY_HASH_FIELD_NUMBER: _builtins.int
-    sequence: _builtins.int
-    actor: _builtins.str
-    """"client:<name>", "node:<node id>" or "admin"."""
-    action: _builtins.str
-    """e.g. "notice.submitted", "notice.received", "notice.read"."""
-    message_id: _builtins.str
-    peer_node_id: _builtins.str
-    previous_hash: _builtins.bytes
-    """Hash of the previous entry (32 zero bytes for the first)."""
-    entry_hash: _builtins.bytes
-    """SHA-256 over the previous hash and this entry's canonical encoding."""
-    @_builtins.property
-    def occurred_at(self) -> _timestamp_pb2.Timestamp: ...
-    @_builtins.property
-    def details(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
-        """Ids, digests and reasons; never content."""
-
-    def __init__(
-        self,
-        *,
-        sequence: _builtins.int = ...,
-        occurred_at: _timestamp_pb2.Timestamp | None = ...,
-        actor: _builtins.str = ...,
-        action: _builtins.str = ...,
-        message_id: _builtins.str = ...,
-        peer_node_id: _builtins.str = ...,
-        details: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
-        previous_hash: _builtins.bytes = ...,
-        entry_hash: _builtins.bytes = ...,
-    ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["occurred_at", b"occurred_at"]  # noqa: Y015
-    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "actor", b"actor", "details", b"details", "entry_hash", b"entry_hash", "message_id", b"message_id", "occurred_at", b"occurred_at", "peer_node_id", b"peer_node_id", "previous_hash", b"previous_hash", "sequence", b"sequence"]  # noqa: Y015
-    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
-
-Global___AuditEntry: _TypeAlias = AuditEntry  # noqa: Y015
-
-@_typing.final
 class ListAuditEntriesResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     ENTRIES_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def entries(self) -> _containers.RepeatedCompositeFieldContainer[Global___AuditEntry]: ...
+    def entries(self) -> _containers.RepeatedCompositeFieldContainer[_audit_pb2.AuditEntry]: ...
     def __init__(
         self,
         *,
-        entries: _abc.Iterable[Global___AuditEntry] | None = ...,
+        entries: _abc.Iterable[_audit_pb2.AuditEntry] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...

@@ -3,6 +3,7 @@
 import grpc
 import warnings
 
+from exchange._proto.exchange.v1 import audit_pb2 as exchange_dot_v1_dot_audit__pb2
 from exchange._proto.exchange.v1 import authority_pb2 as exchange_dot_v1_dot_authority__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
@@ -94,6 +95,21 @@ class AuthorityStub:
                 '/exchange.v1.Authority/ListAuditEntries',
                 request_serializer=exchange_dot_v1_dot_authority__pb2.ListAuditEntriesRequest.SerializeToString,
                 response_deserializer=exchange_dot_v1_dot_authority__pb2.ListAuditEntriesResponse.FromString,
+                _registered_method=True)
+        self.GetAuditHead = channel.unary_unary(
+                '/exchange.v1.Authority/GetAuditHead',
+                request_serializer=exchange_dot_v1_dot_audit__pb2.GetAuditHeadRequest.SerializeToString,
+                response_deserializer=exchange_dot_v1_dot_audit__pb2.GetAuditHeadResponse.FromString,
+                _registered_method=True)
+        self.GetInclusionProof = channel.unary_unary(
+                '/exchange.v1.Authority/GetInclusionProof',
+                request_serializer=exchange_dot_v1_dot_audit__pb2.GetInclusionProofRequest.SerializeToString,
+                response_deserializer=exchange_dot_v1_dot_audit__pb2.GetInclusionProofResponse.FromString,
+                _registered_method=True)
+        self.GetConsistencyProof = channel.unary_unary(
+                '/exchange.v1.Authority/GetConsistencyProof',
+                request_serializer=exchange_dot_v1_dot_audit__pb2.GetConsistencyProofRequest.SerializeToString,
+                response_deserializer=exchange_dot_v1_dot_audit__pb2.GetConsistencyProofResponse.FromString,
                 _registered_method=True)
 
 
@@ -203,6 +219,28 @@ class AuthorityServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetAuditHead(self, request, context):
+        """The newest signed tree head of the node's audit log.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetInclusionProof(self, request, context):
+        """An entry and its inclusion proof. Errors: INVALID_ARGUMENT (sizes out of
+        range), FAILED_PRECONDITION (tree_size 0 and no signed head yet).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetConsistencyProof(self, request, context):
+        """A consistency proof between two sizes of the log. Errors: INVALID_ARGUMENT.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AuthorityServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -265,6 +303,21 @@ def add_AuthorityServicer_to_server(servicer, server):
                     servicer.ListAuditEntries,
                     request_deserializer=exchange_dot_v1_dot_authority__pb2.ListAuditEntriesRequest.FromString,
                     response_serializer=exchange_dot_v1_dot_authority__pb2.ListAuditEntriesResponse.SerializeToString,
+            ),
+            'GetAuditHead': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetAuditHead,
+                    request_deserializer=exchange_dot_v1_dot_audit__pb2.GetAuditHeadRequest.FromString,
+                    response_serializer=exchange_dot_v1_dot_audit__pb2.GetAuditHeadResponse.SerializeToString,
+            ),
+            'GetInclusionProof': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetInclusionProof,
+                    request_deserializer=exchange_dot_v1_dot_audit__pb2.GetInclusionProofRequest.FromString,
+                    response_serializer=exchange_dot_v1_dot_audit__pb2.GetInclusionProofResponse.SerializeToString,
+            ),
+            'GetConsistencyProof': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetConsistencyProof,
+                    request_deserializer=exchange_dot_v1_dot_audit__pb2.GetConsistencyProofRequest.FromString,
+                    response_serializer=exchange_dot_v1_dot_audit__pb2.GetConsistencyProofResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -592,6 +645,87 @@ class Authority:
             '/exchange.v1.Authority/ListAuditEntries',
             exchange_dot_v1_dot_authority__pb2.ListAuditEntriesRequest.SerializeToString,
             exchange_dot_v1_dot_authority__pb2.ListAuditEntriesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetAuditHead(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/exchange.v1.Authority/GetAuditHead',
+            exchange_dot_v1_dot_audit__pb2.GetAuditHeadRequest.SerializeToString,
+            exchange_dot_v1_dot_audit__pb2.GetAuditHeadResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetInclusionProof(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/exchange.v1.Authority/GetInclusionProof',
+            exchange_dot_v1_dot_audit__pb2.GetInclusionProofRequest.SerializeToString,
+            exchange_dot_v1_dot_audit__pb2.GetInclusionProofResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetConsistencyProof(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/exchange.v1.Authority/GetConsistencyProof',
+            exchange_dot_v1_dot_audit__pb2.GetConsistencyProofRequest.SerializeToString,
+            exchange_dot_v1_dot_audit__pb2.GetConsistencyProofResponse.FromString,
             options,
             channel_credentials,
             insecure,

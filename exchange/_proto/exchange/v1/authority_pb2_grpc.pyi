@@ -10,11 +10,13 @@ Served on the node's authority port over TLS. Every call carries
   submitter  SubmitNotice, Respond, Acknowledge, Withdraw, DecideDisclosure,
              Forward, GetDeliveryStatus
   reader     ListInbox, GetNotice, WatchInbox, ListOverdueRequests
-  auditor    ListAuditEntries
+  auditor    ListAuditEntries, GetAuditHead, GetInclusionProof,
+             GetConsistencyProof
   admin      everything
 """
 
 from collections import abc as _abc
+from exchange._proto.exchange.v1 import audit_pb2 as _audit_pb2
 from exchange._proto.exchange.v1 import authority_pb2 as _authority_pb2
 from grpc import aio as _aio
 import abc as _abc_1
@@ -95,6 +97,14 @@ class AuthorityStub:
     """Delivery state of a sent notice, per recipient, with the signed receipts."""
     ListAuditEntries: _grpc.UnaryUnaryMultiCallable[_authority_pb2.ListAuditEntriesRequest, _authority_pb2.ListAuditEntriesResponse]
     """Pages through the node's audit log (ids, digests, actors and times only)."""
+    GetAuditHead: _grpc.UnaryUnaryMultiCallable[_audit_pb2.GetAuditHeadRequest, _audit_pb2.GetAuditHeadResponse]
+    """The newest signed tree head of the node's audit log."""
+    GetInclusionProof: _grpc.UnaryUnaryMultiCallable[_audit_pb2.GetInclusionProofRequest, _audit_pb2.GetInclusionProofResponse]
+    """An entry and its inclusion proof. Errors: INVALID_ARGUMENT (sizes out of
+    range), FAILED_PRECONDITION (tree_size 0 and no signed head yet).
+    """
+    GetConsistencyProof: _grpc.UnaryUnaryMultiCallable[_audit_pb2.GetConsistencyProofRequest, _audit_pb2.GetConsistencyProofResponse]
+    """A consistency proof between two sizes of the log. Errors: INVALID_ARGUMENT."""
 
 @_typing.type_check_only
 class AuthorityAsyncStub(AuthorityStub):
@@ -152,6 +162,14 @@ class AuthorityAsyncStub(AuthorityStub):
     """Delivery state of a sent notice, per recipient, with the signed receipts."""
     ListAuditEntries: _aio.UnaryUnaryMultiCallable[_authority_pb2.ListAuditEntriesRequest, _authority_pb2.ListAuditEntriesResponse]  # type: ignore[assignment]
     """Pages through the node's audit log (ids, digests, actors and times only)."""
+    GetAuditHead: _aio.UnaryUnaryMultiCallable[_audit_pb2.GetAuditHeadRequest, _audit_pb2.GetAuditHeadResponse]  # type: ignore[assignment]
+    """The newest signed tree head of the node's audit log."""
+    GetInclusionProof: _aio.UnaryUnaryMultiCallable[_audit_pb2.GetInclusionProofRequest, _audit_pb2.GetInclusionProofResponse]  # type: ignore[assignment]
+    """An entry and its inclusion proof. Errors: INVALID_ARGUMENT (sizes out of
+    range), FAILED_PRECONDITION (tree_size 0 and no signed head yet).
+    """
+    GetConsistencyProof: _aio.UnaryUnaryMultiCallable[_audit_pb2.GetConsistencyProofRequest, _audit_pb2.GetConsistencyProofResponse]  # type: ignore[assignment]
+    """A consistency proof between two sizes of the log. Errors: INVALID_ARGUMENT."""
 
 class AuthorityServicer(metaclass=_abc_1.ABCMeta):
     """What an authority system can do through its node."""
@@ -278,5 +296,31 @@ class AuthorityServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_authority_pb2.ListAuditEntriesResponse, _abc.Awaitable[_authority_pb2.ListAuditEntriesResponse]]:
         """Pages through the node's audit log (ids, digests, actors and times only)."""
+
+    @_abc_1.abstractmethod
+    def GetAuditHead(
+        self,
+        request: _audit_pb2.GetAuditHeadRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_audit_pb2.GetAuditHeadResponse, _abc.Awaitable[_audit_pb2.GetAuditHeadResponse]]:
+        """The newest signed tree head of the node's audit log."""
+
+    @_abc_1.abstractmethod
+    def GetInclusionProof(
+        self,
+        request: _audit_pb2.GetInclusionProofRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_audit_pb2.GetInclusionProofResponse, _abc.Awaitable[_audit_pb2.GetInclusionProofResponse]]:
+        """An entry and its inclusion proof. Errors: INVALID_ARGUMENT (sizes out of
+        range), FAILED_PRECONDITION (tree_size 0 and no signed head yet).
+        """
+
+    @_abc_1.abstractmethod
+    def GetConsistencyProof(
+        self,
+        request: _audit_pb2.GetConsistencyProofRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_audit_pb2.GetConsistencyProofResponse, _abc.Awaitable[_audit_pb2.GetConsistencyProofResponse]]:
+        """A consistency proof between two sizes of the log. Errors: INVALID_ARGUMENT."""
 
 def add_AuthorityServicer_to_server(servicer: AuthorityServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

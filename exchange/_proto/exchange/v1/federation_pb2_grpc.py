@@ -3,6 +3,7 @@
 import grpc
 import warnings
 
+from exchange._proto.exchange.v1 import audit_pb2 as exchange_dot_v1_dot_audit__pb2
 from exchange._proto.exchange.v1 import federation_pb2 as exchange_dot_v1_dot_federation__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
@@ -45,6 +46,21 @@ class FederationStub:
                 request_serializer=exchange_dot_v1_dot_federation__pb2.GetTrustListRequest.SerializeToString,
                 response_deserializer=exchange_dot_v1_dot_federation__pb2.GetTrustListResponse.FromString,
                 _registered_method=True)
+        self.GetAuditHead = channel.unary_unary(
+                '/exchange.v1.Federation/GetAuditHead',
+                request_serializer=exchange_dot_v1_dot_audit__pb2.GetAuditHeadRequest.SerializeToString,
+                response_deserializer=exchange_dot_v1_dot_audit__pb2.GetAuditHeadResponse.FromString,
+                _registered_method=True)
+        self.GetInclusionProof = channel.unary_unary(
+                '/exchange.v1.Federation/GetInclusionProof',
+                request_serializer=exchange_dot_v1_dot_audit__pb2.GetInclusionProofRequest.SerializeToString,
+                response_deserializer=exchange_dot_v1_dot_audit__pb2.GetInclusionProofResponse.FromString,
+                _registered_method=True)
+        self.GetConsistencyProof = channel.unary_unary(
+                '/exchange.v1.Federation/GetConsistencyProof',
+                request_serializer=exchange_dot_v1_dot_audit__pb2.GetConsistencyProofRequest.SerializeToString,
+                response_deserializer=exchange_dot_v1_dot_audit__pb2.GetConsistencyProofResponse.FromString,
+                _registered_method=True)
 
 
 class FederationServicer:
@@ -77,6 +93,30 @@ class FederationServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetAuditHead(self, request, context):
+        """The newest signed tree head of this node's audit log. Peers keep the
+        newest head they saw and check each new one against it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetInclusionProof(self, request, context):
+        """The inclusion proof of one entry (its leaf hash and path; never the
+        entry itself). Errors: INVALID_ARGUMENT, FAILED_PRECONDITION.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetConsistencyProof(self, request, context):
+        """A consistency proof between two sizes of this node's log.
+        Errors: INVALID_ARGUMENT (sizes out of range).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_FederationServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -89,6 +129,21 @@ def add_FederationServicer_to_server(servicer, server):
                     servicer.GetTrustList,
                     request_deserializer=exchange_dot_v1_dot_federation__pb2.GetTrustListRequest.FromString,
                     response_serializer=exchange_dot_v1_dot_federation__pb2.GetTrustListResponse.SerializeToString,
+            ),
+            'GetAuditHead': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetAuditHead,
+                    request_deserializer=exchange_dot_v1_dot_audit__pb2.GetAuditHeadRequest.FromString,
+                    response_serializer=exchange_dot_v1_dot_audit__pb2.GetAuditHeadResponse.SerializeToString,
+            ),
+            'GetInclusionProof': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetInclusionProof,
+                    request_deserializer=exchange_dot_v1_dot_audit__pb2.GetInclusionProofRequest.FromString,
+                    response_serializer=exchange_dot_v1_dot_audit__pb2.GetInclusionProofResponse.SerializeToString,
+            ),
+            'GetConsistencyProof': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetConsistencyProof,
+                    request_deserializer=exchange_dot_v1_dot_audit__pb2.GetConsistencyProofRequest.FromString,
+                    response_serializer=exchange_dot_v1_dot_audit__pb2.GetConsistencyProofResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -146,6 +201,87 @@ class Federation:
             '/exchange.v1.Federation/GetTrustList',
             exchange_dot_v1_dot_federation__pb2.GetTrustListRequest.SerializeToString,
             exchange_dot_v1_dot_federation__pb2.GetTrustListResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetAuditHead(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/exchange.v1.Federation/GetAuditHead',
+            exchange_dot_v1_dot_audit__pb2.GetAuditHeadRequest.SerializeToString,
+            exchange_dot_v1_dot_audit__pb2.GetAuditHeadResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetInclusionProof(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/exchange.v1.Federation/GetInclusionProof',
+            exchange_dot_v1_dot_audit__pb2.GetInclusionProofRequest.SerializeToString,
+            exchange_dot_v1_dot_audit__pb2.GetInclusionProofResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetConsistencyProof(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/exchange.v1.Federation/GetConsistencyProof',
+            exchange_dot_v1_dot_audit__pb2.GetConsistencyProofRequest.SerializeToString,
+            exchange_dot_v1_dot_audit__pb2.GetConsistencyProofResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -9,6 +9,7 @@ alternative name is the node id.
 """
 
 from collections import abc as _abc
+from exchange._proto.exchange.v1 import audit_pb2 as _audit_pb2
 from exchange._proto.exchange.v1 import federation_pb2 as _federation_pb2
 from grpc import aio as _aio
 import abc as _abc_1
@@ -55,6 +56,18 @@ class FederationStub:
     """
     GetTrustList: _grpc.UnaryUnaryMultiCallable[_federation_pb2.GetTrustListRequest, _federation_pb2.GetTrustListResponse]
     """Returns the newest trust list this node holds."""
+    GetAuditHead: _grpc.UnaryUnaryMultiCallable[_audit_pb2.GetAuditHeadRequest, _audit_pb2.GetAuditHeadResponse]
+    """The newest signed tree head of this node's audit log. Peers keep the
+    newest head they saw and check each new one against it.
+    """
+    GetInclusionProof: _grpc.UnaryUnaryMultiCallable[_audit_pb2.GetInclusionProofRequest, _audit_pb2.GetInclusionProofResponse]
+    """The inclusion proof of one entry (its leaf hash and path; never the
+    entry itself). Errors: INVALID_ARGUMENT, FAILED_PRECONDITION.
+    """
+    GetConsistencyProof: _grpc.UnaryUnaryMultiCallable[_audit_pb2.GetConsistencyProofRequest, _audit_pb2.GetConsistencyProofResponse]
+    """A consistency proof between two sizes of this node's log.
+    Errors: INVALID_ARGUMENT (sizes out of range).
+    """
 
 @_typing.type_check_only
 class FederationAsyncStub(FederationStub):
@@ -78,6 +91,18 @@ class FederationAsyncStub(FederationStub):
     """
     GetTrustList: _aio.UnaryUnaryMultiCallable[_federation_pb2.GetTrustListRequest, _federation_pb2.GetTrustListResponse]  # type: ignore[assignment]
     """Returns the newest trust list this node holds."""
+    GetAuditHead: _aio.UnaryUnaryMultiCallable[_audit_pb2.GetAuditHeadRequest, _audit_pb2.GetAuditHeadResponse]  # type: ignore[assignment]
+    """The newest signed tree head of this node's audit log. Peers keep the
+    newest head they saw and check each new one against it.
+    """
+    GetInclusionProof: _aio.UnaryUnaryMultiCallable[_audit_pb2.GetInclusionProofRequest, _audit_pb2.GetInclusionProofResponse]  # type: ignore[assignment]
+    """The inclusion proof of one entry (its leaf hash and path; never the
+    entry itself). Errors: INVALID_ARGUMENT, FAILED_PRECONDITION.
+    """
+    GetConsistencyProof: _aio.UnaryUnaryMultiCallable[_audit_pb2.GetConsistencyProofRequest, _audit_pb2.GetConsistencyProofResponse]  # type: ignore[assignment]
+    """A consistency proof between two sizes of this node's log.
+    Errors: INVALID_ARGUMENT (sizes out of range).
+    """
 
 class FederationServicer(metaclass=_abc_1.ABCMeta):
     """What one node offers the other nodes of the federation."""
@@ -110,5 +135,35 @@ class FederationServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_federation_pb2.GetTrustListResponse, _abc.Awaitable[_federation_pb2.GetTrustListResponse]]:
         """Returns the newest trust list this node holds."""
+
+    @_abc_1.abstractmethod
+    def GetAuditHead(
+        self,
+        request: _audit_pb2.GetAuditHeadRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_audit_pb2.GetAuditHeadResponse, _abc.Awaitable[_audit_pb2.GetAuditHeadResponse]]:
+        """The newest signed tree head of this node's audit log. Peers keep the
+        newest head they saw and check each new one against it.
+        """
+
+    @_abc_1.abstractmethod
+    def GetInclusionProof(
+        self,
+        request: _audit_pb2.GetInclusionProofRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_audit_pb2.GetInclusionProofResponse, _abc.Awaitable[_audit_pb2.GetInclusionProofResponse]]:
+        """The inclusion proof of one entry (its leaf hash and path; never the
+        entry itself). Errors: INVALID_ARGUMENT, FAILED_PRECONDITION.
+        """
+
+    @_abc_1.abstractmethod
+    def GetConsistencyProof(
+        self,
+        request: _audit_pb2.GetConsistencyProofRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_audit_pb2.GetConsistencyProofResponse, _abc.Awaitable[_audit_pb2.GetConsistencyProofResponse]]:
+        """A consistency proof between two sizes of this node's log.
+        Errors: INVALID_ARGUMENT (sizes out of range).
+        """
 
 def add_FederationServicer_to_server(servicer: FederationServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
