@@ -420,17 +420,18 @@ class Receiver:
     ) -> SignedReceipt:
         context = self._context
         accepted = failure is None
+        key_id, key = context.identity.signer(context.trust, now)
         receipt = sign_receipt(
             Receipt(
                 message_id=header.message_id,
                 envelope_digest=envelope.digest(),
                 recipient_node_id=context.node_id,
-                recipient_key_id=context.identity.signing_key_id,
+                recipient_key_id=key_id,
                 received_at=now,
                 accepted=accepted,
                 rejection=0 if failure is None else REJECTION_REASONS[failure],
             ),
-            context.identity.signing_key,
+            key,
         )
         record = AuditRecord(
             occurred_at=now,

@@ -15,6 +15,7 @@ from exchange.clock import Clock
 from exchange.config import NodeConfig
 from exchange.envelope import ReceivePolicy
 from exchange.errors import PreconditionError
+from exchange.health import HealthConditions
 from exchange.identity import NodeIdentity
 from exchange.seal import open_sealed
 from exchange.store.engine import AsyncStore
@@ -56,6 +57,7 @@ class NodeContext:
         inbox_changed: fired after an inbox event is committed.
         outbox_changed: fired after outbox rows are committed.
         rng: randomness for backoff jitter (seeded in tests).
+        health: named problems; any makes the node's health services NOT_SERVING.
     """
 
     config: NodeConfig
@@ -68,6 +70,7 @@ class NodeContext:
     inbox_changed: Signal = dataclasses.field(default_factory=Signal)
     outbox_changed: Signal = dataclasses.field(default_factory=Signal)
     rng: random.Random = dataclasses.field(default_factory=random.Random)
+    health: HealthConditions = dataclasses.field(default_factory=HealthConditions)
 
     @property
     def node_id(self) -> str:
@@ -115,4 +118,20 @@ class NodeContext:
                 f"trust list version {self.trust.version} expired at "
                 f"{self.trust.expires_at.isoformat()}; install a newer one"
             )
+        return self.trust
+
+    def trust_staleness(self, now: dt.datetime) -> str | None:
+        """Why the held list may not be used to send now (expired or past
+        [trust] max_age_days); None while it is fresh."""
+        return self.trust.staleness(now, self.config.trust.max_age())
+
+    def sendable_trust(self, now: dt.datetime) -> TrustList:
+        """The trust list, if this node may send with it now.
+
+        Raises:
+            PreconditionError: it is stale; saying why and what to do.
+        """
+        reason = self.trust_staleness(now)
+        if reason is not None:
+            raise PreconditionError(f"sending refused: {reason}")
         return self.trust

@@ -156,8 +156,8 @@ def init_node(
                     "public_key": base64.b64encode(signing.public).decode(),
                 },
                 "sealing_key": {
-                    "key_id": sealing[0].key_id,
-                    "public_key": base64.b64encode(sealing[0].public).decode(),
+                    "key_id": sealing.key_id,
+                    "public_key": base64.b64encode(sealing.public).decode(),
                 },
                 "tls_certificate_sha256": pki.certificate_sha256(certificate).hex(),
             },
