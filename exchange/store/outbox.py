@@ -304,13 +304,13 @@ def record_receipt(
 _REPLACE_ENVELOPE = (
     update(ENVELOPES)
     .where(
-        ENVELOPES.c.message_id == bindparam("message_id"),
+        ENVELOPES.c.message_id == bindparam("of_message"),
         ENVELOPES.c.digest == bindparam("previous_digest"),
     )
     .values(
-        header=bindparam("header"),
-        signature=bindparam("signature"),
-        digest=bindparam("digest"),
+        header=bindparam("new_header"),
+        signature=bindparam("new_signature"),
+        digest=bindparam("new_digest"),
     )
 )
 
@@ -326,11 +326,11 @@ def replace_envelope(
     result = connection.execute(
         _REPLACE_ENVELOPE,
         {
-            "message_id": message_id,
+            "of_message": message_id,
             "previous_digest": previous_digest,
-            "header": envelope.header,
-            "signature": envelope.signature,
-            "digest": envelope.digest(),
+            "new_header": envelope.header,
+            "new_signature": envelope.signature,
+            "new_digest": envelope.digest(),
         },
     )
     return result.rowcount == 1
