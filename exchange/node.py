@@ -31,6 +31,7 @@ from exchange.delivery import DeliveryWorker
 from exchange.envelope import ReceivePolicy
 from exchange.errors import (
     ConfigError,
+    ExchangeError,
     PeerUnreachableError,
     StoreUnavailableError,
     TrustListError,
@@ -116,6 +117,8 @@ class Node:
     _servers: RunningServers | None = None
     _tasks: list[asyncio.Task[None]] = dataclasses.field(default_factory=list)
     _transport: PeerTransport | None = None
+    # To load keys rotated in while running (exchange node rotate-keys).
+    _passphrase: bytes | None = None
 
     @staticmethod
     def load(
@@ -168,7 +171,7 @@ class Node:
             log=log,
             health=HealthConditions(log),
         )
-        return Node(config, context, tls, authority_credentials)
+        return Node(config, context, tls, authority_credentials, _passphrase=passphrase)
 
     @property
     def federation_port(self) -> int:
@@ -241,6 +244,7 @@ class Node:
         newest = await context.store.read(held)
         if newest is None or newest.version <= context.trust.version:
             return False
+        await self._load_rotated_keys(newest)
         try:
             check_membership(newest, context.identity, self.tls.certificate_pem)
         except ConfigError as exc:
@@ -249,6 +253,39 @@ class Node:
         context.log.info("trust_list.adopted", version=newest.version)
         await self.check_trust()
         return True
+
+    async def _load_rotated_keys(self, trust: TrustList) -> None:
+        """Load key files added since start if `trust` lists keys of ours not yet loaded.
+
+        After `exchange node rotate-keys` and the stewards' publication, the node
+        must hold the new private keys before it adopts the list: peers seal to
+        the newest sealing key as soon as they hold that list.
+        """
+        entry = trust.node(self.context.node_id)
+        identity = self.context.identity
+        if entry is None or {k.key_id for k in (*entry.signing_keys, *entry.sealing_keys)} <= {
+            *identity.signing_keys,
+            *identity.sealing_keys,
+        }:
+            return
+        layout = NodeLayout(self.config.directory)
+        try:
+            self.context.identity = await asyncio.to_thread(
+                NodeIdentity.load,
+                self.context.node_id,
+                layout.key_files("signing"),
+                layout.key_files("sealing"),
+                self._passphrase,
+            )
+        except (ExchangeError, OSError) as exc:
+            # Adopted all the same (it is authoritative); the membership check says what lacks.
+            self.context.log.error("keys.load_failed", error=str(exc))
+            return
+        self.context.log.info(
+            "keys.loaded",
+            signing_keys=len(self.context.identity.signing_keys),
+            sealing_keys=len(self.context.identity.sealing_keys),
+        )
 
     async def check_trust(self) -> str | None:
         """Report (or clear) the stale trust list health problem; returns the reason."""
@@ -273,14 +310,21 @@ class Node:
             The version adopted, or None.
         """
         context = self.context
-        assert self._transport is not None, "not started"
-        for peer in sorted(context.trust.nodes.values(), key=lambda n: n.node_id):
-            if peer.node_id == context.node_id or not peer.active:
-                continue
+        transport = self._transport
+        assert transport is not None, "not started"
+        peers = sorted(
+            (n for n in context.trust.nodes.values() if n.active and n.node_id != context.node_id),
+            key=lambda n: n.node_id,
+        )
+        timeout = context.config.delivery.attempt_timeout_seconds
+        # Asked together: a peer that is down costs one timeout, not one each.
+        offers = await asyncio.gather(
+            *(transport.get_trust_list(peer, timeout) for peer in peers), return_exceptions=True
+        )
+        for peer, offered in zip(peers, offers, strict=True):
             try:
-                offered = await self._transport.get_trust_list(
-                    peer, context.config.delivery.attempt_timeout_seconds
-                )
+                if isinstance(offered, BaseException):
+                    raise offered
                 version = offered.trust_list.version
             except (PeerUnreachableError, TrustListError) as exc:
                 context.log.info("trust_list.fetch_failed", peer=peer.node_id, error=str(exc))
@@ -315,6 +359,10 @@ class Node:
                     await self.fetch_trust()
             except StoreUnavailableError as exc:
                 self.context.log.warning("trust_list.refresh_failed", error=str(exc))
+            except Exception as exc:
+                # Whatever went wrong, following goes on next round: a node that stops
+                # following would keep a list that goes stale.
+                self.context.log.error("trust_list.follow_failed", error=repr(exc))
 
     async def purge(self) -> int:
         """Purge the content whose retention has ended; returns how many notices."""

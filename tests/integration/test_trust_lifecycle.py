@@ -20,6 +20,7 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from exchange._proto.exchange.v1 import envelope_pb2
 from exchange._proto.exchange.v1.authority_pb2 import SubmitNoticeRequest
 from exchange.admin import federation as federation_admin
 from exchange.admin import node as node_admin
@@ -335,3 +336,39 @@ def _signed_bytes(header: bytes) -> bytes:
     from exchange._encoding import encode
 
     return encode("exchange.v1.EnvelopeHeader", header)
+
+
+async def test_a_sealing_key_rotated_while_serving_opens_old_and_new_payloads(
+    quiet: Federation, clock: ManualClock, tmp_path: Path
+) -> None:
+    """No restart: adopting the list that names its new key makes the node load it."""
+    a_sim, b_sim = quiet.sim(XA), quiet.sim(XB)
+    a, b = quiet.node(XA), quiet.node(XB)
+    fed = tmp_path / "federation"
+    before = await quiet.client(XA).submit(_referral([b_sim.node_id], "XA-1", "Old key."))
+    assert await _drain(a) == 1
+    old_sealing = b.context.identity.sealing_key_id
+
+    rotated = node_admin.rotate_keys(b_sim.directory, signing=False, sealing=True, passphrase=None)
+    clock.advance(dt.timedelta(minutes=1))
+    federation_admin.add_node(fed, b_sim.directory / "enrolment.json", now=clock.now())
+    for steward in ("steward-1", "steward-2"):
+        federation_admin.sign_draft(fed, steward, None)
+    path, _ = federation_admin.publish(fed, now=clock.now())
+    for sim in (a_sim, b_sim):
+        node_admin.update_trust(sim.directory, path, now=clock.now())
+    assert await b.refresh_trust()
+    assert set(b.context.identity.sealing_keys) == {old_sealing, rotated["sealing"]}
+    assert await a.refresh_trust()
+    clock.advance(dt.timedelta(minutes=1))
+
+    after = await quiet.client(XA).submit(_referral([b_sim.node_id], "XA-2", "New key."))
+    assert await _drain(a) == 1
+    assert await _states(a, [after.message_id]) == ["delivered"]
+    for submitted, sealed_to in ((before, old_sealing), (after, rotated["sealing"])):
+        stored = await b.context.store.read(lambda c, m=submitted.message_id: load_envelope(c, m))
+        assert stored is not None
+        payload = envelope_pb2.SealedPayload.FromString(stored.sealed_payload)
+        assert [w.recipient_key_id for w in payload.wrapped_keys] == [sealed_to]
+        opened = await quiet.client(XB).get_notice(submitted.message_id)
+        assert opened.notice.HasField("case_referral")
