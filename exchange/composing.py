@@ -22,7 +22,7 @@ from exchange.ids import new_message_id
 from exchange.seal import SUITE, SealRecipient, seal
 from exchange.trust import TrustList
 
-__all__ = ["Composed", "compose", "reachable", "resign", "sealing_recipients"]
+__all__ = ["Composed", "compose", "reachable", "resign", "resigned_copy", "sealing_recipients"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -135,3 +135,17 @@ def resign(
     key_id, key = identity.signer(trust, now)
     renewed = dataclasses.replace(header, sender_key_id=key_id, created_at=now)
     return sign_envelope(renewed, envelope.sealed_payload, key)
+
+
+def resigned_copy(original: Header, offered: Header) -> bool:
+    """Whether `offered` is `original` signed anew by `resign` (the same message).
+
+    Only the key id and `created_at` may differ; the payload digest binds the
+    sealed content, so nothing a recipient stored or opened changes.
+    """
+    return (
+        dataclasses.replace(
+            offered, sender_key_id=original.sender_key_id, created_at=original.created_at
+        )
+        == original
+    )

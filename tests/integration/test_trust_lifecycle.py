@@ -19,7 +19,9 @@ from pathlib import Path
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from sqlalchemy import select
 
+from exchange._encoding import encode
 from exchange._proto.exchange.v1 import envelope_pb2
 from exchange._proto.exchange.v1.authority_pb2 import SubmitNoticeRequest
 from exchange.admin import federation as federation_admin
@@ -35,6 +37,7 @@ from exchange.node import Node
 from exchange.rpc.peers import PeerTransport
 from exchange.store import audit_log, outbox, registry
 from exchange.store.notices import load_envelope
+from exchange.store.tables import INBOX_EVENTS
 from exchange.trust import SignedTrustList, TrustList, sign_trust_list
 from tests.conftest import DatabaseFactory
 from tests.integration._peers import craft_envelope, deliver_as, referral_notice
@@ -256,11 +259,35 @@ async def test_federation_status_shows_what_every_node_holds(
 # --- a node key revoked mid-backlog ------------------------------------------------------------
 
 
+async def _rotate_and_revoke(
+    quiet: Federation, clock: ManualClock, root: Path, index: int, others: list[int]
+) -> tuple[dict[str, str], dt.datetime, int]:
+    """Node `index` rotates its signing key; the stewards publish the new one and revoke
+    the old one 30 s on; the node and `others` (running or not) install that list."""
+    fed, sim = root / "federation", quiet.sim(index)
+    node = quiet.node(index)
+    old_key_id = node.context.identity.signing_key_id
+    rotated = node_admin.rotate_keys(sim.directory, signing=True, sealing=False, passphrase=None)
+    assert rotated["signing"] not in node.context.identity.signing_keys, "not loaded yet"
+    assert node.context.identity.signer(node.context.trust, clock.now())[0] == old_key_id
+    clock.advance(dt.timedelta(minutes=1))
+    federation_admin.add_node(fed, sim.directory / "enrolment.json", now=clock.now())
+    revoked_at = clock.now() + dt.timedelta(seconds=30)
+    federation_admin.revoke_key(fed, sim.node_id, old_key_id, at=revoked_at, now=clock.now())
+    for steward in ("steward-1", "steward-2"):
+        federation_admin.sign_draft(fed, steward, None)
+    path, published = federation_admin.publish(fed, now=clock.now())
+    for other in (index, *others):
+        node_admin.update_trust(quiet.sim(other).directory, path, now=clock.now())
+    assert await node.refresh_trust()
+    assert rotated["signing"] in node.context.identity.signing_keys, "loaded on adoption"
+    return rotated, revoked_at, published.version
+
+
 async def test_a_backlog_drains_with_the_new_key_after_the_old_one_is_revoked(
     quiet: Federation, clock: ManualClock, tmp_path: Path
 ) -> None:
     a_sim, b_sim = quiet.sim(XA), quiet.sim(XB)
-    fed = tmp_path / "federation"
     a = quiet.node(XA)
     old_key = a.context.identity.signing_key
     old_key_id = a.context.identity.signing_key_id
@@ -280,26 +307,11 @@ async def test_a_backlog_drains_with_the_new_key_after_the_old_one_is_revoked(
     assert await _states(a, backlog) == ["pending"] * 3
 
     # XA's admin rotates its signing key; the stewards publish it and revoke the old one.
-    rotated = node_admin.rotate_keys(a_sim.directory, signing=True, sealing=False, passphrase=None)
-    await quiet.crash(a_sim.node_id)
-    a = await quiet.start(a_sim.node_id, deliver=False)
-    assert a.context.identity.signer(a.context.trust, clock.now())[0] == old_key_id, (
-        "signs with the old key until a list names the new one"
-    )
-    clock.advance(dt.timedelta(minutes=1))
-    federation_admin.add_node(fed, a_sim.directory / "enrolment.json", now=clock.now())
-    revoked_at = clock.now() + dt.timedelta(seconds=30)
-    federation_admin.revoke_key(fed, a_sim.node_id, old_key_id, at=revoked_at, now=clock.now())
-    for steward in ("steward-1", "steward-2"):
-        federation_admin.sign_draft(fed, steward, None)
-    path, published = federation_admin.publish(fed, now=clock.now())
-    for sim in (a_sim, b_sim):
-        node_admin.update_trust(sim.directory, path, now=clock.now())
-    assert await a.refresh_trust()
+    rotated, revoked_at, version = await _rotate_and_revoke(quiet, clock, tmp_path, XA, [XB])
     clock.advance(dt.timedelta(hours=1))  # past the revocation, and the backlog is due
 
     b = await quiet.start(b_sim.node_id, deliver=False)
-    assert b.context.trust.version == published.version
+    assert b.context.trust.version == version
     assert await _drain(a) == 3
     assert await _states(a, backlog) == ["delivered"] * 3
 
@@ -332,9 +344,34 @@ async def test_a_backlog_drains_with_the_new_key_after_the_old_one_is_revoked(
     key.ed25519().verify(kept.signature, _signed_bytes(kept.header))
 
 
-def _signed_bytes(header: bytes) -> bytes:
-    from exchange._encoding import encode
+async def test_a_resigned_copy_of_a_message_already_held_gets_the_same_answer(
+    quiet: Federation, clock: ManualClock, tmp_path: Path
+) -> None:
+    """XB stored the message but its receipt never reached XA; XA's key is revoked meanwhile."""
+    a, b = quiet.node(XA), quiet.node(XB)
+    b_id = quiet.sim(XB).node_id
+    submitted = await quiet.client(XA).submit(_referral([b_id], "XA-1", "Receipt lost."))
+    first = await a.context.store.read(lambda c: load_envelope(c, submitted.message_id))
+    assert first is not None
+    await deliver_as(a, b, first)  # arrives; the answer is lost on the way back
 
+    await _rotate_and_revoke(quiet, clock, tmp_path, XA, [XB])
+    assert await b.refresh_trust()
+    clock.advance(dt.timedelta(hours=1))
+    assert await _drain(a) == 1
+
+    assert await _states(a, [submitted.message_id]) == ["delivered"]
+    assert len(await _inbox_events(b, submitted.message_id)) == 1, "stored once"
+    (again,) = await _audit(b, "notice.received_resigned")
+    assert again["first_envelope_digest"] == first.digest().hex()
+
+
+async def _inbox_events(node: Node, message_id: str) -> list[int]:
+    query = select(INBOX_EVENTS.c.sequence).where(INBOX_EVENTS.c.message_id == message_id)
+    return await node.context.store.read(lambda c: list(c.execute(query).scalars()))
+
+
+def _signed_bytes(header: bytes) -> bytes:
     return encode("exchange.v1.EnvelopeHeader", header)
 
 

@@ -16,7 +16,7 @@ import datetime as dt
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
-from exchange.composing import resign
+from exchange.composing import resign, resigned_copy
 from exchange.envelope import Header
 from exchange.errors import PreconditionError, VerificationFailure
 from exchange.identity import NodeIdentity
@@ -216,3 +216,18 @@ def test_a_payload_sealed_to_the_old_sealing_key_still_opens_after_rotation() ->
         keys=rotated.sealing_keys,
     )
     assert opened == b"sealed before the rotation"
+
+
+def test_a_resigned_envelope_is_recognised_as_the_same_message_and_nothing_else_is() -> None:
+    queued = envelope(signing_key=OLD, created_at=REVOKED - DAY, lifetime=3 * DAY)
+    renewed = resign(queued, identity=HOLDING_BOTH, trust=trust_with(*REVOKING), now=T0)
+    assert renewed is not None
+    original, offered = Header.from_bytes(queued.header), Header.from_bytes(renewed.header)
+    assert resigned_copy(original, offered)
+    for changed in (
+        {"expires_at": original.expires_at + HOUR},
+        {"payload_digest": bytes(32)},
+        {"recipient_node_ids": (XB.node_id, "xc-node")},
+        {"case_reference": "XA-2026-0043"},
+    ):
+        assert not resigned_copy(original, dataclasses.replace(offered, **changed))  # type: ignore[arg-type]
