@@ -71,7 +71,8 @@ class AuditLog:
                 if waited < config.head_interval_seconds * 1000:
                     return None
             head = TreeHead(context.node_id, size, audit_log.root(connection, size), now)
-            signed = SignedTreeHead.sign(head, context.identity.signing_key)
+            _, key = context.identity.signer(context.trust, now)
+            signed = SignedTreeHead.sign(head, key)
             audit_heads.insert_own(connection, signed, size, to_millis(now))
             return signed
 

@@ -22,7 +22,7 @@ from exchange.ids import new_message_id
 from exchange.seal import SUITE, SealRecipient, seal
 from exchange.trust import TrustList
 
-__all__ = ["Composed", "compose", "reachable", "sealing_recipients"]
+__all__ = ["Composed", "compose", "reachable", "resign", "resigned_copy", "sealing_recipients"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -83,6 +83,7 @@ def compose(
     """
     now = clock.now()
     sealed_to = sealing_recipients(trust, recipients, now)
+    key_id, signing_key = identity.signer(trust, now)
     message_id = message_id or new_message_id(clock, identity.node_id)
     sealed = seal(
         notices.encode_notice(notice),
@@ -93,7 +94,7 @@ def compose(
     header = Header(
         message_id=message_id,
         sender_node_id=identity.node_id,
-        sender_key_id=identity.signing_key_id,
+        sender_key_id=key_id,
         recipient_node_ids=recipients,
         created_at=now,
         expires_at=now + ttl,
@@ -104,4 +105,47 @@ def compose(
         payload_digest=hashlib.sha256(sealed).digest(),
         seal_suite=SUITE,
     )
-    return Composed(header, sign_envelope(header, sealed, identity.signing_key))
+    return Composed(header, sign_envelope(header, sealed, signing_key))
+
+
+def resign(
+    envelope: Envelope, *, identity: NodeIdentity, trust: TrustList, now: dt.datetime
+) -> Envelope | None:
+    """The envelope signed anew if the key that signed it is no longer accepted at `now`.
+
+    A queued envelope whose key was revoked (or retired) while it waited would
+    be refused by every recipient. The new header differs only in the key id and
+    `created_at` (the new signature is made now, and the new key may not have
+    been valid when the envelope was first made); message id, recipients,
+    expiry and the sealed payload stay, so recipients still deduplicate it.
+
+    Returns:
+        None if the envelope's signature is still acceptable as it is, or if it
+        has expired (nothing to send: the delivery fails).
+
+    Raises:
+        PreconditionError: no key of this node is valid now.
+    """
+    header = Header.from_bytes(envelope.header)
+    if header.expires_at <= now:
+        return None
+    entry = trust.node(identity.node_id)
+    if entry is not None and entry.signing_key(header.sender_key_id, header.created_at, now=now):
+        return None
+    key_id, key = identity.signer(trust, now)
+    renewed = dataclasses.replace(header, sender_key_id=key_id, created_at=now)
+    return sign_envelope(renewed, envelope.sealed_payload, key)
+
+
+def resigned_copy(original: Header, offered: Header) -> bool:
+    """Whether `offered` is `original` signed anew by `resign` (the same message).
+
+    Only the key id and `created_at` may differ; the payload digest binds the
+    sealed content, so nothing a recipient stored or opened changes.
+    """
+    return (
+        dataclasses.replace(
+            offered, sender_key_id=original.sender_key_id, created_at=original.created_at
+        )
+        == original
+    )

@@ -38,6 +38,7 @@ __all__ = [
     "ReceiveConfig",
     "RetentionConfig",
     "StoreConfig",
+    "TrustConfig",
     "load_node_config",
     "passphrase_from_env",
 ]
@@ -108,6 +109,21 @@ class ReceiveConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class TrustConfig:
+    """[trust]: how fresh the held trust list must be, and how often peers are asked."""
+
+    # A list issued longer ago than this is stale even before it expires: the node
+    # stops sending and reports NOT_SERVING until it holds a newer one (TUF's
+    # freshness against freeze attacks). Stewards republish well within it.
+    max_age_days: int = 30
+    # How often a running node asks its peers (GetTrustList) for a newer list.
+    fetch_interval_seconds: float = 300.0
+
+    def max_age(self) -> dt.timedelta:
+        return dt.timedelta(days=self.max_age_days)
+
+
+@dataclasses.dataclass(frozen=True)
 class RetentionConfig:
     """[retention]: how often serve purges content whose retention has ended."""
 
@@ -147,6 +163,7 @@ class NodeConfig:
     store: StoreConfig = StoreConfig()
     delivery: DeliveryConfig = DeliveryConfig()
     receive: ReceiveConfig = ReceiveConfig()
+    trust: TrustConfig = TrustConfig()
     retention: RetentionConfig = RetentionConfig()
     audit: AuditConfig = AuditConfig()
     logging: LoggingConfig = LoggingConfig()
@@ -175,6 +192,7 @@ _SECTIONS: Mapping[str, type[Any]] = {
     "store": StoreConfig,
     "delivery": DeliveryConfig,
     "receive": ReceiveConfig,
+    "trust": TrustConfig,
     "retention": RetentionConfig,
     "audit": AuditConfig,
     "logging": LoggingConfig,
@@ -274,6 +292,7 @@ def load_node_config(directory: Path, environ: Mapping[str, str] | None = None) 
     if config.store.sqlite_synchronous not in ("FULL", "NORMAL", "EXTRA"):
         raise ConfigError(f"{path}: store.sqlite_synchronous: expected FULL, NORMAL or EXTRA")
     _check_delivery(config.delivery, path)
+    _check_trust(config.trust, path)
     if config.retention.purge_interval_seconds < 1:
         raise ConfigError(f"{path}: retention.purge_interval_seconds: expected at least 1")
     return config
@@ -302,6 +321,13 @@ def _check_delivery(delivery: DeliveryConfig, path: Path) -> None:
     for key, wrong in problems.items():
         if wrong:
             raise ConfigError(f"{path}: delivery.{key}: expected {expected[key]}")
+
+
+def _check_trust(trust: TrustConfig, path: Path) -> None:
+    if not 1 <= trust.max_age_days <= 3650:
+        raise ConfigError(f"{path}: trust.max_age_days: expected between 1 and 3650")
+    if trust.fetch_interval_seconds < 1:
+        raise ConfigError(f"{path}: trust.fetch_interval_seconds: expected at least 1")
 
 
 def passphrase_from_env(environ: Mapping[str, str] | None = None) -> bytes | None:

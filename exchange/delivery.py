@@ -1,6 +1,8 @@
 """The delivery worker: drains the outbox, one claimed row per recipient.
 
-Each attempt sends the envelope as stored, verifies the recipient's signed
+Each attempt sends the envelope as stored (signed anew first if the key that
+signed it has since been revoked or retired: a backlog drains with the new
+key), verifies the recipient's signed
 receipt against the trust list and the envelope digest, and commits the
 outcome with its audit entry:
 
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import datetime as dt
 from typing import Protocol
 
@@ -26,11 +29,18 @@ from sqlalchemy import Connection
 
 from exchange.audit import AuditRecord
 from exchange.clock import to_millis
-from exchange.envelope import Envelope
-from exchange.errors import PeerUnreachableError, StoreUnavailableError, VerificationError
+from exchange.composing import resign
+from exchange.envelope import Envelope, Header
+from exchange.errors import (
+    PeerUnreachableError,
+    PreconditionError,
+    StoreUnavailableError,
+    VerificationError,
+)
 from exchange.receipt import Receipt, SignedReceipt, verify_receipt
 from exchange.runtime import NodeContext, Signal
 from exchange.store import audit_log, inbox, outbox
+from exchange.store.notices import load_envelope
 from exchange.trust import TrustedNode
 
 __all__ = ["DeliveryTransport", "DeliveryWorker", "backoff"]
@@ -98,9 +108,10 @@ class DeliveryWorker:
     async def run_once(self) -> int:
         """Claim and attempt one batch of due rows; returns how many were attempted."""
         context = self._context
-        if context.trust.expired(context.clock.now()):
-            # Held, not failed: they go out once a newer trust list is installed.
-            context.log.warning("delivery.held", reason="trust list expired")
+        stale = context.trust_staleness(context.clock.now())
+        if stale is not None:
+            # Held, not failed: they go out once a newer trust list is adopted.
+            context.log.warning("delivery.held", reason=stale)
             return 0
         now = to_millis(context.clock.now())
         items = await context.store.write(
@@ -145,6 +156,12 @@ class DeliveryWorker:
             await self._retry(item, "recipient is not an active node of the trust list", now)
             return
         try:
+            item = await self._signed_acceptably(item, now)
+        except PreconditionError as exc:
+            # No valid key of ours: held until the stewards publish one.
+            await self._retry(item, str(exc), now)
+            return
+        try:
             signed = await self._transport.deliver(
                 peer, item.envelope, self._config.attempt_timeout_seconds
             )
@@ -171,6 +188,56 @@ class DeliveryWorker:
             await self._retry(item, f"invalid receipt: {exc.failure.value}", context.clock.now())
             return
         await self._record(item, signed, receipt, context.clock.now())
+
+    async def _signed_acceptably(
+        self, item: outbox.OutboxItem, now: dt.datetime
+    ) -> outbox.OutboxItem:
+        """The item, its envelope signed anew first if its key was revoked or retired.
+
+        The stored envelope is replaced only if it is still the one this item
+        carries (another worker may have re-signed it meanwhile: then that one is
+        sent), so every recipient gets, and every receipt covers, the envelope
+        on record; the replaced signature stays evidence in the audit entry.
+        """
+        context = self._context
+        renewed = resign(item.envelope, identity=context.identity, trust=context.trust, now=now)
+        if renewed is None:
+            return item
+        old = Header.from_bytes(item.envelope.header)
+        new = Header.from_bytes(renewed.header)
+        record = AuditRecord(
+            occurred_at=now,
+            actor=context.actor,
+            action="notice.resigned",
+            message_id=item.message_id,
+            details={
+                "previous_key_id": old.sender_key_id,
+                "key_id": new.sender_key_id,
+                "previous_envelope_digest": item.envelope_digest.hex(),
+                "envelope_digest": renewed.digest().hex(),
+                "previous_created_at": old.created_at.isoformat(),
+                "previous_signature": item.envelope.signature.hex(),
+            },
+        )
+
+        def swap(connection: Connection) -> outbox.OutboxItem:
+            if outbox.replace_envelope(
+                connection, item.message_id, previous_digest=item.envelope_digest, envelope=renewed
+            ):
+                audit_log.append(connection, [record])
+                return dataclasses.replace(item, envelope=renewed, envelope_digest=renewed.digest())
+            stored = load_envelope(connection, item.message_id)
+            assert stored is not None, "an outbox row always has its envelope"
+            return dataclasses.replace(item, envelope=stored, envelope_digest=stored.digest())
+
+        swapped = await context.store.write(swap)
+        context.log.info(
+            "delivery.resigned",
+            message_id=item.message_id,
+            previous_key_id=old.sender_key_id,
+            key_id=Header.from_bytes(swapped.envelope.header).sender_key_id,
+        )
+        return swapped
 
     async def _retry(self, item: outbox.OutboxItem, error: str, now: dt.datetime) -> None:
         delay = backoff(

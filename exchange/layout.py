@@ -40,6 +40,22 @@ class NodeLayout:
     def sealing_key(self) -> Path:
         return self.root / "keys" / "sealing.pem"
 
+    def key_files(self, kind: str) -> list[Path]:
+        """Every key file of `kind` ("signing" or "sealing"), oldest first.
+
+        The first key is `<kind>.pem`; each rotation adds `<kind>.<N>.pem`.
+        """
+        rotated = {
+            int(number): path
+            for path in (self.root / "keys").glob(f"{kind}.*.pem")
+            if (number := path.name.removeprefix(f"{kind}.").removesuffix(".pem")).isdigit()
+        }
+        return [self.root / "keys" / f"{kind}.pem", *(rotated[n] for n in sorted(rotated))]
+
+    def next_key_file(self, kind: str) -> Path:
+        """Where the next rotated key of `kind` goes."""
+        return self.root / "keys" / f"{kind}.{len(self.key_files(kind)) + 1}.pem"
+
     @property
     def tls_key(self) -> Path:
         return self.root / "tls" / "node.key"

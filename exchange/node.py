@@ -3,7 +3,9 @@
 `Node.load` refuses to build a node that could not work correctly: a store
 that is not migrated, no trust list, or a trust list that does not list this
 node with exactly the keys and TLS certificate it holds. `start` binds both
-ports and starts the delivery worker; `stop` stops accepting calls, lets calls
+ports and starts the delivery worker and the trust list follower (adopts lists
+installed in the store, asks peers for newer ones, and reports a stale list
+through health); `stop` stops accepting calls, lets calls
 in flight finish within the grace period, and cancels the worker (a row it had
 claimed is retried by the next start after its lease).
 """
@@ -28,11 +30,18 @@ from exchange.clock import Clock, SystemClock
 from exchange.config import NodeConfig, load_node_config, passphrase_from_env
 from exchange.delivery import DeliveryWorker
 from exchange.envelope import ReceivePolicy
-from exchange.errors import ConfigError, StoreUnavailableError
+from exchange.errors import (
+    ConfigError,
+    ExchangeError,
+    PeerUnreachableError,
+    StoreUnavailableError,
+    TrustListError,
+)
+from exchange.health import TRUST_LIST_STALE, HealthConditions
 from exchange.identity import NodeIdentity
 from exchange.layout import NodeLayout
 from exchange.logs import get_logger
-from exchange.peer_heads import PeerHeadWatcher
+from exchange.peer_heads import PeerHeadWatcher, report_conflict
 from exchange.reading import Reader
 from exchange.receiving import Receiver
 from exchange.retention import PURGE_BATCH, purge_batch
@@ -42,11 +51,11 @@ from exchange.rpc.peers import PeerTransport
 from exchange.rpc.server import RunningServers, start_servers
 from exchange.rpc.tls import NodeTls, authority_server_credentials
 from exchange.runtime import NodeContext
-from exchange.store import migrate
+from exchange.store import audit_heads, migrate
 from exchange.store.engine import AsyncStore, Store
 from exchange.submitting import Submitter
 from exchange.trust import TrustList
-from exchange.trust_state import current_trust_list, held
+from exchange.trust_state import current_trust_list, held, install_trust_list_async
 
 __all__ = ["Node", "check_membership"]
 
@@ -70,7 +79,7 @@ def check_membership(trust: TrustList, identity: NodeIdentity, tls_certificate: 
         raise ConfigError(
             f"node {identity.node_id} is suspended in trust list version {trust.version}"
         )
-    if identity.signing_key_id not in {k.key_id for k in entry.signing_keys}:
+    if not set(identity.signing_keys) & {k.key_id for k in entry.signing_keys}:
         raise ConfigError("the trust list does not list this node's signing key")
     if not set(identity.sealing_keys) & {k.key_id for k in entry.sealing_keys}:
         raise ConfigError("the trust list does not list this node's sealing key")
@@ -110,6 +119,8 @@ class Node:
     _servers: RunningServers | None = None
     _tasks: list[asyncio.Task[None]] = dataclasses.field(default_factory=list)
     _transport: PeerTransport | None = None
+    # To load keys rotated in while running (exchange node rotate-keys).
+    _passphrase: bytes | None = None
 
     @staticmethod
     def load(
@@ -134,7 +145,7 @@ class Node:
                 "is not a loopback address"
             )
         identity = NodeIdentity.load(
-            config.node_id, layout.signing_key, [layout.sealing_key], passphrase
+            config.node_id, layout.key_files("signing"), layout.key_files("sealing"), passphrase
         )
         tls = NodeTls.load(layout, passphrase)
         authority_credentials = (
@@ -148,6 +159,7 @@ class Node:
         except BaseException:
             store.dispose()
             raise
+        log = get_logger("exchange.node", node_id=config.node_id)
         context = NodeContext(
             config=config,
             identity=identity,
@@ -158,9 +170,10 @@ class Node:
                 max_clock_skew=dt.timedelta(seconds=config.receive.max_clock_skew_seconds),
                 max_message_age=dt.timedelta(days=config.receive.max_message_age_days),
             ),
-            log=get_logger("exchange.node", node_id=config.node_id),
+            log=log,
+            health=HealthConditions(log),
         )
-        return Node(config, context, tls, authority_credentials)
+        return Node(config, context, tls, authority_credentials, _passphrase=passphrase)
 
     @property
     def federation_port(self) -> int:
@@ -179,12 +192,6 @@ class Node:
             deliver: False leaves the outbox alone (for tests that drive it).
         """
         context = self.context
-        if context.trust.expired(context.clock.now()):
-            context.log.warning(
-                "trust_list.expired",
-                version=context.trust.version,
-                detail="sending is refused until a newer trust list is installed",
-            )
         audit = AuditLog(context)
         self._servers = await start_servers(
             federation=FederationService(context, Receiver(context), audit),
@@ -194,6 +201,11 @@ class Node:
             authority_address=self.config.authority.listen,
             authority_credentials=self.authority_credentials,
         )
+        await context.health.watch(self._servers.set_serving)
+        for conflict in await context.store.read(audit_heads.conflicts):
+            # Seen before a restart and still on record: the operator has not cleared it.
+            await report_conflict(context, conflict.node_id, conflict.reason)
+        await self.check_trust()
         self._transport = PeerTransport(self.tls.channel_credentials())
         self._tasks.append(asyncio.create_task(audit.run(), name="audit-heads"))
         self._tasks.append(
@@ -244,21 +256,125 @@ class Node:
         newest = await context.store.read(held)
         if newest is None or newest.version <= context.trust.version:
             return False
+        await self._load_rotated_keys(newest)
         try:
             check_membership(newest, context.identity, self.tls.certificate_pem)
         except ConfigError as exc:
             context.log.error("trust_list.membership", version=newest.version, problem=str(exc))
         context.trust = newest
         context.log.info("trust_list.adopted", version=newest.version)
+        await self.check_trust()
         return True
 
+    async def _load_rotated_keys(self, trust: TrustList) -> None:
+        """Load key files added since start if `trust` lists keys of ours not yet loaded.
+
+        After `exchange node rotate-keys` and the stewards' publication, the node
+        must hold the new private keys before it adopts the list: peers seal to
+        the newest sealing key as soon as they hold that list.
+        """
+        entry = trust.node(self.context.node_id)
+        identity = self.context.identity
+        if entry is None or {k.key_id for k in (*entry.signing_keys, *entry.sealing_keys)} <= {
+            *identity.signing_keys,
+            *identity.sealing_keys,
+        }:
+            return
+        layout = NodeLayout(self.config.directory)
+        try:
+            self.context.identity = await asyncio.to_thread(
+                NodeIdentity.load,
+                self.context.node_id,
+                layout.key_files("signing"),
+                layout.key_files("sealing"),
+                self._passphrase,
+            )
+        except (ExchangeError, OSError) as exc:
+            # Adopted all the same (it is authoritative); the membership check says what lacks.
+            self.context.log.error("keys.load_failed", error=str(exc))
+            return
+        self.context.log.info(
+            "keys.loaded",
+            signing_keys=len(self.context.identity.signing_keys),
+            sealing_keys=len(self.context.identity.sealing_keys),
+        )
+
+    async def check_trust(self) -> str | None:
+        """Report (or clear) the stale trust list health problem; returns the reason."""
+        context = self.context
+        reason = context.trust_staleness(context.clock.now())
+        if reason is None:
+            await context.health.clear(TRUST_LIST_STALE)
+        else:
+            await context.health.report(TRUST_LIST_STALE, f"sending refused: {reason}")
+        return reason
+
+    async def fetch_trust(self) -> int | None:
+        """Ask every active peer for its trust list; install and adopt a newer one.
+
+        A list no newer than the held one is ignored without a word (peers lag
+        behind); a newer one is installed only through `install_trust_list`, so
+        the TUF rules decide, and a refusal (forged, under threshold, expired)
+        is audited and logged. Peers are asked in turn until one offers a list
+        that is accepted.
+
+        Returns:
+            The version adopted, or None.
+        """
+        context = self.context
+        transport = self._transport
+        assert transport is not None, "not started"
+        peers = sorted(
+            (n for n in context.trust.nodes.values() if n.active and n.node_id != context.node_id),
+            key=lambda n: n.node_id,
+        )
+        timeout = context.config.delivery.attempt_timeout_seconds
+        # Asked together: a peer that is down costs one timeout, not one each.
+        offers = await asyncio.gather(
+            *(transport.get_trust_list(peer, timeout) for peer in peers), return_exceptions=True
+        )
+        for peer, offered in zip(peers, offers, strict=True):
+            try:
+                if isinstance(offered, BaseException):
+                    raise offered
+                version = offered.trust_list.version
+            except (PeerUnreachableError, TrustListError) as exc:
+                context.log.info("trust_list.fetch_failed", peer=peer.node_id, error=str(exc))
+                continue
+            if version <= context.trust.version:
+                continue
+            try:
+                await install_trust_list_async(
+                    context.store,
+                    offered,
+                    now=context.clock.now(),
+                    actor=context.actor,
+                    source=peer.node_id,
+                )
+            except TrustListError as exc:
+                context.log.warning("trust_list.refused", peer=peer.node_id, reason=str(exc))
+                continue
+            await self.refresh_trust()
+            return context.trust.version
+        return None
+
     async def _follow_trust(self) -> None:
+        loop = asyncio.get_running_loop()
+        fetched_at = loop.time()
         while True:
             await asyncio.sleep(TRUST_REFRESH_SECONDS)
             try:
                 await self.refresh_trust()
+                await self.check_trust()
+                if loop.time() - fetched_at >= self.config.trust.fetch_interval_seconds:
+                    fetched_at = loop.time()
+                    await self.fetch_trust()
             except StoreUnavailableError as exc:
                 self.context.log.warning("trust_list.refresh_failed", error=str(exc))
+            except Exception as exc:
+                # Whatever went wrong, following goes on next round: a node that stops
+                # following would keep a list that goes stale.
+                self.context.log.error("trust_list.follow_failed", error=repr(exc))
 
     async def purge(self) -> int:
         """Purge the content whose retention has ended; returns how many notices."""

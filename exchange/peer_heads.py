@@ -36,7 +36,7 @@ from exchange.runtime import NodeContext, Signal
 from exchange.store import audit_heads, audit_log
 from exchange.trust import TrustedNode
 
-__all__ = ["HeadCheck", "PeerHeadWatcher", "PeerHeadsTransport", "audit_problem"]
+__all__ = ["HeadCheck", "PeerHeadWatcher", "PeerHeadsTransport", "audit_problem", "report_conflict"]
 
 _TIMEOUT_SECONDS = 5.0
 # At most one look per peer this often, however many deliveries there are.
@@ -46,6 +46,11 @@ _MIN_GAP_SECONDS = 1.0
 def audit_problem(node_id: str) -> str:
     """The health problem name under which a contradiction in `node_id`'s log is reported."""
     return f"audit_inconsistent:{node_id}"
+
+
+async def report_conflict(context: NodeContext, node_id: str, problem: str) -> None:
+    """Make the node NOT_SERVING for a contradiction in `node_id`'s log, saying what it is."""
+    await context.health.report(audit_problem(node_id), f"audit log of {node_id}: {problem}")
 
 
 class PeerHeadsTransport(Protocol):
@@ -154,7 +159,7 @@ class PeerHeadWatcher:
 
         await context.store.write(commit)
         context.log.error("audit.peer_inconsistent", peer=node_id, reason=problem)
-        await context.health.report(audit_problem(node_id), f"audit log of {node_id}: {problem}")
+        await report_conflict(context, node_id, problem)
 
     async def check_peers(self, node_ids: set[str] | None = None) -> dict[str, HeadCheck]:
         """Look at the given peers (default: every active peer), concurrently."""

@@ -7,7 +7,9 @@ DESIGN.md's flow, receiving side:
    time rules. Anything unauthentic is refused with an error and leaves no
    state behind except the audited refusal.
 2. A message id seen before from the same sender gets the original receipt
-   (at-least-once on the wire, exactly-once in the store).
+   (at-least-once on the wire, exactly-once in the store); the same message
+   signed anew by its sender (`composing.resign`) gets the same answer about
+   the envelope as re-sent.
 3. Open the payload and check the notice against its type's rules, then
    forget the plaintext: content stays sealed at rest.
 4. Commit, in one transaction: the envelope as received, the notice row, the
@@ -32,7 +34,7 @@ from exchange._proto.exchange.v1 import envelope_pb2 as env_pb
 from exchange._proto.exchange.v1 import notices_pb2 as pb
 from exchange.audit import AuditRecord
 from exchange.clock import to_millis
-from exchange.composing import Composed, compose, reachable
+from exchange.composing import Composed, compose, reachable, resigned_copy
 from exchange.envelope import Envelope, Handling, Header, check_envelope
 from exchange.errors import (
     ConflictError,
@@ -51,6 +53,7 @@ from exchange.store.notices import (
     OUTGOING,
     NoticeRecord,
     find_notice,
+    load_envelope,
     stored_digest,
 )
 
@@ -127,7 +130,7 @@ class Receiver:
             assert header is not None
             # An authentic envelope seen before gets its original receipt, even if it
             # is now too old or expired: its first receipt was lost on the way back.
-            earlier = await self._earlier_receipt(header, envelope.digest())
+            earlier = await self._earlier_receipt(header, envelope.digest(), now)
             if earlier is not None:
                 return earlier
             if check.failure is not None and check.failure not in _REJECTABLE:
@@ -141,20 +144,65 @@ class Receiver:
             raise
         return await self._commit(envelope, header, failure, now, effects)
 
-    async def _earlier_receipt(self, header: Header, digest: bytes) -> SignedReceipt | None:
-        def lookup(connection: Connection) -> SignedReceipt | None:
+    async def _earlier_receipt(
+        self, header: Header, digest: bytes, now: dt.datetime
+    ) -> SignedReceipt | None:
+        def lookup(connection: Connection) -> tuple[SignedReceipt | None, bool]:
             known = find_notice(connection, header.message_id)
             if known is None:
-                return None
+                return None, False
             if known.direction != INCOMING or known.sender_node_id != header.sender_node_id:
                 raise ConflictError(f"message id {header.message_id} is already in use")
-            if stored_digest(connection, header.message_id) != digest:
+            earlier = inbox.own_receipt(connection, header.message_id, self._context.node_id)
+            if stored_digest(connection, header.message_id) == digest:
+                return earlier, False
+            stored = load_envelope(connection, header.message_id)
+            if (
+                earlier is None
+                or stored is None
+                or not resigned_copy(Header.from_bytes(stored.header), header)
+            ):
                 raise ConflictError(
                     f"message id {header.message_id} was already delivered with other content"
                 )
-            return inbox.own_receipt(connection, header.message_id, self._context.node_id)
+            return earlier, True
 
-        return await self._context.store.read(lookup)
+        earlier, resigned = await self._context.store.read(lookup)
+        if earlier is None or not resigned:
+            return earlier
+        return await self._receipt_for_resigned(earlier, header, digest, now)
+
+    async def _receipt_for_resigned(
+        self, earlier: SignedReceipt, header: Header, digest: bytes, now: dt.datetime
+    ) -> SignedReceipt:
+        """The sender re-signed a message this node holds (its first receipt was lost and
+        its key revoked meanwhile): the same answer, now about the envelope as re-sent.
+
+        Stored once all the same; the copy is not stored, its receipt is audited.
+        """
+        context = self._context
+        first = Receipt.from_bytes(earlier.body)
+        key_id, key = context.identity.signer(context.trust, now)
+        receipt = sign_receipt(
+            dataclasses.replace(
+                first, envelope_digest=digest, recipient_key_id=key_id, received_at=now
+            ),
+            key,
+        )
+        record = AuditRecord(
+            occurred_at=now,
+            actor=context.actor,
+            action="notice.received_resigned",
+            message_id=header.message_id,
+            peer_node_id=header.sender_node_id,
+            details={
+                "envelope_digest": digest.hex(),
+                "key_id": header.sender_key_id,
+                "first_envelope_digest": first.envelope_digest.hex(),
+            },
+        )
+        await context.store.write(lambda c: audit_log.append(c, [record]))
+        return receipt
 
     async def _open_and_validate(
         self, envelope: Envelope, header: Header
@@ -420,17 +468,18 @@ class Receiver:
     ) -> SignedReceipt:
         context = self._context
         accepted = failure is None
+        key_id, key = context.identity.signer(context.trust, now)
         receipt = sign_receipt(
             Receipt(
                 message_id=header.message_id,
                 envelope_digest=envelope.digest(),
                 recipient_node_id=context.node_id,
-                recipient_key_id=context.identity.signing_key_id,
+                recipient_key_id=key_id,
                 received_at=now,
                 accepted=accepted,
                 rejection=0 if failure is None else REJECTION_REASONS[failure],
             ),
-            context.identity.signing_key,
+            key,
         )
         record = AuditRecord(
             occurred_at=now,
@@ -486,7 +535,7 @@ class Receiver:
             stored = await context.store.write(commit)
         except IntegrityError:
             # The same envelope was committed concurrently: answer with that receipt.
-            earlier = await self._earlier_receipt(header, envelope.digest())
+            earlier = await self._earlier_receipt(header, envelope.digest(), now)
             if earlier is None:
                 raise
             return earlier

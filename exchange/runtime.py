@@ -127,3 +127,19 @@ class NodeContext:
                 f"{self.trust.expires_at.isoformat()}; install a newer one"
             )
         return self.trust
+
+    def trust_staleness(self, now: dt.datetime) -> str | None:
+        """Why the held list may not be used to send now (expired or past
+        [trust] max_age_days); None while it is fresh."""
+        return self.trust.staleness(now, self.config.trust.max_age())
+
+    def sendable_trust(self, now: dt.datetime) -> TrustList:
+        """The trust list, if this node may send with it now.
+
+        Raises:
+            PreconditionError: it is stale; saying why and what to do.
+        """
+        reason = self.trust_staleness(now)
+        if reason is not None:
+            raise PreconditionError(f"sending refused: {reason}")
+        return self.trust

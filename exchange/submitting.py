@@ -218,7 +218,7 @@ class Submitter:
         if original.state != "sent":
             raise PreconditionError(f"notice {message_id} is {original.state}")
         now = self._context.clock.now()
-        recipients = reachable(self._context.usable_trust(now), original.recipient_node_ids, now)
+        recipients = reachable(self._context.sendable_trust(now), original.recipient_node_ids, now)
         if not recipients:
             raise PreconditionError(
                 f"none of the recipients of {message_id} is an active node with a valid "
@@ -294,7 +294,8 @@ class Submitter:
     def _seal_to_self(self, section: notices_pb2.RestrictedSection, label: str) -> bytes:
         """Sealed at rest to this node's own key, bound to its notice, section id and salt."""
         identity = self._context.identity
-        key_id, key = next(iter(identity.sealing_keys.items()))
+        key_id = identity.sealing_key_id
+        key = identity.sealing_keys[key_id]
         return seal(
             section.SerializeToString(deterministic=True),
             message_id=label,
@@ -651,12 +652,13 @@ class Submitter:
         """
         context = self._context
         now = context.clock.now()
-        trust = context.usable_trust(now)
         if request_digest is None:
             request_digest = request.digest(in_reply_to)
         earlier = await self._replayed(principal, request.client_request_id, request_digest)
         if earlier is not None:
             return earlier
+        # A stale list may no longer say who the members are and which keys are good.
+        trust = context.sendable_trust(now)
         composed = await in_thread_if_large(
             request.notice.ByteSize(),
             compose,

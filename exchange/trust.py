@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric import ed25519, x25519
@@ -117,6 +117,20 @@ class TrustedNode:
             return key
         return None
 
+    def current_signing_key(self, now: dt.datetime, held: Collection[str]) -> KeyInfo | None:
+        """The signing key to sign with at `now`: the newest valid one among `held` key ids.
+
+        During a rotation's overlap both keys are valid and the new one wins; a
+        revoked or retired key is never chosen, so a backlog is re-signed with
+        its successor.
+        """
+        valid = [
+            key
+            for key in self.signing_keys
+            if key.key_id in held and self.signing_key(key.key_id, now, now=now) is not None
+        ]
+        return max(valid, key=lambda key: key.not_before, default=None)
+
     def sealing_key(self, at: dt.datetime) -> KeyInfo | None:
         """The newest sealing key valid at `at`: the one senders seal to."""
         valid = [key for key in self.sealing_keys if key.valid_at(at)]
@@ -154,6 +168,25 @@ class TrustList:
 
     def expired(self, now: dt.datetime) -> bool:
         return now >= self.expires_at
+
+    def staleness(self, now: dt.datetime, max_age: dt.timedelta) -> str | None:
+        """Why this list may no longer be used to send at `now`; None while it is fresh.
+
+        Expiry is the stewards' limit; `max_age` is the node's own freshness
+        limit (TUF's defence against freeze attacks: a node cut off from newer
+        lists must notice, even while an old list has not yet expired).
+        """
+        if self.expired(now):
+            return (
+                f"trust list version {self.version} expired at {self.expires_at.isoformat()}; "
+                "install a newer one"
+            )
+        if now - self.issued_at > max_age:
+            return (
+                f"trust list version {self.version} was issued at {self.issued_at.isoformat()}, "
+                f"more than the freshness limit of {max_age.days} days ago; install a newer one"
+            )
+        return None
 
     def to_bytes(self) -> bytes:
         """The serialized `TrustList` that stewards sign."""

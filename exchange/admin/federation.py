@@ -20,7 +20,7 @@ from pathlib import Path
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from exchange import pki
-from exchange.errors import ConfigError, TrustListError, ValidationError
+from exchange.errors import ConfigError, NotFoundError, TrustListError, ValidationError
 from exchange.ids import validate_country, validate_node_id
 from exchange.keys import load_ed25519, write_private_key
 from exchange.layout import FederationLayout
@@ -42,6 +42,7 @@ __all__ = [
     "init_federation",
     "latest_published",
     "publish",
+    "revoke_key",
     "sign_draft",
 ]
 
@@ -181,22 +182,24 @@ def _read_enrolment(path: Path, now: dt.datetime) -> TrustedNode:
         raise ConfigError(f"{path}: not a valid enrolment file ({exc})") from None
 
 
-def add_node(directory: Path, enrolment: Path, *, now: dt.datetime) -> TrustList:
-    """Add (or replace) a node in the draft of the next trust list version.
-
-    The draft starts from the latest published version; adding to an existing
-    draft keeps its other changes but drops its signatures (the body changed).
-    """
+def _draft_base(directory: Path) -> tuple[int, TrustList]:
+    """The latest published version, and what the next draft starts from."""
     layout = FederationLayout(directory)
-    settings = FederationSettings.load(layout.config)
     version, published = latest_published(directory)
     base = (
         SignedTrustList.from_bytes(layout.draft.read_bytes()).trust_list
         if layout.draft.exists()
         else published.trust_list
     )
-    node = _read_enrolment(enrolment, now)
-    nodes = {**base.nodes, node.node_id: node}
+    return version, base
+
+
+def _write_draft(
+    directory: Path, base: TrustList, version: int, nodes: dict[str, TrustedNode], now: dt.datetime
+) -> TrustList:
+    """Write the draft of `version` + 1 with `nodes`; its signatures start afresh."""
+    layout = FederationLayout(directory)
+    settings = FederationSettings.load(layout.config)
     draft = dataclasses.replace(
         base,
         version=version + 1,
@@ -204,10 +207,82 @@ def add_node(directory: Path, enrolment: Path, *, now: dt.datetime) -> TrustList
         expires_at=now + dt.timedelta(days=settings.validity_days),
         nodes=dict(sorted(nodes.items())),
     )
-    # Checks the entry the same way a node will (key ids, sizes, pins).
+    # Checks the entries the same way a node will (key ids, sizes, pins, duplicates).
     TrustList.from_bytes(draft.to_bytes())
     layout.draft.write_bytes(SignedTrustList(draft.to_bytes(), ()).to_bytes())
     return draft
+
+
+def _rotated(
+    held: tuple[KeyInfo, ...], new: KeyInfo, overlap_end: dt.datetime
+) -> tuple[KeyInfo, ...]:
+    """`held` plus `new`; the keys it replaces stay valid until `overlap_end`."""
+    if any(key.key_id == new.key_id for key in held):
+        return held
+    kept = tuple(
+        key
+        if key.not_after is not None or key.revoked_at is not None
+        else dataclasses.replace(key, not_after=overlap_end)
+        for key in held
+    )
+    return (*kept, new)
+
+
+def add_node(
+    directory: Path,
+    enrolment: Path,
+    *,
+    now: dt.datetime,
+    overlap: dt.timedelta = dt.timedelta(days=7),
+) -> TrustList:
+    """Add a node to the draft of the next trust list version, or update it.
+
+    A node already listed keeps its keys: a new key in its enrolment (after
+    `exchange node rotate-keys`) is added, valid from `now`, and the keys it
+    replaces stay valid until `now + overlap` (rotation with overlap). The
+    draft starts from the latest published version; adding to an existing
+    draft keeps its other changes but drops its signatures (the body changed).
+    """
+    version, base = _draft_base(directory)
+    node = _read_enrolment(enrolment, now)
+    listed = base.nodes.get(node.node_id)
+    if listed is not None:
+        overlap_end = now + overlap
+        node = dataclasses.replace(
+            node,
+            signing_keys=_rotated(listed.signing_keys, node.signing_keys[0], overlap_end),
+            sealing_keys=_rotated(listed.sealing_keys, node.sealing_keys[0], overlap_end),
+        )
+    return _write_draft(directory, base, version, {**base.nodes, node.node_id: node}, now)
+
+
+def revoke_key(
+    directory: Path, node_id: str, key_id: str, *, at: dt.datetime, now: dt.datetime
+) -> TrustList:
+    """Revoke one of a node's keys from `at` on, in the draft of the next version.
+
+    Anything signed with it is refused once `at` has passed; what was made
+    before `at` (audit records, receipts) stays verifiable by its own time.
+
+    Raises:
+        NotFoundError: the node or the key is not in the trust list.
+    """
+    version, base = _draft_base(directory)
+    listed = base.nodes.get(node_id)
+    if listed is None:
+        raise NotFoundError(f"node {node_id} is not in the trust list")
+
+    def revoked(keys: tuple[KeyInfo, ...]) -> tuple[KeyInfo, ...]:
+        return tuple(
+            dataclasses.replace(key, revoked_at=at) if key.key_id == key_id else key for key in keys
+        )
+
+    if key_id not in {key.key_id for key in (*listed.signing_keys, *listed.sealing_keys)}:
+        raise NotFoundError(f"node {node_id} has no key {key_id} in the trust list")
+    node = dataclasses.replace(
+        listed, signing_keys=revoked(listed.signing_keys), sealing_keys=revoked(listed.sealing_keys)
+    )
+    return _write_draft(directory, base, version, {**base.nodes, node_id: node}, now)
 
 
 def sign_draft(directory: Path, steward: str, passphrase: bytes | None) -> SignedTrustList:

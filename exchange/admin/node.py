@@ -10,6 +10,7 @@ import json
 from collections.abc import Iterable
 from pathlib import Path
 
+from cryptography.hazmat.primitives.asymmetric import ed25519, x25519
 from sqlalchemy import Connection
 from sqlalchemy.exc import IntegrityError
 
@@ -22,7 +23,7 @@ from exchange.config import CONFIG_FILE, load_node_config
 from exchange.errors import ConfigError, NotFoundError, ValidationError
 from exchange.identity import NodeIdentity
 from exchange.ids import validate_country, validate_node_id
-from exchange.keys import load_ec, write_private_key
+from exchange.keys import ed25519_key_id, load_ec, raw_public, write_private_key, x25519_key_id
 from exchange.layout import FederationLayout, NodeLayout
 from exchange.retention import PURGE_BATCH, purge_batch
 from exchange.store import audit_log, migrate, registry
@@ -39,6 +40,7 @@ __all__ = [
     "open_store",
     "purge",
     "revoke_client",
+    "rotate_keys",
     "update_trust",
 ]
 
@@ -156,8 +158,8 @@ def init_node(
                     "public_key": base64.b64encode(signing.public).decode(),
                 },
                 "sealing_key": {
-                    "key_id": sealing[0].key_id,
-                    "public_key": base64.b64encode(sealing[0].public).decode(),
+                    "key_id": sealing.key_id,
+                    "public_key": base64.b64encode(sealing.public).decode(),
                 },
                 "tls_certificate_sha256": pki.certificate_sha256(certificate).hex(),
             },
@@ -172,6 +174,51 @@ def init_node(
     finally:
         store.dispose()
     return layout.enrolment
+
+
+def rotate_keys(
+    directory: Path, *, signing: bool, sealing: bool, passphrase: bytes | None
+) -> dict[str, str]:
+    """Generate new node keys beside the old ones and offer them in enrolment.json.
+
+    The old private keys stay: the node keeps signing with the old key until
+    it adopts a trust list that lists the new one, and payloads sealed to the
+    old sealing key still open. Hand enrolment.json to the stewards
+    (`exchange federation add-node`), who publish the next version.
+
+    Returns:
+        The new key ids by kind ("signing", "sealing").
+
+    Raises:
+        ValidationError: neither kind asked for.
+        ConfigError: not a node directory, or its enrolment file is missing.
+    """
+    if not signing and not sealing:
+        raise ValidationError("keys", "name --signing, --sealing or both")
+    config = load_node_config(directory)
+    layout = NodeLayout(config.directory)
+    try:
+        enrolment = json.loads(layout.enrolment.read_text())
+    except (FileNotFoundError, ValueError):
+        raise ConfigError(f"{layout.enrolment}: missing or not JSON") from None
+    rotated: dict[str, str] = {}
+    fresh: list[tuple[str, Path, ed25519.Ed25519PrivateKey | x25519.X25519PrivateKey]] = []
+    if signing:
+        key = ed25519.Ed25519PrivateKey.generate()
+        rotated["signing"] = ed25519_key_id(key.public_key())
+        fresh.append(("signing", layout.next_key_file("signing"), key))
+    if sealing:
+        sealing_key = x25519.X25519PrivateKey.generate()
+        rotated["sealing"] = x25519_key_id(sealing_key.public_key())
+        fresh.append(("sealing", layout.next_key_file("sealing"), sealing_key))
+    for kind, path, private in fresh:
+        enrolment[f"{kind}_key"] = {
+            "key_id": rotated[kind],
+            "public_key": base64.b64encode(raw_public(private.public_key())).decode(),
+        }
+        write_private_key(path, private, passphrase)
+    layout.enrolment.write_text(json.dumps(enrolment, indent=2) + "\n")
+    return rotated
 
 
 def migrate_node(directory: Path) -> tuple[str | None, str]:

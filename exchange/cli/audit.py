@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from cryptography.hazmat.primitives.asymmetric import ed25519
 from sqlalchemy import Connection
 from sqlalchemy.exc import IntegrityError
 
@@ -38,13 +37,13 @@ from exchange.evidence import (
     evidence_trust,
     verify_evidence,
 )
-from exchange.keys import load_ed25519
+from exchange.identity import NodeIdentity
 from exchange.layout import NodeLayout
 from exchange.receipt import SignedReceipt
 from exchange.rpc import convert
 from exchange.store import audit_heads, audit_log, inbox, notices, outbox
 from exchange.trust import SignedTrustList, TrustList
-from exchange.trust_state import current_trust_list
+from exchange.trust_state import current_trust_list, held
 
 app = typer.Typer(help="Verify a node's audit log; prove entries; export evidence bundles.")
 
@@ -248,7 +247,7 @@ def _check_dict(evidence: Evidence, check: EvidenceCheck) -> dict[str, Any]:
 @dataclasses.dataclass(frozen=True)
 class _Signer:
     node_id: str
-    key: ed25519.Ed25519PrivateKey
+    identity: NodeIdentity
     clock: Clock
 
     def head_covering(
@@ -265,7 +264,12 @@ class _Signer:
             now = self.clock.now()
             size = audit_log.size(connection)
             head = TreeHead(self.node_id, size, audit_log.root(connection, size), now)
-            signed = SignedTreeHead.sign(head, self.key)
+            trust = held(connection)
+            if trust is None:
+                raise ConfigError("this node holds no trust list: no key can sign a head")
+            # The newest key the held list accepts now, as the running node would sign with.
+            _, key = self.identity.signer(trust, now)
+            signed = SignedTreeHead.sign(head, key)
             audit_heads.insert_own(connection, signed, size, to_millis(now))
         return signed, TreeHead.parse(signed.text)
 
@@ -273,8 +277,14 @@ class _Signer:
 def _gather(directory: Path, gather: Callable[[Connection, _Signer], Evidence]) -> Evidence:
     """Run `gather` in one write transaction holding the audit lock."""
     config = load_node_config(directory)
-    key = load_ed25519(NodeLayout(config.directory).signing_key, passphrase_from_env())
-    signer = _Signer(config.node_id, key, SystemClock())
+    layout = NodeLayout(config.directory)
+    identity = NodeIdentity.load(
+        config.node_id,
+        layout.key_files("signing"),
+        layout.key_files("sealing"),
+        passphrase_from_env(),
+    )
+    signer = _Signer(config.node_id, identity, SystemClock())
 
     def locked(connection: Connection) -> Evidence:
         audit_log.lock(connection)

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
 from exchange.admin import federation as admin
+from exchange.admin.status import NodeTrustStatus, federation_status
 from exchange.cli._output import console, print_json, table
 from exchange.clock import SystemClock
 from exchange.config import passphrase_from_env
+from exchange.errors import ValidationError
+from exchange.trust import TrustedNode
 
 app = typer.Typer(help="Create the federation, admit nodes, sign and publish trust lists.")
 
@@ -45,10 +49,45 @@ def init(
 def add_node(
     directory: Directory,
     enrolment: Annotated[Path, typer.Argument(help="The node's enrolment.json.")],
+    overlap_days: Annotated[
+        int, typer.Option(min=0, max=365, help="For a listed node: days its replaced keys stay.")
+    ] = 7,
 ) -> None:
-    """Add a node (from its enrolment file) to the draft of the next trust list version."""
-    draft = admin.add_node(directory, enrolment, now=SystemClock().now())
+    """Add a node to the draft of the next trust list version, or publish its new keys.
+
+    For a node already listed (after `exchange node rotate-keys`), its new keys
+    are added and the keys they replace stay valid for --overlap-days.
+    """
+    draft = admin.add_node(
+        directory, enrolment, now=SystemClock().now(), overlap=dt.timedelta(days=overlap_days)
+    )
     console.print(f"draft v{draft.version}: {len(draft.nodes)} nodes; now sign it")
+
+
+@app.command("revoke-key")
+def revoke_key(
+    directory: Directory,
+    node_id: Annotated[str, typer.Argument(help="The node whose key is revoked.")],
+    key_id: Annotated[str, typer.Argument(help="The key id (see `status --json`).")],
+    at: Annotated[
+        str, typer.Option(help="Revocation time, ISO 8601 with offset; default now.")
+    ] = "",
+) -> None:
+    """Revoke a node key in the draft: what it signs after --at is refused."""
+    now = SystemClock().now()
+    try:
+        when = dt.datetime.fromisoformat(at) if at else now
+    except ValueError:
+        raise ValidationError(
+            "at", "must be an ISO 8601 time, e.g. 2026-03-01T12:00:00+00:00"
+        ) from None
+    if when.tzinfo is None:
+        raise ValidationError("at", "must carry a UTC offset, e.g. +00:00")
+    draft = admin.revoke_key(directory, node_id, key_id, at=when, now=now)
+    console.print(
+        f"draft v{draft.version}: key {key_id} of {node_id} revoked from {when.isoformat()}; "
+        "now sign it"
+    )
 
 
 @app.command()
@@ -68,18 +107,38 @@ def publish(directory: Directory) -> None:
     console.print(f"published trust list v{accepted.version} ({len(accepted.nodes)} nodes): {path}")
 
 
+def _keys(node: TrustedNode) -> list[dict[str, Any]]:
+    return [
+        {
+            "key_id": key.key_id,
+            "algorithm": key.algorithm,
+            "not_before": key.not_before.isoformat(),
+            "not_after": key.not_after.isoformat() if key.not_after else None,
+            "revoked_at": key.revoked_at.isoformat() if key.revoked_at else None,
+        }
+        for key in (*node.signing_keys, *node.sealing_keys)
+    ]
+
+
 @app.command()
 def status(
     directory: Directory,
+    via: Annotated[
+        Path | None,
+        typer.Option(
+            help="A node directory: ask every node, with its TLS identity, what it holds."
+        ),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
-    """Show the latest published trust list."""
+    """Show the latest published trust list, and with --via every node's own version."""
     version, signed = admin.latest_published(directory)
     trust = signed.trust_list
-    rows = [
-        (n.node_id, n.country, n.endpoint, "active" if n.active else "suspended")
-        for n in trust.nodes.values()
-    ]
+    held = {}
+    if via is not None:
+        _, reports = federation_status(directory, via, passphrase=passphrase_from_env())
+        held = {report.node_id: report for report in reports}
+    nodes = sorted(trust.nodes.values(), key=lambda n: n.node_id)
     if as_json:
         print_json(
             {
@@ -87,14 +146,45 @@ def status(
                 "expires_at": trust.expires_at.isoformat(),
                 "threshold": trust.threshold,
                 "nodes": [
-                    dict(zip(("node_id", "country", "endpoint", "status"), r, strict=True))
-                    for r in rows
+                    {
+                        "node_id": n.node_id,
+                        "country": n.country,
+                        "endpoint": n.endpoint,
+                        "status": "active" if n.active else "suspended",
+                        "keys": _keys(n),
+                        **(_held_json(held[n.node_id]) if n.node_id in held else {}),
+                    }
+                    for n in nodes
                 ],
             }
         )
         return
+    columns = ["node", "country", "endpoint", "status"]
+    rows: list[tuple[str, ...]] = [
+        (n.node_id, n.country, n.endpoint, "active" if n.active else "suspended") for n in nodes
+    ]
+    if held:
+        columns.append("holds")
+        rows = [(*row, _held_text(held[n.node_id])) for row, n in zip(rows, nodes, strict=True)]
     table(
         f"trust list v{version} (expires {trust.expires_at:%Y-%m-%d}, threshold {trust.threshold})",
-        ["node", "country", "endpoint", "status"],
+        columns,
         rows,
     )
+
+
+def _held_json(report: NodeTrustStatus) -> dict[str, Any]:
+    if report.version is None:
+        return {"reachable": False, "error": report.error}
+    assert report.expires_at is not None
+    return {
+        "reachable": True,
+        "held_version": report.version,
+        "held_expires_at": report.expires_at.isoformat(),
+    }
+
+
+def _held_text(report: NodeTrustStatus) -> str:
+    if report.version is None:
+        return f"unreachable ({report.error})"
+    return f"v{report.version}"

@@ -70,6 +70,25 @@ def update_trust(
     console.print(f"trust list v{accepted.version} installed ({len(accepted.nodes)} nodes)")
 
 
+@app.command("rotate-keys")
+def rotate_keys(
+    directory: Directory,
+    signing: Annotated[bool, typer.Option("--signing", help="A new signing key.")] = False,
+    sealing: Annotated[bool, typer.Option("--sealing", help="A new sealing key.")] = False,
+) -> None:
+    """Generate new keys beside the old ones and offer them in enrolment.json.
+
+    The node keeps using its old keys until the stewards publish a trust list
+    with the new ones (`exchange federation add-node FED DIR/enrolment.json`).
+    """
+    rotated = admin.rotate_keys(
+        directory, signing=signing, sealing=sealing, passphrase=passphrase_from_env()
+    )
+    for kind, key_id in rotated.items():
+        console.print(f"new {kind} key {key_id}")
+    console.print(f"give {directory / 'enrolment.json'} to the federation stewards")
+
+
 @app.command("add-client")
 def add_client(
     directory: Directory,

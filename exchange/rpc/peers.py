@@ -11,7 +11,7 @@ from exchange.envelope import Envelope
 from exchange.errors import PeerUnreachableError
 from exchange.receipt import SignedReceipt
 from exchange.rpc import convert
-from exchange.trust import TrustedNode
+from exchange.trust import SignedTrustList, TrustedNode
 
 __all__ = ["MAX_MESSAGE_BYTES", "PeerTransport"]
 
@@ -38,7 +38,7 @@ def channel_options(node_id: str) -> list[tuple[str, object]]:
 
 
 class PeerTransport:
-    """Delivers envelopes over federation mTLS; one channel per peer endpoint."""
+    """Calls peers over federation mTLS (deliveries, trust lists); one channel per endpoint."""
 
     def __init__(self, credentials: grpc.ChannelCredentials) -> None:
         self._credentials = credentials
@@ -84,6 +84,21 @@ class PeerTransport:
         except grpc.aio.AioRpcError as exc:
             raise PeerUnreachableError(f"{exc.code().name}: {exc.details()}") from None
         return list(response.path)
+
+    async def get_trust_list(self, peer: TrustedNode, timeout: float) -> SignedTrustList:
+        """The trust list `peer` holds (unverified: install it to verify).
+
+        Raises:
+            PeerUnreachableError: the peer did not answer, or refused.
+            TrustListError: its answer is not a signed trust list.
+        """
+        try:
+            response = await self._stub(peer).GetTrustList(
+                pb.GetTrustListRequest(), timeout=timeout
+            )
+        except grpc.aio.AioRpcError as exc:
+            raise PeerUnreachableError(f"{exc.code().name}: {exc.details()}") from None
+        return SignedTrustList.from_proto(response.trust_list)
 
     async def close(self) -> None:
         channels, self._channels = self._channels, {}

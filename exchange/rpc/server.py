@@ -43,6 +43,20 @@ class RunningServers:
     federation_health: health.aio.HealthServicer
     authority_health: health.aio.HealthServicer
 
+    async def set_serving(self, serving: bool) -> None:
+        """Answer SERVING or NOT_SERVING for every service on both ports (see exchange.health)."""
+        status = (
+            health_pb2.HealthCheckResponse.SERVING
+            if serving
+            else health_pb2.HealthCheckResponse.NOT_SERVING
+        )
+        for servicer, service in (
+            (self.federation_health, FEDERATION_SERVICE),
+            (self.authority_health, AUTHORITY_SERVICE),
+        ):
+            for name in ("", service):
+                await servicer.set(name, status)
+
     async def stop(self, grace: float) -> None:
         """Stop accepting calls, tell health watchers, and let calls in flight finish."""
         await self.federation_health.enter_graceful_shutdown()

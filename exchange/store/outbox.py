@@ -31,6 +31,7 @@ __all__ = [
     "insert_outgoing",
     "next_due_at",
     "record_receipt",
+    "replace_envelope",
     "retry_later",
 ]
 
@@ -298,6 +299,41 @@ def record_receipt(
         },
     )
     return True
+
+
+_REPLACE_ENVELOPE = (
+    update(ENVELOPES)
+    .where(
+        ENVELOPES.c.message_id == bindparam("of_message"),
+        ENVELOPES.c.digest == bindparam("previous_digest"),
+    )
+    .values(
+        header=bindparam("new_header"),
+        signature=bindparam("new_signature"),
+        digest=bindparam("new_digest"),
+    )
+)
+
+
+def replace_envelope(
+    connection: Connection, message_id: str, *, previous_digest: bytes, envelope: Envelope
+) -> bool:
+    """Store a re-signed envelope of an outgoing notice in place of `previous_digest`'s.
+
+    The sealed payload is the same and stays. Compare-and-swap: False if the
+    stored envelope is no longer the one with `previous_digest`.
+    """
+    result = connection.execute(
+        _REPLACE_ENVELOPE,
+        {
+            "of_message": message_id,
+            "previous_digest": previous_digest,
+            "new_header": envelope.header,
+            "new_signature": envelope.signature,
+            "new_digest": envelope.digest(),
+        },
+    )
+    return result.rowcount == 1
 
 
 def retry_later(

@@ -6,12 +6,14 @@ import datetime as dt
 import hashlib
 
 import grpc
+from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from exchange import notices
 from exchange._proto.exchange.v1 import federation_pb2, federation_pb2_grpc, notices_pb2
 from exchange.envelope import Envelope, Handling, Header, sign_envelope
 from exchange.harness import samples
 from exchange.ids import new_message_id
+from exchange.keys import ed25519_key_id
 from exchange.node import Node
 from exchange.rpc.peers import channel_options
 from exchange.seal import SUITE, SealRecipient, seal
@@ -31,8 +33,14 @@ def craft_envelope(
     kind: int | None = None,
     in_reply_to: str = "",
     message_id: str | None = None,
+    signing_key: ed25519.Ed25519PrivateKey | None = None,
 ) -> Envelope:
-    """An envelope exactly as `sender`'s submission path would make it."""
+    """An envelope exactly as `sender`'s submission path would make it.
+
+    Args:
+        signing_key: another key of the sender's (by default its newest).
+    """
+    signer = signing_key or sender.context.identity.signing_key
     context = sender.context
     now = created_at or context.clock.now()
     message_id = message_id or new_message_id(context.clock, context.node_id)
@@ -49,7 +57,7 @@ def craft_envelope(
     header = Header(
         message_id=message_id,
         sender_node_id=context.node_id,
-        sender_key_id=context.identity.signing_key_id,
+        sender_key_id=ed25519_key_id(signer.public_key()),
         recipient_node_ids=tuple(recipients),
         created_at=now,
         expires_at=now + ttl,
@@ -60,7 +68,7 @@ def craft_envelope(
         payload_digest=hashlib.sha256(sealed).digest(),
         seal_suite=SUITE,
     )
-    return sign_envelope(header, sealed, context.identity.signing_key)
+    return sign_envelope(header, sealed, signer)
 
 
 async def deliver_as(

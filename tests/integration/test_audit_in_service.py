@@ -15,6 +15,7 @@ from pathlib import Path
 
 import grpc
 import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 from sqlalchemy import delete, update
 
 from exchange import merkle
@@ -210,6 +211,30 @@ async def test_a_rewritten_peer_log_is_evidence_an_alert_and_a_health_problem(
     # The held head stays what was seen first: the next look finds the conflict again.
     assert await watcher.check(peer) == HeadCheck.CONFLICT
     await transport.close()
+
+
+async def test_a_conflict_on_record_keeps_the_restarted_node_not_serving(
+    federation: Federation, quiet_a: Node
+) -> None:
+    a, b = quiet_a, federation.node(1)
+    peer = a.context.trust.nodes[b.context.node_id]
+    await a.context.store.write(
+        lambda c: audit_heads.put_peer_head(c, peer.node_id, _head(b, HONEST, 21), 21, 0)
+    )
+    scripted = ScriptedPeer(head=_head(b, FORKED, 21), tree=FORKED)
+    assert await PeerHeadWatcher(a.context, scripted).check(peer) == HeadCheck.CONFLICT
+    await asyncio.to_thread(a.context.store.close)
+
+    restarted = await federation.start(federation.sim(0).node_id)
+
+    assert audit_problem(peer.node_id) in restarted.context.health.problems()
+    sim = federation.sim(0)
+    credentials = grpc.ssl_channel_credentials(sim.authority_certificate)
+    async with grpc.aio.secure_channel(sim.authority_address, credentials) as channel:
+        response = await health_pb2_grpc.HealthStub(channel).Check(
+            health_pb2.HealthCheckRequest(service="exchange.v1.Authority"), timeout=5
+        )
+    assert response.status == health_pb2.HealthCheckResponse.NOT_SERVING
 
 
 async def _rewrite_history(node: Node) -> None:

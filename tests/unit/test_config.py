@@ -14,6 +14,7 @@ from exchange.config import (
     NodeSection,
     ReceiveConfig,
     StoreConfig,
+    TrustConfig,
     load_node_config,
     passphrase_from_env,
 )
@@ -53,6 +54,10 @@ lease_seconds = 30
 [receive]
 max_clock_skew_seconds = 60
 max_message_age_days = 7
+
+[trust]
+max_age_days = 14
+fetch_interval_seconds = 60
 
 [logging]
 level = "debug"
@@ -101,6 +106,8 @@ def test_a_minimal_file_loads_with_the_documented_defaults(tmp_path):
     assert config.delivery.default_ttl().total_seconds() == 7 * 24 * 3600
     assert config.receive == ReceiveConfig(max_clock_skew_seconds=300, max_message_age_days=31)
     assert config.logging == LoggingConfig(level="info", format="auto")
+    assert config.trust == TrustConfig(max_age_days=30, fetch_interval_seconds=300.0)
+    assert config.trust.max_age().days == 30
 
 
 def test_every_key_can_be_set(tmp_path):
@@ -112,6 +119,7 @@ def test_every_key_can_be_set(tmp_path):
     assert config.store == StoreConfig("postgresql+psycopg://exchange@db/xa", "NORMAL")
     assert config.delivery == DeliveryConfig(0.5, 60.0, 2.5, 24, 16, 30.0)
     assert config.receive == ReceiveConfig(60, 7)
+    assert config.trust == TrustConfig(14, 60.0)
     assert config.logging == LoggingConfig("debug", "json")
     # An integer where a number is expected is taken as a float.
     assert isinstance(config.delivery.max_backoff_seconds, float)
@@ -238,6 +246,12 @@ CHOICES = [
         id="lease-shorter-than-an-attempt",
     ),
     pytest.param("[delivery]\nbatch_size = 0\n", "delivery.batch_size", id="empty-batches"),
+    pytest.param("[trust]\nmax_age_days = 0\n", "trust.max_age_days", id="no-freshness"),
+    pytest.param(
+        "[trust]\nfetch_interval_seconds = 0.5\n",
+        "trust.fetch_interval_seconds",
+        id="fetching-too-often",
+    ),
     pytest.param(
         "[delivery]\ninitial_backoff_seconds = 0\n",
         "delivery.initial_backoff_seconds",

@@ -89,7 +89,14 @@ HISTORIES: dict[str, tuple[list[Published], str | None]] = {
     "update unsigned": ([V1, Published((1, 2, 3), 2, ())], "current stewards' threshold"),
     "update under threshold": ([V1, Published((1, 2, 3), 2, (3,))], "1 of 2"),
     "non-steward signature ignored": ([V1, Published((1, 2, 3), 2, (1, 4))], "1 of 2"),
-    "same key signing twice counts once": ([V1, Published((1, 2, 3), 2, (1, 1))], "1 of 2"),
+    "same key signing twice does not meet a 2-of-3 threshold": (
+        [V1, Published((1, 2, 3), 2, (1, 1))],
+        "1 of 2",
+    ),
+    "anchor signed twice by the same key does not meet a 2-of-3 threshold": (
+        [Published((1, 2, 3), 2, (2, 2))],
+        "1 of 2",
+    ),
     "update lists a steward twice": ([V1, Published((1, 1, 2), 2, (1, 2))], "listed twice"),
     # Versions: no rollback, no replay; a jump forward is allowed (DESIGN: "higher").
     "rollback to the same version": (
@@ -129,7 +136,40 @@ HISTORIES: dict[str, tuple[list[Published], str | None]] = {
         [V1, Published((3, 4, 5), 2, (1, 2, 4, 5)), Published((3, 4, 5), 2, (1, 2))],
         "current stewards' threshold",
     ),
+    # One steward key replaced (S3 by S4): the old threshold vouches for the new set.
+    "a steward key replaced, signed by old and new threshold": (
+        [V1, Published((1, 2, 4), 2, (1, 2))],
+        None,
+    ),
+    "a steward key replaced, signed by the new key and one old": (
+        [V1, Published((1, 2, 4), 2, (1, 4))],
+        "current stewards' threshold",
+    ),
+    "a replaced steward key no longer counts": (
+        [V1, Published((1, 2, 4), 2, (1, 2)), Published((1, 2, 4), 2, (1, 3))],
+        "current stewards' threshold",
+    ),
+    "a replacement steward counts from the next version on": (
+        [V1, Published((1, 2, 4), 2, (1, 2)), Published((1, 2, 4), 2, (1, 4))],
+        None,
+    ),
     # Changing the threshold.
+    "threshold raised from 1 to 2": (
+        [Published((1, 2, 3), 1, (1,)), Published((1, 2, 3), 2, (1, 2))],
+        None,
+    ),
+    "threshold raised from 1 to 2, signed by one steward only": (
+        [Published((1, 2, 3), 1, (1,)), Published((1, 2, 3), 2, (1,))],
+        "own stewards' threshold",
+    ),
+    "after raising the threshold to 2, one steward no longer suffices": (
+        [
+            Published((1, 2, 3), 1, (1,)),
+            Published((1, 2, 3), 2, (1, 2)),
+            Published((1, 2, 3), 2, (3,)),
+        ],
+        "current stewards' threshold",
+    ),
     "threshold raised, reached": ([V1, Published((1, 2, 3), 3, (1, 2, 3))], None),
     "threshold raised, new threshold not reached": (
         [V1, Published((1, 2, 3), 3, (1, 2))],
@@ -431,3 +471,25 @@ def test_trust_list_expiry_boundary() -> None:
     listed = trust_list(expires_at=T0)
     assert not listed.expired(T0 - TICK)
     assert listed.expired(T0)
+
+
+STALENESS = [
+    pytest.param(T0 - DAY, T0 + 90 * DAY, T0, None, id="fresh"),
+    pytest.param(T0 - 30 * DAY, T0 + 90 * DAY, T0, None, id="exactly-at-the-freshness-limit"),
+    pytest.param(T0 - 30 * DAY - TICK, T0 + 90 * DAY, T0, "freshness limit of 30 days", id="older"),
+    pytest.param(T0 - DAY, T0, T0, "expired at", id="expired-though-young"),
+]
+
+
+@pytest.mark.parametrize(("issued", "expires", "now", "reason"), STALENESS)
+def test_a_list_past_its_expiry_or_freshness_limit_is_stale(
+    issued: dt.datetime, expires: dt.datetime, now: dt.datetime, reason: str | None
+) -> None:
+    listed = trust_list(issued_at=issued, expires_at=expires, version=7)
+    stale = listed.staleness(now, 30 * DAY)
+    if reason is None:
+        assert stale is None
+    else:
+        assert stale is not None
+        assert reason in stale
+        assert "version 7" in stale
