@@ -11,8 +11,9 @@ one it holds:
    (RFC 9162 2.1.4): the peer's old log is a prefix of its new one.
 
 A head that fails 2 or 3 is a contradiction signed by the peer itself: both
-heads are kept as evidence (`audit_conflicts`), the finding is audited, logged
-as an error and reported through health until an operator has looked into it.
+heads are kept as evidence (`audit_conflicts`), the finding is audited, put in
+the authority's inbox as an alert (WatchInbox), logged as an error and reported
+through health until an operator has looked into it.
 The held head is not replaced, so the node keeps checking against what it saw.
 A head that fails 1, or a peer that cannot be reached, proves nothing and is
 only logged.
@@ -33,7 +34,7 @@ from exchange.clock import to_millis
 from exchange.errors import AuditError, PeerUnreachableError, StoreUnavailableError
 from exchange.merkle import ProofError, verify_consistency
 from exchange.runtime import NodeContext, Signal
-from exchange.store import audit_heads, audit_log
+from exchange.store import audit_heads, audit_log, inbox
 from exchange.trust import TrustedNode
 
 __all__ = ["HeadCheck", "PeerHeadWatcher", "PeerHeadsTransport", "audit_problem", "report_conflict"]
@@ -155,9 +156,21 @@ class PeerHeadWatcher:
 
         def commit(connection: Connection) -> None:
             audit_heads.insert_conflict(connection, conflict)
-            audit_log.append(connection, [record])
+            (sequence,) = audit_log.append(connection, [record])
+            inbox.insert_event(
+                connection,
+                inbox.InboxEvent(
+                    sequence=sequence,
+                    event_type=inbox.AUDIT_INCONSISTENT,
+                    message_id="",
+                    peer_node_id=node_id,
+                    reason=problem[:500],
+                    occurred_at=to_millis(now),
+                ),
+            )
 
         await context.store.write(commit)
+        context.inbox_changed.fire()
         context.log.error("audit.peer_inconsistent", peer=node_id, reason=problem)
         await report_conflict(context, node_id, problem)
 

@@ -30,6 +30,7 @@ REJECTED = "rejected"
 
 NOTICE_RECEIVED = "notice_received"
 DELIVERY_FAILED = "delivery_failed"
+AUDIT_INCONSISTENT = "audit_inconsistent"
 
 
 # Statements are built once (see store/notices.py).

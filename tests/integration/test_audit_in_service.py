@@ -31,7 +31,7 @@ from exchange.node import Node
 from exchange.peer_heads import HeadCheck, PeerHeadWatcher, audit_problem
 from exchange.rpc import convert
 from exchange.rpc.peers import PeerTransport, channel_options
-from exchange.store import audit_heads, audit_log
+from exchange.store import audit_heads, audit_log, inbox
 from exchange.store.tables import AUDIT_ENTRIES, AUDIT_HEAD, AUDIT_NODES, AUDIT_TREE_HEADS
 from exchange.trust import TrustedNode
 from tests.conftest import DatabaseFactory
@@ -208,6 +208,8 @@ async def test_a_rewritten_peer_log_is_evidence_an_alert_and_a_health_problem(
         b.context.node_id
     ]
     assert audit_problem(b.context.node_id) in a.context.health.problems()
+    (alert,) = await a.context.store.read(lambda c: inbox.events_after(c, 0, 1000)[-1:])
+    assert (alert.event_type, alert.peer_node_id) == (inbox.AUDIT_INCONSISTENT, peer.node_id)
     # The held head stays what was seen first: the next look finds the conflict again.
     assert await watcher.check(peer) == HeadCheck.CONFLICT
     await transport.close()

@@ -103,6 +103,12 @@ class _InboxEventTypeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_InboxE
     """A notice from another node was received and stored."""
     INBOX_EVENT_TYPE_DELIVERY_FAILED: _InboxEventType.ValueType  # 2
     """A notice this authority sent could not be delivered to a recipient."""
+    INBOX_EVENT_TYPE_AUDIT_INCONSISTENT: _InboxEventType.ValueType  # 3
+    """A peer node's signed audit heads contradict each other (its log shrank,
+    forked or was rewritten): an alert for the authority and its supervisor.
+    The node keeps both heads as evidence and reports NOT_SERVING until an
+    operator has looked into it.
+    """
 
 class InboxEventType(_InboxEventType, metaclass=_InboxEventTypeEnumTypeWrapper): ...
 
@@ -111,6 +117,12 @@ INBOX_EVENT_TYPE_NOTICE_RECEIVED: InboxEventType.ValueType  # 1
 """A notice from another node was received and stored."""
 INBOX_EVENT_TYPE_DELIVERY_FAILED: InboxEventType.ValueType  # 2
 """A notice this authority sent could not be delivered to a recipient."""
+INBOX_EVENT_TYPE_AUDIT_INCONSISTENT: InboxEventType.ValueType  # 3
+"""A peer node's signed audit heads contradict each other (its log shrank,
+forked or was rewritten): an alert for the authority and its supervisor.
+The node keeps both heads as evidence and reports NOT_SERVING until an
+operator has looked into it.
+"""
 Global___InboxEventType: _TypeAlias = InboxEventType  # noqa: Y015
 
 class _DeliveryState:
@@ -775,9 +787,11 @@ class WatchInboxResponse(_message.Message):
     type: Global___InboxEventType.ValueType
     message_id: _builtins.str
     peer_node_id: _builtins.str
-    """The sender (NOTICE_RECEIVED) or the recipient that failed (DELIVERY_FAILED)."""
+    """The sender (NOTICE_RECEIVED), the recipient that failed (DELIVERY_FAILED)
+    or the peer whose log is inconsistent (AUDIT_INCONSISTENT).
+    """
     reason: _builtins.str
-    """Why delivery failed; empty otherwise."""
+    """Why delivery failed or what is inconsistent; empty otherwise."""
     @_builtins.property
     def occurred_at(self) -> _timestamp_pb2.Timestamp: ...
     def __init__(
