@@ -684,6 +684,12 @@ class Scenario:
             outcome.ok,
             outcome.problem,
         )
+        # Peers cross-checked its heads and it theirs: no contradiction, no stale list.
+        self.check(
+            "final",
+            f"{node.node_id} reports SERVING (no inconsistent peer log, trust list fresh)",
+            await auditor.serving(),
+        )
 
     async def _audit_entries(self, auditor: AuthorityClient) -> list[LoggedEntry]:
         entries: list[LoggedEntry] = []

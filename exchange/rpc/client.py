@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator
 from types import TracebackType
 
 import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from exchange._proto.exchange.v1 import audit_pb2, authority_pb2_grpc
 from exchange._proto.exchange.v1 import authority_pb2 as pb
@@ -149,6 +150,13 @@ class AuthorityClient:
             metadata=self._metadata,
             timeout=self._timeout,
         )
+
+    async def serving(self) -> bool:
+        """Whether the node's grpc.health.v1 says its Authority service is SERVING."""
+        response = await health_pb2_grpc.HealthStub(self._channel).Check(
+            health_pb2.HealthCheckRequest(service="exchange.v1.Authority"), timeout=self._timeout
+        )
+        return bool(response.status == health_pb2.HealthCheckResponse.SERVING)
 
     async def audit_head(self) -> audit_pb2.GetAuditHeadResponse:
         return await self._stub.GetAuditHead(
