@@ -222,7 +222,11 @@ class DeliveryWorker:
 
         def swap(connection: Connection) -> outbox.OutboxItem:
             if outbox.replace_envelope(
-                connection, item.message_id, previous_digest=item.envelope_digest, envelope=renewed
+                connection,
+                item.message_id,
+                previous=item.envelope,
+                envelope=renewed,
+                now=to_millis(now),
             ):
                 audit_log.append(connection, [record])
                 return dataclasses.replace(item, envelope=renewed, envelope_digest=renewed.digest())

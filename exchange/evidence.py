@@ -13,9 +13,12 @@ list, and runs these steps in order, stopping at the first that fails:
        that leaf to the head's root, and it names the bundle's message.
     4. The envelope parses, its sender signed it with a key valid when it was
        made, its payload matches the signed digest, it is the bundle's message,
-       and the node sent or received it.
+       and the node sent or received it. So does each superseded envelope (an
+       earlier signing of the same message, replaced when the sender's key was
+       revoked), which must carry the same payload.
     5. Each receipt is signed by a recipient of the envelope with a key valid
-       when it signed, and states exactly this envelope's digest.
+       when it signed, and states exactly the digest of the envelope or of one
+       of its superseded signings.
 
 Evidence is judged at its own time, never "now": a head or envelope signed
 before a key was revoked stays provable after it (`TrustedNode.signing_key`),
@@ -81,6 +84,8 @@ class Evidence:
         head: a head signed by `node_id`, covering every entry.
         envelope: the envelope exactly as stored; None once purged, or in a proof.
         receipts: every signed receipt for the envelope, exactly as stored.
+        superseded: earlier signings of the envelope (same payload), replaced
+            when the sender's key was revoked; receipts may cover them.
     """
 
     node_id: str
@@ -89,6 +94,7 @@ class Evidence:
     entries: tuple[ProvenEntry, ...]
     envelope: Envelope | None = None
     receipts: tuple[SignedReceipt, ...] = ()
+    superseded: tuple[Envelope, ...] = ()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -187,6 +193,8 @@ def verify_evidence(evidence: Evidence, trust: TrustList) -> EvidenceCheck:
                 f"envelope {header.message_id} signed by {header.sender_node_id} "
                 f"at {header.created_at.isoformat()}"
             )
+        for earlier in evidence.superseded:
+            passed.append(_check_superseded(earlier, evidence, trust))
         for signed in evidence.receipts:
             passed.append(_check_receipt(signed, evidence, header, trust))
     except _Failed as failed:
@@ -260,6 +268,23 @@ def _check_envelope(envelope: Envelope, evidence: Evidence, trust: TrustList) ->
     return header
 
 
+def _check_superseded(earlier: Envelope, evidence: Evidence, trust: TrustList) -> str:
+    # Step 4, for an earlier signing: the same checks, and the same sealed payload
+    # (only the signature and its time may differ, never what was sent).
+    if evidence.envelope is None:
+        raise _Failed(Part.ENVELOPE, "a superseded envelope without the envelope it led to")
+    header = _check_envelope(earlier, evidence, trust)
+    current = Header.from_bytes(evidence.envelope.header)
+    if earlier.sealed_payload != evidence.envelope.sealed_payload or (
+        header.payload_digest != current.payload_digest
+    ):
+        raise _Failed(Part.ENVELOPE, "a superseded envelope carries another payload")
+    return (
+        f"superseded envelope signed by {header.sender_node_id} with key "
+        f"{header.sender_key_id} at {header.created_at.isoformat()}"
+    )
+
+
 def _check_receipt(
     signed: SignedReceipt, evidence: Evidence, header: Header | None, trust: TrustList
 ) -> str:
@@ -275,6 +300,8 @@ def _check_receipt(
     # Without the envelope (purged) there is no digest to hold the receipt to:
     # its signature and message are checked, and the result says so.
     digest = stated.envelope_digest if evidence.envelope is None else evidence.envelope.digest()
+    if stated.envelope_digest in {e.digest() for e in evidence.superseded}:
+        digest = stated.envelope_digest
     try:
         verify_receipt(
             signed,

@@ -142,6 +142,7 @@ def export(
             proven,
             envelope,
             tuple(_receipts(connection, message_id, signer.node_id)),
+            () if envelope is None else tuple(outbox.superseded_envelopes(connection, message_id)),
         )
 
     evidence = _gather(directory, gather)
@@ -326,6 +327,7 @@ def _write(path: Path, evidence: Evidence) -> None:
         ],
         envelope=b"" if evidence.envelope is None else _bytes(evidence.envelope.to_proto()),
         receipts=[_bytes(r.to_proto()) for r in evidence.receipts],
+        superseded_envelopes=[_bytes(e.to_proto()) for e in evidence.superseded],
     )
     # Headers name case references: readable by the exporting user only.
     descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -358,6 +360,10 @@ def _read(path: Path) -> Evidence:
             SignedReceipt.from_proto(_wire.parse(envelope_pb2.SignedReceipt, data))
             for data in message.receipts
         )
+        superseded = tuple(
+            Envelope.from_proto(_wire.parse(envelope_pb2.SignedEnvelope, data))
+            for data in message.superseded_envelopes
+        )
     except _wire.MalformedError as exc:
         raise AuditError(f"{path}: not an evidence file ({exc})") from None
     except (ValueError, OverflowError):
@@ -370,4 +376,5 @@ def _read(path: Path) -> Evidence:
         entries,
         envelope,
         receipts,
+        superseded,
     )

@@ -17,7 +17,7 @@ from sqlalchemy import Connection, bindparam, case, func, insert, select, update
 from exchange.envelope import Envelope, Header
 from exchange.receipt import SignedReceipt
 from exchange.store.notices import OUTGOING, insert_notice
-from exchange.store.tables import ENVELOPES, NOTICES, OUTBOX, RECEIPTS
+from exchange.store.tables import ENVELOPES, NOTICES, OUTBOX, RECEIPTS, SUPERSEDED_ENVELOPES
 
 __all__ = [
     "DeliveryRecord",
@@ -33,6 +33,7 @@ __all__ = [
     "record_receipt",
     "replace_envelope",
     "retry_later",
+    "superseded_envelopes",
 ]
 
 PENDING = "pending"
@@ -316,13 +317,15 @@ _REPLACE_ENVELOPE = (
 
 
 def replace_envelope(
-    connection: Connection, message_id: str, *, previous_digest: bytes, envelope: Envelope
+    connection: Connection, message_id: str, *, previous: Envelope, envelope: Envelope, now: int
 ) -> bool:
-    """Store a re-signed envelope of an outgoing notice in place of `previous_digest`'s.
+    """Store a re-signed envelope of an outgoing notice in place of `previous`.
 
-    The sealed payload is the same and stays. Compare-and-swap: False if the
-    stored envelope is no longer the one with `previous_digest`.
+    The sealed payload is the same and stays; `previous`'s header and signature
+    are kept as superseded (recipients served before hold them). Compare-and-swap:
+    False, and nothing changed, if the stored envelope is no longer `previous`.
     """
+    previous_digest = previous.digest()
     result = connection.execute(
         _REPLACE_ENVELOPE,
         {
@@ -333,7 +336,31 @@ def replace_envelope(
             "new_digest": envelope.digest(),
         },
     )
-    return result.rowcount == 1
+    if result.rowcount != 1:
+        return False
+    connection.execute(
+        insert(SUPERSEDED_ENVELOPES).values(
+            digest=previous_digest,
+            message_id=message_id,
+            header=previous.header,
+            signature=previous.signature,
+            superseded_at=now,
+        )
+    )
+    return True
+
+
+def superseded_envelopes(connection: Connection, message_id: str) -> list[Envelope]:
+    """Earlier signings of an outgoing envelope, oldest first, with its current payload."""
+    payload = connection.execute(
+        select(ENVELOPES.c.sealed_payload).where(ENVELOPES.c.message_id == message_id)
+    ).scalar_one_or_none()
+    rows = connection.execute(
+        select(SUPERSEDED_ENVELOPES)
+        .where(SUPERSEDED_ENVELOPES.c.message_id == message_id)
+        .order_by(SUPERSEDED_ENVELOPES.c.superseded_at)
+    )
+    return [Envelope(row.header, payload or b"", row.signature) for row in rows]
 
 
 def retry_later(

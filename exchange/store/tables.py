@@ -31,6 +31,7 @@ __all__ = [
     "PEER_TREE_HEADS",
     "RECEIPTS",
     "RESTRICTED_SECTIONS",
+    "SUPERSEDED_ENVELOPES",
     "TRUST_LISTS",
     "AuditConflictRow",
     "AuditEntryRow",
@@ -47,6 +48,7 @@ __all__ = [
     "PeerTreeHeadRow",
     "ReceiptRow",
     "RestrictedSectionRow",
+    "SupersededEnvelopeRow",
     "TrustListRow",
     "metadata",
 ]
@@ -105,6 +107,22 @@ class EnvelopeRow(SQLModel, table=True):
     sealed_payload: bytes = Field(sa_type=LargeBinary)
     signature: bytes = Field(sa_type=LargeBinary)
     digest: bytes = Field(sa_type=LargeBinary)
+
+
+class SupersededEnvelopeRow(SQLModel, table=True):
+    """An earlier signing of an outgoing envelope, replaced when its key was revoked.
+
+    Recipients served before the replacement hold, and receipted, these bytes:
+    they stay evidence. The sealed payload is the envelope's (it is unchanged).
+    """
+
+    __tablename__ = "superseded_envelopes"
+
+    digest: bytes = Field(primary_key=True, sa_type=LargeBinary)
+    message_id: str = Field(max_length=36, index=True)
+    header: bytes = Field(sa_type=LargeBinary)
+    signature: bytes = Field(sa_type=LargeBinary)
+    superseded_at: int = Field(sa_type=BigInteger)
 
 
 class RestrictedSectionRow(SQLModel, table=True):
@@ -335,5 +353,6 @@ AUDIT_TREE_HEADS = _table(AuditTreeHeadRow)
 PEER_TREE_HEADS = _table(PeerTreeHeadRow)
 AUDIT_CONFLICTS = _table(AuditConflictRow)
 RESTRICTED_SECTIONS = _table(RestrictedSectionRow)
+SUPERSEDED_ENVELOPES = _table(SupersededEnvelopeRow)
 ONWARD_CONSENTS = _table(OnwardConsentRow)
 DISCLOSURE_DECISIONS = _table(DisclosureDecisionRow)

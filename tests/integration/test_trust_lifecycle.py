@@ -20,12 +20,14 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from sqlalchemy import select
+from typer.testing import CliRunner
 
 from exchange._encoding import encode
 from exchange._proto.exchange.v1 import envelope_pb2
 from exchange._proto.exchange.v1.authority_pb2 import SubmitNoticeRequest
 from exchange.admin import federation as federation_admin
 from exchange.admin import node as node_admin
+from exchange.cli import app as cli_app
 from exchange.clock import ManualClock, to_millis
 from exchange.delivery import DeliveryWorker
 from exchange.envelope import Header
@@ -342,6 +344,42 @@ async def test_a_backlog_drains_with_the_new_key_after_the_old_one_is_revoked(
     assert key is not None
     assert key.revoked_at == revoked_at
     key.ed25519().verify(kept.signature, _signed_bytes(kept.header))
+
+
+async def test_evidence_about_a_notice_resigned_mid_delivery_still_verifies(
+    quiet: Federation, clock: ManualClock, tmp_path: Path
+) -> None:
+    """XC receipted the first signing; XB, down meanwhile, gets the second. The evidence
+    bundle holds both signings, so both receipts are proven over the bytes they cover."""
+    a = quiet.node(XA)
+    b_id, c_id = quiet.sim(XB).node_id, quiet.sim(XC).node_id
+    await quiet.crash(b_id)
+    sent = await quiet.client(XA).submit(_referral([b_id, c_id], "XA-7", "Two recipients."))
+    assert await _drain(a) == 2
+    assert await _states(a, [sent.message_id]) == ["pending", "delivered"]
+    first = await a.context.store.read(lambda c: load_envelope(c, sent.message_id))
+
+    _, _, version = await _rotate_and_revoke(quiet, clock, tmp_path, XA, [XB, XC])
+    clock.advance(dt.timedelta(hours=1))
+    await quiet.start(b_id, deliver=False)
+    assert await _drain(a) == 1
+    assert await _states(a, [sent.message_id]) == ["delivered", "delivered"]
+    (kept,) = await a.context.store.read(lambda c: outbox.superseded_envelopes(c, sent.message_id))
+    assert kept == first
+
+    bundle = tmp_path / "evidence.pb"
+    directory = str(quiet.sim(XA).directory)
+    exported = CliRunner().invoke(
+        cli_app, ["audit", "export", directory, sent.message_id, "-o", str(bundle)]
+    )
+    assert exported.exit_code == 0, exported.output
+    trust_file = FederationLayout(tmp_path / "federation").trust_list(version)
+    verified = CliRunner().invoke(
+        cli_app,
+        ["audit", "verify", "--bundle", str(bundle), "--trust-list", str(trust_file), "--json"],
+    )
+    assert verified.exit_code == 0, verified.output
+    assert "superseded envelope signed by xa-police" in verified.output
 
 
 async def test_a_resigned_copy_of_a_message_already_held_gets_the_same_answer(

@@ -481,3 +481,70 @@ def test_a_fresh_head_is_needed_only_when_the_newest_does_not_hold_the_entry(
 ) -> None:
     latest = None if size is None else head(log(), size=size)
     assert covering_head(latest, sequence) == (latest if covers else None)
+
+
+# --- a message signed anew after its sender's key was revoked ---------------------------------
+
+# XB was served the first signing (and receipted it); XC the second, after the re-signing.
+FIRST_SIGNING = envelope(msg_id=MESSAGE, recipients=(XB, XC))
+SECOND_SIGNING = envelope(
+    msg_id=MESSAGE,
+    recipients=(XB, XC),
+    sealed_payload=FIRST_SIGNING.sealed_payload,
+    created_at=T0 + dt.timedelta(minutes=5),
+)
+RESIGNED = dataclasses.replace(
+    BUNDLE,
+    envelope=SECOND_SIGNING,
+    superseded=(FIRST_SIGNING,),
+    receipts=(signed_receipt(FIRST_SIGNING), signed_receipt(SECOND_SIGNING, recipient=XC)),
+)
+
+
+def test_receipts_over_a_superseded_signing_verify_with_it() -> None:
+    check = verify_evidence(RESIGNED, federation())
+    assert check.ok, check.failure
+    assert any(line.startswith("superseded envelope signed by xa-node") for line in check.passed)
+
+
+@pytest.mark.parametrize(
+    ("change", "detail"),
+    [
+        pytest.param(
+            lambda e: dataclasses.replace(e, superseded=()),
+            "receipt from xb-node: receipt does not match the envelope",
+            id="superseded-signing-left-out",
+        ),
+        pytest.param(
+            lambda e: dataclasses.replace(
+                e,
+                superseded=(
+                    envelope(msg_id=MESSAGE, recipients=(XB, XC), sealed_payload=b"other"),
+                ),
+            ),
+            "another payload",
+            id="superseded-signing-of-another-payload",
+        ),
+        pytest.param(
+            lambda e: dataclasses.replace(
+                e,
+                superseded=(
+                    dataclasses.replace(FIRST_SIGNING, signature=flip(FIRST_SIGNING.signature)),
+                ),
+            ),
+            "bad signature",
+            id="superseded-signing-forged",
+        ),
+        pytest.param(
+            lambda e: dataclasses.replace(
+                e, superseded=(envelope(msg_id=OTHER_MESSAGE, recipients=(XB, XC)),)
+            ),
+            f"not {MESSAGE}",
+            id="superseded-signing-of-another-message",
+        ),
+    ],
+)
+def test_a_superseded_signing_is_held_to_the_envelope(change: Tamper, detail: str) -> None:
+    check = verify_evidence(change(RESIGNED), federation())
+    assert check.failure is not None
+    assert detail in check.failure.detail, check.failure

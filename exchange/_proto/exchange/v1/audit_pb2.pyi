@@ -313,6 +313,7 @@ class AuditEvidence(_message.Message):
     ENTRIES_FIELD_NUMBER: _builtins.int
     ENVELOPE_FIELD_NUMBER: _builtins.int
     RECEIPTS_FIELD_NUMBER: _builtins.int
+    SUPERSEDED_ENVELOPES_FIELD_NUMBER: _builtins.int
     node_id: _builtins.str
     """The node whose log this is."""
     message_id: _builtins.str
@@ -331,6 +332,13 @@ class AuditEvidence(_message.Message):
     def receipts(self) -> _containers.RepeatedScalarFieldContainer[_builtins.bytes]:
         """Every SignedReceipt for the message, exactly as received or sent."""
 
+    @_builtins.property
+    def superseded_envelopes(self) -> _containers.RepeatedScalarFieldContainer[_builtins.bytes]:
+        """Earlier SignedEnvelopes of the same message (same payload), signed before
+        the sender's key was revoked and replaced by `envelope`; recipients served
+        before hold, and receipted, these bytes.
+        """
+
     def __init__(
         self,
         *,
@@ -340,10 +348,11 @@ class AuditEvidence(_message.Message):
         entries: _abc.Iterable[Global___ProvenEntry] | None = ...,
         envelope: _builtins.bytes = ...,
         receipts: _abc.Iterable[_builtins.bytes] | None = ...,
+        superseded_envelopes: _abc.Iterable[_builtins.bytes] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["head", b"head"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["entries", b"entries", "envelope", b"envelope", "head", b"head", "message_id", b"message_id", "node_id", b"node_id", "receipts", b"receipts"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["entries", b"entries", "envelope", b"envelope", "head", b"head", "message_id", b"message_id", "node_id", b"node_id", "receipts", b"receipts", "superseded_envelopes", b"superseded_envelopes"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
