@@ -21,8 +21,8 @@ from sqlalchemy.exc import IntegrityError
 
 from exchange import _wire
 from exchange._proto.exchange.v1 import audit_pb2, envelope_pb2
-from exchange.admin.node import open_store
-from exchange.audit import check_log
+from exchange.admin.node import ADMIN, open_store
+from exchange.audit import AuditRecord, check_log
 from exchange.checkpoint import SignedTreeHead, TreeHead
 from exchange.cli._output import console, fail, print_json
 from exchange.clock import Clock, SystemClock, to_millis
@@ -289,7 +289,24 @@ def _gather(directory: Path, gather: Callable[[Connection, _Signer], Evidence]) 
 
     def locked(connection: Connection) -> Evidence:
         audit_log.lock(connection)
-        return gather(connection, signer)
+        evidence = gather(connection, signer)
+        # Handing evidence out is a disclosure too: on the record, after the head it uses.
+        audit_log.append(
+            connection,
+            [
+                AuditRecord(
+                    occurred_at=signer.clock.now(),
+                    actor=ADMIN,
+                    action="audit.exported",
+                    message_id=evidence.message_id,
+                    details={
+                        "entries": ",".join(str(p.entry.sequence) for p in evidence.entries)[:500],
+                        "tree_size": str(TreeHead.parse(evidence.head.text).size),
+                    },
+                )
+            ],
+        )
+        return evidence
 
     store = open_store(directory)
     try:

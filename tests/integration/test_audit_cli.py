@@ -321,6 +321,10 @@ async def test_sender_and_recipient_evidence_verify_offline(
         )
     printed = ok("verify", "--bundle", tmp_path / "xa.pb", "--trust-list", traffic.trust_list)
     assert f"evidence from xa-police about message {message_id} verifies" in printed
+    # Handing out evidence is itself on the record, after the head the bundle uses.
+    last = in_store(traffic.xa, lambda c: audit_log.entries_after(c, 0, 10_000)[-1], write=False)
+    assert (last.actor, last.action, last.message_id) == ("admin", "audit.exported", message_id)
+    assert last.sequence > max(e.entry.sequence for e in sent.entries)
 
 
 def rewrite(source: Path, target: Path, change: Callable[[audit_pb2.AuditEvidence], None]) -> Path:
