@@ -23,7 +23,7 @@ list, and runs these steps in order, stopping at the first that fails:
 Evidence is judged at its own time, never "now": a head or envelope signed
 before a key was revoked stays provable after it (`TrustedNode.signing_key`),
 and an old bundle stays checkable against an expired trust list
-(`evidence_trust`). Everything here is pure; reading the store and the bundle
+(`evidence_trust`) or one that has since suspended the sender or a recipient. Everything here is pure; reading the store and the bundle
 file is the CLI's part.
 """
 
@@ -162,6 +162,22 @@ def evidence_trust(signed: SignedTrustList) -> TrustList:
     return listed
 
 
+def _listed_as_signers(trust: TrustList) -> TrustList:
+    """`trust` with every listed node counted as a signer, suspended or not.
+
+    Suspension stops a node's *new* messages; what it signed while its keys were
+    valid stays its signature (key windows and revocations still apply, judged
+    at each signature's own time), so a later list that suspends it must not
+    make earlier evidence unverifiable.
+    """
+    return dataclasses.replace(
+        trust,
+        nodes={
+            node_id: dataclasses.replace(node, active=True) for node_id, node in trust.nodes.items()
+        },
+    )
+
+
 def covering_head(latest: SignedTreeHead | None, sequence: int) -> SignedTreeHead | None:
     """`latest` if its tree holds entry `sequence`; None when a fresh head must be signed."""
     if latest is None or TreeHead.parse(latest.text).size < sequence:
@@ -177,6 +193,7 @@ def verify_evidence(evidence: Evidence, trust: TrustList) -> EvidenceCheck:
     """
     passed: list[str] = []
     head: TreeHead | None = None
+    trust = _listed_as_signers(trust)
     try:
         _check_shape(evidence)
         head = _check_head(evidence, trust)

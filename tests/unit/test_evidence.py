@@ -548,3 +548,17 @@ def test_a_superseded_signing_is_held_to_the_envelope(change: Tamper, detail: st
     check = verify_evidence(change(RESIGNED), federation())
     assert check.failure is not None
     assert detail in check.failure.detail, check.failure
+
+
+@pytest.mark.parametrize("suspended", [XA, XB], ids=["sender-suspended", "recipient-suspended"])
+def test_a_later_suspension_does_not_undo_earlier_evidence(suspended: NodeKeys) -> None:
+    later = dataclasses.replace(
+        federation(),
+        nodes={
+            node_id: dataclasses.replace(node, active=node_id != suspended.node_id)
+            for node_id, node in federation().nodes.items()
+        },
+    )
+    assert later.active_node(suspended.node_id) is None
+    check = verify_evidence(BUNDLE, later)
+    assert check.ok, check.failure
