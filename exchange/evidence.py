@@ -23,8 +23,8 @@ list, and runs these steps in order, stopping at the first that fails:
 Evidence is judged at its own time, never "now": a head or envelope signed
 before a key was revoked stays provable after it (`TrustedNode.signing_key`),
 and an old bundle stays checkable against an expired trust list
-(`evidence_trust`) or one that has since suspended the sender or a recipient. Everything here is pure; reading the store and the bundle
-file is the CLI's part.
+(`evidence_trust`) or one that has since suspended the sender or a recipient.
+Everything here is pure; reading the store and the bundle file is the CLI's part.
 """
 
 from __future__ import annotations
