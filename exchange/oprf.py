@@ -41,6 +41,7 @@ __all__ = [
     "finalize",
     "hash_to_group",
     "hash_to_scalar",
+    "unblind",
 ]
 
 ELEMENT_SIZE = 32
@@ -149,12 +150,21 @@ def blind(data: bytes, blind_scalar: bytes | None = None) -> tuple[bytes, bytes]
     return scalar, _mult(scalar, element)
 
 
+def unblind(blind_scalar: bytes, evaluated: bytes) -> bytes:
+    """The first step of Finalize: N = blind^-1 * evaluatedElement, serialized.
+
+    N is skS * HashToGroup(input), the server's key applied to the input.
+    """
+    _check_scalar(blind_scalar, "blind")
+    _check_element(evaluated, "evaluated element")
+    inverse = bytes(rbcl.crypto_core_ristretto255_scalar_invert(blind_scalar))
+    return _mult(inverse, evaluated)
+
+
 def finalize(data: bytes, blind_scalar: bytes, evaluated: bytes) -> bytes:
     """Finalize(input, blind, evaluatedElement): the 64-byte PRF output."""
     _check_input(data)
-    _check_element(evaluated, "evaluated element")
-    inverse = bytes(rbcl.crypto_core_ristretto255_scalar_invert(blind_scalar))
-    return _finalize_hash(data, _mult(inverse, evaluated))
+    return _finalize_hash(data, unblind(blind_scalar, evaluated))
 
 
 class ServerKey:
@@ -193,11 +203,26 @@ class ServerKey:
         return _mult(self._scalar, blinded)
 
     def evaluate(self, data: bytes) -> bytes:
-        """Evaluate(skS, input): the PRF output computed directly, for the server's own index."""
+        """Evaluate(skS, input): the PRF output computed directly (RFC 9497 3.3.1)."""
+        _check_input(data)
+        return _finalize_hash(data, self.evaluate_element(data))
+
+    def evaluate_element(self, data: bytes) -> bytes:
+        """skS * HashToGroup(input): what a client's `unblind` yields for the same input."""
         _check_input(data)
         element = hash_to_group(data)
         _check_element(element, "the input's element")
-        return _finalize_hash(data, _mult(self._scalar, element))
+        return _mult(self._scalar, element)
+
+    def rekeyed(self, element: bytes, new: ServerKey) -> bytes:
+        """`element` (this key applied to some input) as `new` would have made it.
+
+        (new / old) * (old * P) = new * P: a key is rotated without the inputs.
+        """
+        _check_element(element, "element")
+        inverse = bytes(rbcl.crypto_core_ristretto255_scalar_invert(self._scalar))
+        factor = bytes(rbcl.crypto_core_ristretto255_scalar_mul(new._scalar, inverse))
+        return _mult(factor, element)
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, ServerKey) and hmac.compare_digest(self._scalar, other._scalar)
