@@ -34,12 +34,14 @@ from exchange.keys import ed25519_key_id
 from exchange.merkle import HASH_SIZE
 from exchange.trust import TrustList
 
-__all__ = ["SignedTreeHead", "TreeHead", "origin_of"]
+__all__ = ["MAX_TREE_SIZE", "SignedTreeHead", "TreeHead", "origin_of"]
 
 _TAG = "exchange.v1.Checkpoint"
 _ORIGIN_PREFIX = "opsc-exchange audit "
 _TIME = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z")
 _SIZE = re.compile(r"0|[1-9][0-9]{0,18}")
+# Sizes are stored as signed 64-bit integers.
+MAX_TREE_SIZE = 2**63 - 1
 
 
 def origin_of(node_id: str) -> str:
@@ -85,11 +87,18 @@ class TreeHead:
             or not _TIME.fullmatch(issued)
         ):
             raise AuditError("tree head is not a well-formed checkpoint")
+        try:
+            issued_at = dt.datetime.strptime(issued, "%Y-%m-%dT%H:%M:%S.%fZ")
+        except ValueError:
+            # Shaped like a time but not one (a 30th of February).
+            raise AuditError("tree head is not a well-formed checkpoint") from None
+        if int(size) > MAX_TREE_SIZE:
+            raise AuditError("tree head claims more entries than any log can hold")
         head = TreeHead(
             node_id=origin.removeprefix(_ORIGIN_PREFIX),
             size=int(size),
             root=root,
-            issued_at=dt.datetime.strptime(issued, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=dt.UTC),
+            issued_at=issued_at.replace(tzinfo=dt.UTC),
         )
         if head.to_text() != text:
             raise AuditError("tree head is not in canonical form")

@@ -77,16 +77,33 @@ def verify(
             dir_okay=False,
         ),
     ] = None,
+    head: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--head",
+            help=(
+                "With NODE_DIR: an evidence or proof file kept outside the store; its "
+                "signed head is checked too (repeatable)."
+            ),
+            exists=True,
+            dir_okay=False,
+        ),
+    ] = None,
     as_json: JsonFlag = False,
 ) -> None:
-    """Verify the node's whole audit log, or one evidence file offline."""
+    """Verify the node's whole audit log, or one evidence file offline.
+
+    Heads stored beside the log can be removed with it; a head kept elsewhere
+    (`--head`, or the heads peers hold and cross-check) is what proves the
+    log was not rewritten wholesale.
+    """
     if bundle is None:
         if directory is None or trust_list is not None:
             raise typer.BadParameter("give a NODE_DIR, or --bundle FILE with --trust-list FILE")
-        _verify_log(directory, as_json=as_json)
+        _verify_log(directory, [_read(path).head for path in head or []], as_json=as_json)
     else:
-        if directory is not None or trust_list is None:
-            raise typer.BadParameter("--bundle takes --trust-list FILE and no NODE_DIR")
+        if directory is not None or trust_list is None or head:
+            raise typer.BadParameter("--bundle takes --trust-list FILE, and no NODE_DIR or --head")
         _verify_bundle(bundle, trust_list, as_json=as_json)
 
 
@@ -166,13 +183,13 @@ class _LogOutcome:
     bad_heads: list[str]
 
 
-def _verify_log(directory: Path, *, as_json: bool) -> None:
+def _verify_log(directory: Path, outside: list[SignedTreeHead], *, as_json: bool) -> None:
     node_id = load_node_config(directory).node_id
 
     def replay(connection: Connection, trust: TrustList) -> _LogOutcome:
         heads: list[TreeHead] = []
         bad_heads: list[str] = []
-        for signed in audit_heads.own_heads(connection):
+        for signed in [*audit_heads.own_heads(connection), *outside]:
             # now=None: each head is judged at its own time (evidence, not arrival).
             try:
                 heads.append(signed.verify(trust, node_id, now=None))
@@ -206,7 +223,13 @@ def _verify_log(directory: Path, *, as_json: bool) -> None:
         console.print(
             f"audit log intact: {outcome.entries} entries, "
             f"{outcome.heads} signed heads match the replayed tree"
+            + (f" ({len(outside)} kept outside the store)" if outside else "")
         )
+        if not outside:
+            console.print(
+                "note: these heads are stored beside the log; only a head kept elsewhere "
+                "(--head, or held by peers) proves it was not rewritten wholesale"
+            )
 
 
 # --- verify --bundle -----------------------------------------------------------------------

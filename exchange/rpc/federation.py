@@ -18,7 +18,7 @@ from exchange.receiving import Receiver
 from exchange.rpc import convert
 from exchange.rpc._status import guarded
 from exchange.runtime import NodeContext
-from exchange.store import registry
+from exchange.store import audit_heads, registry
 from exchange.trust import SignedTrustList
 
 __all__ = ["FederationService", "tls_peer_node_id"]
@@ -80,8 +80,7 @@ class FederationService(federation_pb2_grpc.FederationServicer):
         assert data is not None, "a serving node always holds a trust list"
         return pb.GetTrustListResponse(trust_list=SignedTrustList.from_bytes(data).to_proto())
 
-    # Audit heads and proofs: any member may ask (that is how split views are caught);
-    # a peer sees hashes only, never the entries.
+    # Audit heads and proofs: any member may ask; a peer sees hashes only, never entries.
 
     async def GetAuditHead(
         self, request: audit_pb2.GetAuditHeadRequest, context: grpc.aio.ServicerContext[Any, Any]
@@ -89,6 +88,21 @@ class FederationService(federation_pb2_grpc.FederationServicer):
         async def answer() -> audit_pb2.GetAuditHeadResponse:
             tls_peer_node_id(context, self._node)
             return convert.audit_head_response(await self._audit.latest_head())
+
+        return await guarded(context, self._node.log, answer())
+
+    async def GetHeldHeads(
+        self, request: audit_pb2.GetHeldHeadsRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> audit_pb2.GetHeldHeadsResponse:
+        async def answer() -> audit_pb2.GetHeldHeadsResponse:
+            tls_peer_node_id(context, self._node)
+            held = await self._node.store.read(audit_heads.peer_heads)
+            return audit_pb2.GetHeldHeadsResponse(
+                heads=[
+                    audit_pb2.HeldHead(node_id=node_id, head=convert.tree_head(signed))
+                    for node_id, signed in held
+                ]
+            )
 
         return await guarded(context, self._node.log, answer())
 

@@ -8,12 +8,22 @@ from exchange._proto.exchange.v1 import audit_pb2, federation_pb2_grpc
 from exchange._proto.exchange.v1 import federation_pb2 as pb
 from exchange.checkpoint import SignedTreeHead
 from exchange.envelope import Envelope
-from exchange.errors import PeerUnreachableError
+from exchange.errors import AuditError, PeerUnreachableError
 from exchange.receipt import SignedReceipt
 from exchange.rpc import convert
 from exchange.trust import SignedTrustList, TrustedNode
 
 __all__ = ["MAX_MESSAGE_BYTES", "PeerTransport"]
+
+# Codes that say nothing about what the peer would answer: it was not reached.
+_UNREACHABLE = frozenset(
+    {
+        grpc.StatusCode.UNAVAILABLE,
+        grpc.StatusCode.DEADLINE_EXCEEDED,
+        grpc.StatusCode.CANCELLED,
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+    }
+)
 
 MAX_MESSAGE_BYTES = 16 * 1024 * 1024
 
@@ -76,14 +86,37 @@ class PeerTransport:
     async def consistency_proof(
         self, peer: TrustedNode, first: int, second: int, timeout: float
     ) -> list[bytes]:
+        """The peer's consistency proof between two sizes of its log.
+
+        Raises:
+            PeerUnreachableError: the peer could not be reached.
+            AuditError: the peer answered, but would not give the proof.
+        """
         try:
             response = await self._stub(peer).GetConsistencyProof(
                 audit_pb2.GetConsistencyProofRequest(first_size=first, second_size=second),
                 timeout=timeout,
             )
         except grpc.aio.AioRpcError as exc:
-            raise PeerUnreachableError(f"{exc.code().name}: {exc.details()}") from None
+            if exc.code() in _UNREACHABLE:
+                raise PeerUnreachableError(f"{exc.code().name}: {exc.details()}") from None
+            raise AuditError(
+                f"{peer.node_id} refused a consistency proof from {first} to {second}: "
+                f"{exc.code().name}"
+            ) from None
         return list(response.path)
+
+    async def held_heads(
+        self, peer: TrustedNode, timeout: float
+    ) -> list[tuple[str, SignedTreeHead]]:
+        """The heads `peer` holds of other nodes' logs (unverified)."""
+        try:
+            response = await self._stub(peer).GetHeldHeads(
+                audit_pb2.GetHeldHeadsRequest(), timeout=timeout
+            )
+        except grpc.aio.AioRpcError as exc:
+            raise PeerUnreachableError(f"{exc.code().name}: {exc.details()}") from None
+        return [(held.node_id, convert.signed_tree_head(held.head)) for held in response.heads]
 
     async def get_trust_list(self, peer: TrustedNode, timeout: float) -> SignedTrustList:
         """The trust list `peer` holds (unverified: install it to verify).

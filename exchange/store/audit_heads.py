@@ -18,12 +18,14 @@ from exchange.store.tables import PEER_TREE_HEADS as _peers
 
 __all__ = [
     "Conflict",
+    "conflict_recorded",
     "conflicts",
     "insert_conflict",
     "insert_own",
     "latest_own",
     "own_heads",
     "peer_head",
+    "peer_heads",
     "put_peer_head",
 ]
 
@@ -58,6 +60,12 @@ def own_heads(connection: Connection) -> list[SignedTreeHead]:
 def peer_head(connection: Connection, node_id: str) -> SignedTreeHead | None:
     row = connection.execute(select(_peers).where(_peers.c.node_id == node_id)).one_or_none()
     return None if row is None else _signed(row)
+
+
+def peer_heads(connection: Connection) -> list[tuple[str, SignedTreeHead]]:
+    """Every peer head held, by node id."""
+    rows = connection.execute(select(_peers).order_by(_peers.c.node_id))
+    return [(row.node_id, _signed(row)) for row in rows]
 
 
 def put_peer_head(
@@ -102,6 +110,22 @@ def insert_conflict(connection: Connection, conflict: Conflict) -> None:
             offered_signature=conflict.offered.signature,
         )
     )
+
+
+def conflict_recorded(
+    connection: Connection, node_id: str, held: SignedTreeHead, offered: SignedTreeHead
+) -> bool:
+    """Whether this very pair of heads is already on record as a conflict."""
+    row = connection.execute(
+        select(_conflicts.c.id)
+        .where(
+            _conflicts.c.node_id == node_id,
+            _conflicts.c.held_checkpoint == held.text,
+            _conflicts.c.offered_checkpoint == offered.text,
+        )
+        .limit(1)
+    ).first()
+    return row is not None
 
 
 def conflicts(connection: Connection) -> list[Conflict]:

@@ -24,6 +24,7 @@ from typer.testing import CliRunner, Result
 from exchange._proto.exchange.v1 import audit_pb2
 from exchange.admin.federation import latest_published
 from exchange.admin.node import add_client, open_store
+from exchange.audit import AuditRecord
 from exchange.auditing import AuditLog
 from exchange.checkpoint import SignedTreeHead, TreeHead
 from exchange.cli import app
@@ -34,7 +35,7 @@ from exchange.harness.setup import SimNode
 from exchange.keys import load_ed25519
 from exchange.layout import FederationLayout, NodeLayout
 from exchange.store import audit_heads, audit_log
-from exchange.store.tables import AUDIT_ENTRIES, AUDIT_TREE_HEADS
+from exchange.store.tables import AUDIT_ENTRIES, AUDIT_HEAD, AUDIT_NODES, AUDIT_TREE_HEADS
 from tests.conftest import DatabaseFactory
 from tests.integration.conftest import start_federation
 
@@ -223,6 +224,31 @@ async def test_verify_names_the_first_bad_entry_of_a_tampered_store(
     assert outcome.exit_code == 1
     assert f'"first_bad_sequence": {first_bad},' in outcome.stdout
     assert f"audit log broken at entry {first_bad}:" in refused("verify", node.directory)
+
+
+async def test_a_head_kept_outside_the_store_catches_a_wholesale_rewrite(
+    traffic: Traffic, tmp_path: Path
+) -> None:
+    node = traffic.xa
+    kept = tmp_path / "kept.pb"
+    ok("prove", node.directory, "--sequence", "1", "-o", kept)
+    assert "kept outside the store" in ok("verify", node.directory, "--head", kept)
+
+    def rewrite(connection: Connection) -> None:
+        # Entries, subtrees and stored heads all replaced: consistent in itself.
+        size = audit_log.size(connection)
+        for table in (AUDIT_ENTRIES, AUDIT_NODES, AUDIT_TREE_HEADS):
+            connection.execute(delete(table))
+        connection.execute(update(AUDIT_HEAD).values(sequence=0, frontier=b""))
+        forged = AuditRecord(occurred_at=dt.datetime.now(dt.UTC), actor="admin", action="x")
+        audit_log.append(connection, [forged] * size)
+
+    in_store(node, rewrite)
+
+    alone = ok("verify", node.directory)
+    assert "audit log intact" in alone
+    assert "only a head kept elsewhere" in alone
+    assert "audit log broken at entry 1:" in refused("verify", node.directory, "--head", kept)
 
 
 async def test_a_forged_head_in_the_store_is_named(traffic: Traffic) -> None:

@@ -8,6 +8,7 @@ differently to different peers.
 from __future__ import annotations
 
 import asyncio
+import base64
 import dataclasses
 import datetime as dt
 from collections.abc import AsyncIterator
@@ -19,16 +20,23 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from sqlalchemy import delete, update
 
 from exchange import merkle
+from exchange._encoding import encode
 from exchange._proto.exchange.v1 import audit_pb2, federation_pb2_grpc
 from exchange._proto.exchange.v1 import authority_pb2 as apb
 from exchange.audit import AuditRecord, check_log
 from exchange.auditing import AuditLog
 from exchange.checkpoint import SignedTreeHead, TreeHead
 from exchange.clock import ManualClock
-from exchange.errors import PeerUnreachableError
+from exchange.errors import AuditError, PeerUnreachableError
 from exchange.harness import samples
 from exchange.node import Node
-from exchange.peer_heads import HeadCheck, PeerHeadWatcher, audit_problem
+from exchange.peer_heads import (
+    SELF_PROBLEM,
+    HeadCheck,
+    PeerHeadWatcher,
+    audit_problem,
+    unproven_problem,
+)
 from exchange.rpc import convert
 from exchange.rpc.peers import PeerTransport, channel_options
 from exchange.store import audit_heads, audit_log, inbox
@@ -210,8 +218,12 @@ async def test_a_rewritten_peer_log_is_evidence_an_alert_and_a_health_problem(
     assert audit_problem(b.context.node_id) in a.context.health.problems()
     (alert,) = await a.context.store.read(lambda c: inbox.events_after(c, 0, 1000)[-1:])
     assert (alert.event_type, alert.peer_node_id) == (inbox.AUDIT_INCONSISTENT, peer.node_id)
-    # The held head stays what was seen first: the next look finds the conflict again.
+    # The held head stays what was seen first: the next look finds the conflict again,
+    # and keeps the node NOT_SERVING, but the evidence and the alert are not repeated.
     assert await watcher.check(peer) == HeadCheck.CONFLICT
+    assert len(await a.context.store.read(audit_heads.conflicts)) == 1
+    alerts = await a.context.store.read(lambda c: inbox.events_after(c, 0, 1000))
+    assert [e.event_type for e in alerts].count(inbox.AUDIT_INCONSISTENT) == 1
     await transport.close()
 
 
@@ -263,6 +275,8 @@ class ScriptedPeer:
     head: SignedTreeHead | None = None
     tree: Tree | None = None
     unreachable: bool = False
+    refuses_proofs: bool = False
+    held: list[tuple[str, SignedTreeHead]] = dataclasses.field(default_factory=list)
 
     async def audit_head(self, peer: TrustedNode, timeout: float) -> SignedTreeHead | None:
         if self.unreachable:
@@ -272,8 +286,15 @@ class ScriptedPeer:
     async def consistency_proof(
         self, peer: TrustedNode, first: int, second: int, timeout: float
     ) -> list[bytes]:
+        if self.refuses_proofs:
+            raise AuditError(f"{peer.node_id} refused a consistency proof: FAILED_PRECONDITION")
         assert self.tree is not None
         return self.tree.proof(first, second)
+
+    async def held_heads(
+        self, peer: TrustedNode, timeout: float
+    ) -> list[tuple[str, SignedTreeHead]]:
+        return self.held
 
 
 HONEST = Tree([bytes([i]) for i in range(40)])
@@ -376,3 +397,119 @@ async def test_what_proves_nothing_is_not_kept(
 
 def _transport(node: Node) -> PeerTransport:
     return PeerTransport(node.tls.channel_credentials())
+
+
+async def test_a_peer_that_will_not_prove_its_newer_head_is_reported_until_it_does(
+    federation: Federation, quiet_a: Node
+) -> None:
+    a, b = quiet_a, federation.node(1)
+    peer = a.context.trust.nodes[b.context.node_id]
+    await a.context.store.write(
+        lambda c: audit_heads.put_peer_head(c, peer.node_id, _head(b, HONEST, 8), 8, 0)
+    )
+    scripted = ScriptedPeer(head=_head(b, FORKED, 30), tree=FORKED, refuses_proofs=True)
+    watcher = PeerHeadWatcher(a.context, scripted)
+
+    assert await watcher.check(peer) == HeadCheck.UNPROVEN
+    assert unproven_problem(peer.node_id) in a.context.health.problems()
+    scripted.refuses_proofs = False
+    assert await watcher.check(peer) == HeadCheck.EXTENDED
+    assert a.context.health.serving
+
+
+# --- cross-checks: what other peers hold ----------------------------------------------------
+
+
+async def _holding(a: Node, b: Node, tree: Tree, size: int) -> TrustedNode:
+    peer = a.context.trust.nodes[b.context.node_id]
+    signed = _head(b, tree, size)
+    await a.context.store.write(
+        lambda c: audit_heads.put_peer_head(c, peer.node_id, signed, size, 0)
+    )
+    return peer
+
+
+# (what XA holds of XB, what XC says it holds of XB, XB's tree for proofs, outcome)
+GOSSIP = {
+    "same head": ((HONEST, 21), (HONEST, 21), HONEST, HeadCheck.UNCHANGED),
+    "split view: another root at the same size": (
+        (HONEST, 21),
+        (FORKED, 21),
+        HONEST,
+        HeadCheck.CONFLICT,
+    ),
+    "older head, a prefix of ours": ((HONEST, 21), (HONEST, 8), HONEST, HeadCheck.UNCHANGED),
+    "older head of a forked log": ((HONEST, 21), (FORKED, 16), HONEST, HeadCheck.CONFLICT),
+    "newer head, consistent": ((HONEST, 8), (HONEST, 30), HONEST, HeadCheck.EXTENDED),
+    "newer head of a forked log": ((HONEST, 16), (FORKED, 30), FORKED, HeadCheck.CONFLICT),
+}
+
+
+@pytest.mark.parametrize(
+    ("ours", "theirs", "proofs", "outcome"),
+    list(GOSSIP.values()),
+    ids=[k.replace(" ", "-").replace(":", "") for k in GOSSIP],
+)
+async def test_heads_other_peers_hold_are_held_against_ours(
+    federation: Federation, quiet_a: Node, ours, theirs, proofs, outcome: HeadCheck
+) -> None:
+    a, b, c = quiet_a, federation.node(1), federation.node(2)
+    await _holding(a, b, *ours)
+    witness = a.context.trust.nodes[c.context.node_id]
+    scripted = ScriptedPeer(tree=proofs, held=[(b.context.node_id, _head(b, *theirs))])
+
+    results = await PeerHeadWatcher(a.context, scripted).cross_check(witness)
+
+    assert results == {b.context.node_id: outcome}
+    assert (audit_problem(b.context.node_id) in a.context.health.problems()) == (
+        outcome == HeadCheck.CONFLICT
+    )
+
+
+async def test_a_peer_holding_a_head_our_store_no_longer_gives_reveals_a_rewrite(
+    federation: Federation, quiet_a: Node
+) -> None:
+    a, c = quiet_a, federation.node(2)
+    await AuditLog(a.context).issue_head(force=True)
+    given_out = await AuditLog(a.context).latest_head()
+    assert given_out is not None
+    witness = a.context.trust.nodes[c.context.node_id]
+    watcher = PeerHeadWatcher(a.context, ScriptedPeer(held=[(a.context.node_id, given_out)]))
+    assert await watcher.cross_check(witness) == {a.context.node_id: HeadCheck.UNCHANGED}
+
+    await _rewrite_history(a)
+
+    assert await watcher.cross_check(witness) == {a.context.node_id: HeadCheck.CONFLICT}
+    assert SELF_PROBLEM in a.context.health.problems()
+
+
+XB_ORIGIN = b"opsc-exchange audit xb-prosecution\n"
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        pytest.param(
+            XB_ORIGIN + b"8\n{root}\n2026-02-30T00:00:00.000Z\n",
+            id="no-such-day",
+        ),
+        pytest.param(
+            XB_ORIGIN + b"9999999999999999999\n{root}\n2026-02-01T00:00:00.000Z\n",
+            id="size-beyond-64-bits",
+        ),
+    ],
+)
+async def test_a_malformed_head_is_refused_without_stopping_the_watch(
+    federation: Federation, quiet_a: Node, text: bytes
+) -> None:
+    a, b = quiet_a, federation.node(1)
+    peer = a.context.trust.nodes[b.context.node_id]
+    body = text.replace(b"{root}", base64.b64encode(HONEST.mth(0, 8)))
+    forged = SignedTreeHead(
+        body,
+        b.context.identity.signing_key_id,
+        b.context.identity.signing_key.sign(encode("exchange.v1.Checkpoint", body)),
+    )
+    assert await PeerHeadWatcher(a.context, ScriptedPeer(head=forged)).check(peer) == (
+        HeadCheck.REFUSED
+    )

@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import importlib.util
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
 from sqlalchemy import inspect, select, text
 
 from exchange import merkle
+from exchange.audit import check_log
 from exchange.store import audit_log, migrate
 from exchange.store.engine import Store
 from exchange.store.tables import AUDIT_HEAD, metadata
@@ -59,3 +65,90 @@ def test_the_first_append_continues_from_the_seeded_head(store):
     assert sequence == 1
     assert entry.leaf_hash == entry.expected_leaf_hash()
     assert entry.occurred_at_ms == millis(START) + 1000
+
+
+def _migration_0004():  # type: ignore[no-untyped-def]
+    path = Path(migrate.__file__).parent / "migrations" / "versions" / "0004_merkle_audit_log.py"
+    spec = importlib.util.spec_from_file_location("migration_0004", path)
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _old_chain(store: Store, count: int) -> None:
+    """Entries as revisions 0001 to 0003 wrote them: a hash chain."""
+    chained_hash = _migration_0004().chained_hash
+    previous = bytes(32)
+    columns = "sequence, occurred_at, actor, action, message_id, peer_node_id, details"
+    for n in range(1, count + 1):
+        row = SimpleNamespace(
+            sequence=n,
+            occurred_at=1_700_000_000_000 + n,
+            actor="node:xa-police",
+            action="notice.received",
+            message_id=f"m{n}",
+            peer_node_id="xb-prosecution",
+            details=f'{{"n":"{n}"}}',
+        )
+        entry_hash = chained_hash(previous, row)
+        store.write(
+            lambda c, r=row, p=previous, e=entry_hash: c.execute(
+                text(
+                    f"INSERT INTO audit_entries ({columns}, previous_hash, entry_hash) "
+                    "VALUES (:s, :t, :a, :ac, :m, :p, :d, :ph, :eh)"
+                ),
+                {
+                    "s": r.sequence,
+                    "t": r.occurred_at,
+                    "a": r.actor,
+                    "ac": r.action,
+                    "m": r.message_id,
+                    "p": r.peer_node_id,
+                    "d": r.details,
+                    "ph": p,
+                    "eh": e,
+                },
+            )
+        )
+        previous = entry_hash
+    store.write(
+        lambda c: c.execute(
+            text("UPDATE audit_head SET sequence = :s, entry_hash = :h"),
+            {"s": count, "h": previous},
+        )
+    )
+
+
+def test_an_intact_hash_chain_becomes_a_merkle_log(databases):
+    store = Store.open(databases.new_url(), sqlite_synchronous="NORMAL")
+    try:
+        migrate.upgrade(store, "0003")
+        _old_chain(store, 5)
+        migrate.upgrade(store)
+        entries = store.read(lambda c: list(audit_log.iter_entries(c)))
+        assert [e.sequence for e in entries] == [1, 2, 3, 4, 5]
+        assert check_log(entries, []).ok
+        assert store.read(lambda c: audit_log.root(c, 5)) == merkle.root_of(
+            [e.leaf_hash for e in entries]
+        )
+        # And it goes on growing from there.
+        assert store.write(lambda c: audit_log.append(c, [audit_record(6)])) == [6]
+    finally:
+        store.dispose()
+
+
+def test_a_chain_altered_before_the_upgrade_stops_it_and_changes_nothing(databases):
+    store = Store.open(databases.new_url(), sqlite_synchronous="NORMAL")
+    try:
+        migrate.upgrade(store, "0003")
+        _old_chain(store, 5)
+        store.write(
+            lambda c: c.execute(text("UPDATE audit_entries SET actor = 'admin' WHERE sequence = 3"))
+        )
+        with pytest.raises(RuntimeError, match="audit chain broken at entry 3"):
+            migrate.upgrade(store)
+        assert migrate.current_revision(store) == "0003"
+    finally:
+        store.dispose()

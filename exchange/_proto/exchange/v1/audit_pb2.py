@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17\x65xchange/v1/audit.proto\x12\x0b\x65xchange.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xa7\x02\n\nAuditEntry\x12\x10\n\x08sequence\x18\x01 \x01(\x04\x12/\n\x0boccurred_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05\x61\x63tor\x18\x03 \x01(\t\x12\x0e\n\x06\x61\x63tion\x18\x04 \x01(\t\x12\x12\n\nmessage_id\x18\x05 \x01(\t\x12\x14\n\x0cpeer_node_id\x18\x06 \x01(\t\x12\x35\n\x07\x64\x65tails\x18\x07 \x03(\x0b\x32$.exchange.v1.AuditEntry.DetailsEntry\x12\x11\n\tleaf_hash\x18\t \x01(\x0c\x1a.\n\x0c\x44\x65tailsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01J\x04\x08\x08\x10\tR\rprevious_hash\"G\n\x0eSignedTreeHead\x12\x12\n\ncheckpoint\x18\x01 \x01(\x0c\x12\x0e\n\x06key_id\x18\x02 \x01(\t\x12\x11\n\tsignature\x18\x03 \x01(\x0c\"\x15\n\x13GetAuditHeadRequest\"A\n\x14GetAuditHeadResponse\x12)\n\x04head\x18\x01 \x01(\x0b\x32\x1b.exchange.v1.SignedTreeHead\"?\n\x18GetInclusionProofRequest\x12\x10\n\x08sequence\x18\x01 \x01(\x04\x12\x11\n\ttree_size\x18\x02 \x01(\x04\"w\n\x19GetInclusionProofResponse\x12\x11\n\ttree_size\x18\x01 \x01(\x04\x12\x11\n\tleaf_hash\x18\x02 \x01(\x0c\x12\x0c\n\x04path\x18\x03 \x03(\x0c\x12&\n\x05\x65ntry\x18\x04 \x01(\x0b\x32\x17.exchange.v1.AuditEntry\"E\n\x1aGetConsistencyProofRequest\x12\x12\n\nfirst_size\x18\x01 \x01(\x04\x12\x13\n\x0bsecond_size\x18\x02 \x01(\x04\"+\n\x1bGetConsistencyProofResponse\x12\x0c\n\x04path\x18\x01 \x03(\x0c\"M\n\x0bProvenEntry\x12&\n\x05\x65ntry\x18\x01 \x01(\x0b\x32\x17.exchange.v1.AuditEntry\x12\x16\n\x0einclusion_path\x18\x02 \x03(\x0c\"\xcc\x01\n\rAuditEvidence\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x12\n\nmessage_id\x18\x02 \x01(\t\x12)\n\x04head\x18\x03 \x01(\x0b\x32\x1b.exchange.v1.SignedTreeHead\x12)\n\x07\x65ntries\x18\x04 \x03(\x0b\x32\x18.exchange.v1.ProvenEntry\x12\x10\n\x08\x65nvelope\x18\x05 \x01(\x0c\x12\x10\n\x08receipts\x18\x06 \x03(\x0c\x12\x1c\n\x14superseded_envelopes\x18\x07 \x03(\x0c\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17\x65xchange/v1/audit.proto\x12\x0b\x65xchange.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xa7\x02\n\nAuditEntry\x12\x10\n\x08sequence\x18\x01 \x01(\x04\x12/\n\x0boccurred_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05\x61\x63tor\x18\x03 \x01(\t\x12\x0e\n\x06\x61\x63tion\x18\x04 \x01(\t\x12\x12\n\nmessage_id\x18\x05 \x01(\t\x12\x14\n\x0cpeer_node_id\x18\x06 \x01(\t\x12\x35\n\x07\x64\x65tails\x18\x07 \x03(\x0b\x32$.exchange.v1.AuditEntry.DetailsEntry\x12\x11\n\tleaf_hash\x18\t \x01(\x0c\x1a.\n\x0c\x44\x65tailsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01J\x04\x08\x08\x10\tR\rprevious_hash\"G\n\x0eSignedTreeHead\x12\x12\n\ncheckpoint\x18\x01 \x01(\x0c\x12\x0e\n\x06key_id\x18\x02 \x01(\t\x12\x11\n\tsignature\x18\x03 \x01(\x0c\"\x15\n\x13GetAuditHeadRequest\"A\n\x14GetAuditHeadResponse\x12)\n\x04head\x18\x01 \x01(\x0b\x32\x1b.exchange.v1.SignedTreeHead\"\x15\n\x13GetHeldHeadsRequest\"F\n\x08HeldHead\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12)\n\x04head\x18\x02 \x01(\x0b\x32\x1b.exchange.v1.SignedTreeHead\"<\n\x14GetHeldHeadsResponse\x12$\n\x05heads\x18\x01 \x03(\x0b\x32\x15.exchange.v1.HeldHead\"?\n\x18GetInclusionProofRequest\x12\x10\n\x08sequence\x18\x01 \x01(\x04\x12\x11\n\ttree_size\x18\x02 \x01(\x04\"w\n\x19GetInclusionProofResponse\x12\x11\n\ttree_size\x18\x01 \x01(\x04\x12\x11\n\tleaf_hash\x18\x02 \x01(\x0c\x12\x0c\n\x04path\x18\x03 \x03(\x0c\x12&\n\x05\x65ntry\x18\x04 \x01(\x0b\x32\x17.exchange.v1.AuditEntry\"E\n\x1aGetConsistencyProofRequest\x12\x12\n\nfirst_size\x18\x01 \x01(\x04\x12\x13\n\x0bsecond_size\x18\x02 \x01(\x04\"+\n\x1bGetConsistencyProofResponse\x12\x0c\n\x04path\x18\x01 \x03(\x0c\"M\n\x0bProvenEntry\x12&\n\x05\x65ntry\x18\x01 \x01(\x0b\x32\x17.exchange.v1.AuditEntry\x12\x16\n\x0einclusion_path\x18\x02 \x03(\x0c\"\xcc\x01\n\rAuditEvidence\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x12\n\nmessage_id\x18\x02 \x01(\t\x12)\n\x04head\x18\x03 \x01(\x0b\x32\x1b.exchange.v1.SignedTreeHead\x12)\n\x07\x65ntries\x18\x04 \x03(\x0b\x32\x18.exchange.v1.ProvenEntry\x12\x10\n\x08\x65nvelope\x18\x05 \x01(\x0c\x12\x10\n\x08receipts\x18\x06 \x03(\x0c\x12\x1c\n\x14superseded_envelopes\x18\x07 \x03(\x0c\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -44,16 +44,22 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_GETAUDITHEADREQUEST']._serialized_end=465
   _globals['_GETAUDITHEADRESPONSE']._serialized_start=467
   _globals['_GETAUDITHEADRESPONSE']._serialized_end=532
-  _globals['_GETINCLUSIONPROOFREQUEST']._serialized_start=534
-  _globals['_GETINCLUSIONPROOFREQUEST']._serialized_end=597
-  _globals['_GETINCLUSIONPROOFRESPONSE']._serialized_start=599
-  _globals['_GETINCLUSIONPROOFRESPONSE']._serialized_end=718
-  _globals['_GETCONSISTENCYPROOFREQUEST']._serialized_start=720
-  _globals['_GETCONSISTENCYPROOFREQUEST']._serialized_end=789
-  _globals['_GETCONSISTENCYPROOFRESPONSE']._serialized_start=791
-  _globals['_GETCONSISTENCYPROOFRESPONSE']._serialized_end=834
-  _globals['_PROVENENTRY']._serialized_start=836
-  _globals['_PROVENENTRY']._serialized_end=913
-  _globals['_AUDITEVIDENCE']._serialized_start=916
-  _globals['_AUDITEVIDENCE']._serialized_end=1120
+  _globals['_GETHELDHEADSREQUEST']._serialized_start=534
+  _globals['_GETHELDHEADSREQUEST']._serialized_end=555
+  _globals['_HELDHEAD']._serialized_start=557
+  _globals['_HELDHEAD']._serialized_end=627
+  _globals['_GETHELDHEADSRESPONSE']._serialized_start=629
+  _globals['_GETHELDHEADSRESPONSE']._serialized_end=689
+  _globals['_GETINCLUSIONPROOFREQUEST']._serialized_start=691
+  _globals['_GETINCLUSIONPROOFREQUEST']._serialized_end=754
+  _globals['_GETINCLUSIONPROOFRESPONSE']._serialized_start=756
+  _globals['_GETINCLUSIONPROOFRESPONSE']._serialized_end=875
+  _globals['_GETCONSISTENCYPROOFREQUEST']._serialized_start=877
+  _globals['_GETCONSISTENCYPROOFREQUEST']._serialized_end=946
+  _globals['_GETCONSISTENCYPROOFRESPONSE']._serialized_start=948
+  _globals['_GETCONSISTENCYPROOFRESPONSE']._serialized_end=991
+  _globals['_PROVENENTRY']._serialized_start=993
+  _globals['_PROVENENTRY']._serialized_end=1070
+  _globals['_AUDITEVIDENCE']._serialized_start=1073
+  _globals['_AUDITEVIDENCE']._serialized_end=1277
 # @@protoc_insertion_point(module_scope)

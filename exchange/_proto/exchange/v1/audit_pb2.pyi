@@ -170,6 +170,68 @@ class GetAuditHeadResponse(_message.Message):
 Global___GetAuditHeadResponse: _TypeAlias = GetAuditHeadResponse  # noqa: Y015
 
 @_typing.final
+class GetHeldHeadsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetHeldHeadsRequest: _TypeAlias = GetHeldHeadsRequest  # noqa: Y015
+
+@_typing.final
+class HeldHead(_message.Message):
+    """The newest head of one peer's log that the answering node verified and holds."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NODE_ID_FIELD_NUMBER: _builtins.int
+    HEAD_FIELD_NUMBER: _builtins.int
+    node_id: _builtins.str
+    @_builtins.property
+    def head(self) -> Global___SignedTreeHead: ...
+    def __init__(
+        self,
+        *,
+        node_id: _builtins.str = ...,
+        head: Global___SignedTreeHead | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["head", b"head"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["head", b"head", "node_id", b"node_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___HeldHead: _TypeAlias = HeldHead  # noqa: Y015
+
+@_typing.final
+class GetHeldHeadsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    HEADS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def heads(self) -> _containers.RepeatedCompositeFieldContainer[Global___HeldHead]:
+        """One per peer the answering node holds a head of (at most one per node)."""
+
+    def __init__(
+        self,
+        *,
+        heads: _abc.Iterable[Global___HeldHead] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["heads", b"heads"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetHeldHeadsResponse: _TypeAlias = GetHeldHeadsResponse  # noqa: Y015
+
+@_typing.final
 class GetInclusionProofRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 

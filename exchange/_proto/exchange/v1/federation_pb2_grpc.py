@@ -51,6 +51,11 @@ class FederationStub:
                 request_serializer=exchange_dot_v1_dot_audit__pb2.GetAuditHeadRequest.SerializeToString,
                 response_deserializer=exchange_dot_v1_dot_audit__pb2.GetAuditHeadResponse.FromString,
                 _registered_method=True)
+        self.GetHeldHeads = channel.unary_unary(
+                '/exchange.v1.Federation/GetHeldHeads',
+                request_serializer=exchange_dot_v1_dot_audit__pb2.GetHeldHeadsRequest.SerializeToString,
+                response_deserializer=exchange_dot_v1_dot_audit__pb2.GetHeldHeadsResponse.FromString,
+                _registered_method=True)
         self.GetInclusionProof = channel.unary_unary(
                 '/exchange.v1.Federation/GetInclusionProof',
                 request_serializer=exchange_dot_v1_dot_audit__pb2.GetInclusionProofRequest.SerializeToString,
@@ -101,6 +106,15 @@ class FederationServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetHeldHeads(self, request, context):
+        """The newest head this node holds of each of its peers' logs. Nodes compare
+        what they were each shown: a peer that showed two nodes two different
+        logs (a split view) is caught by its own two signatures.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def GetInclusionProof(self, request, context):
         """The inclusion proof of one entry (its leaf hash and path; never the
         entry itself). Errors: INVALID_ARGUMENT, FAILED_PRECONDITION.
@@ -134,6 +148,11 @@ def add_FederationServicer_to_server(servicer, server):
                     servicer.GetAuditHead,
                     request_deserializer=exchange_dot_v1_dot_audit__pb2.GetAuditHeadRequest.FromString,
                     response_serializer=exchange_dot_v1_dot_audit__pb2.GetAuditHeadResponse.SerializeToString,
+            ),
+            'GetHeldHeads': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetHeldHeads,
+                    request_deserializer=exchange_dot_v1_dot_audit__pb2.GetHeldHeadsRequest.FromString,
+                    response_serializer=exchange_dot_v1_dot_audit__pb2.GetHeldHeadsResponse.SerializeToString,
             ),
             'GetInclusionProof': grpc.unary_unary_rpc_method_handler(
                     servicer.GetInclusionProof,
@@ -228,6 +247,33 @@ class Federation:
             '/exchange.v1.Federation/GetAuditHead',
             exchange_dot_v1_dot_audit__pb2.GetAuditHeadRequest.SerializeToString,
             exchange_dot_v1_dot_audit__pb2.GetAuditHeadResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetHeldHeads(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/exchange.v1.Federation/GetHeldHeads',
+            exchange_dot_v1_dot_audit__pb2.GetHeldHeadsRequest.SerializeToString,
+            exchange_dot_v1_dot_audit__pb2.GetHeldHeadsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -60,6 +60,11 @@ class FederationStub:
     """The newest signed tree head of this node's audit log. Peers keep the
     newest head they saw and check each new one against it.
     """
+    GetHeldHeads: _grpc.UnaryUnaryMultiCallable[_audit_pb2.GetHeldHeadsRequest, _audit_pb2.GetHeldHeadsResponse]
+    """The newest head this node holds of each of its peers' logs. Nodes compare
+    what they were each shown: a peer that showed two nodes two different
+    logs (a split view) is caught by its own two signatures.
+    """
     GetInclusionProof: _grpc.UnaryUnaryMultiCallable[_audit_pb2.GetInclusionProofRequest, _audit_pb2.GetInclusionProofResponse]
     """The inclusion proof of one entry (its leaf hash and path; never the
     entry itself). Errors: INVALID_ARGUMENT, FAILED_PRECONDITION.
@@ -94,6 +99,11 @@ class FederationAsyncStub(FederationStub):
     GetAuditHead: _aio.UnaryUnaryMultiCallable[_audit_pb2.GetAuditHeadRequest, _audit_pb2.GetAuditHeadResponse]  # type: ignore[assignment]
     """The newest signed tree head of this node's audit log. Peers keep the
     newest head they saw and check each new one against it.
+    """
+    GetHeldHeads: _aio.UnaryUnaryMultiCallable[_audit_pb2.GetHeldHeadsRequest, _audit_pb2.GetHeldHeadsResponse]  # type: ignore[assignment]
+    """The newest head this node holds of each of its peers' logs. Nodes compare
+    what they were each shown: a peer that showed two nodes two different
+    logs (a split view) is caught by its own two signatures.
     """
     GetInclusionProof: _aio.UnaryUnaryMultiCallable[_audit_pb2.GetInclusionProofRequest, _audit_pb2.GetInclusionProofResponse]  # type: ignore[assignment]
     """The inclusion proof of one entry (its leaf hash and path; never the
@@ -144,6 +154,17 @@ class FederationServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_audit_pb2.GetAuditHeadResponse, _abc.Awaitable[_audit_pb2.GetAuditHeadResponse]]:
         """The newest signed tree head of this node's audit log. Peers keep the
         newest head they saw and check each new one against it.
+        """
+
+    @_abc_1.abstractmethod
+    def GetHeldHeads(
+        self,
+        request: _audit_pb2.GetHeldHeadsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_audit_pb2.GetHeldHeadsResponse, _abc.Awaitable[_audit_pb2.GetHeldHeadsResponse]]:
+        """The newest head this node holds of each of its peers' logs. Nodes compare
+        what they were each shown: a peer that showed two nodes two different
+        logs (a split view) is caught by its own two signatures.
         """
 
     @_abc_1.abstractmethod

@@ -7,6 +7,10 @@ stored are re-hashed here, in order, with the same code the node appends with.
 Signed heads of this node's log and the newest verified head of each peer are
 kept, and so is any pair of peer heads that contradict each other.
 
+The old chain is verified first: an upgrade must not launder entries that
+were altered before it into a freshly signed tree, so a broken chain stops the
+migration (nothing changes) and names the first bad entry.
+
 Not reversible: the old chain's hashes cannot be recomputed once replaced.
 
 Revision ID: 0004
@@ -18,6 +22,7 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
+from exchange._encoding import tagged_digest
 from exchange.audit import LoggedEntry
 from exchange.merkle import Frontier
 
@@ -95,6 +100,43 @@ def _create_tables() -> None:
     op.create_index("ix_audit_conflicts_node_id", "audit_conflicts", ["node_id"])
 
 
+def chained_hash(previous: bytes, row: sa.Row[tuple[object, ...]]) -> bytes:
+    """The entry hash of the chain this revision replaces (revisions 0001 to 0003)."""
+    return tagged_digest(
+        "exchange.v1.AuditEntry",
+        previous,
+        int(row.sequence).to_bytes(8, "big"),
+        int(row.occurred_at).to_bytes(8, "big", signed=True),
+        row.actor.encode(),
+        row.action.encode(),
+        row.message_id.encode(),
+        row.peer_node_id.encode(),
+        row.details.encode(),
+    )
+
+
+def _verify_old_chain() -> None:
+    connection = op.get_bind()
+    old = sa.table(
+        "audit_entries",
+        *(sa.column(c.name, c.type) for c in _entries.columns if c.name != "leaf_hash"),
+        sa.column("previous_hash", sa.LargeBinary()),
+        sa.column("entry_hash", sa.LargeBinary()),
+    )
+    previous, expected = bytes(32), 1
+    for row in connection.execute(sa.select(old).order_by(old.c.sequence)):
+        if (
+            row.sequence != expected
+            or bytes(row.previous_hash) != previous
+            or bytes(row.entry_hash) != chained_hash(previous, row)
+        ):
+            raise RuntimeError(
+                f"audit chain broken at entry {expected}: the log was altered before this "
+                "upgrade; nothing was changed (investigate, or restore a backup, first)"
+            )
+        previous, expected = bytes(row.entry_hash), expected + 1
+
+
 def _rehash_entries() -> None:
     """Give every stored entry its leaf hash, store the subtrees, and set the frontier."""
     connection = op.get_bind()
@@ -125,6 +167,7 @@ def _rehash_entries() -> None:
 
 
 def upgrade() -> None:
+    _verify_old_chain()
     _create_tables()
     with op.batch_alter_table("audit_entries", schema=None) as batch_op:
         batch_op.add_column(sa.Column("leaf_hash", sa.LargeBinary(), nullable=True))
