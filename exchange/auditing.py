@@ -52,13 +52,14 @@ class AuditLog:
             or none is due yet.
         """
         context = self._context
-        now = context.clock.now()
         config = context.config.audit
 
         def issue(connection: Connection) -> SignedTreeHead | None:
             # Under the audit lock: an offline `exchange audit export` signing at the
-            # same time cannot sign a second head of the same size.
+            # same time cannot sign a second head of the same size. The time is read
+            # once the lock is held, so it is never before an entry the head covers.
             audit_log.lock(connection)
+            now = context.clock.now()
             size = audit_log.size(connection)
             latest = audit_heads.latest_own(connection)
             signed_size = 0 if latest is None else TreeHead.parse(latest.text).size

@@ -23,6 +23,7 @@ import asyncio
 import contextlib
 import dataclasses
 import datetime as dt
+import hashlib
 from typing import Protocol
 
 from sqlalchemy import Connection
@@ -66,6 +67,18 @@ def backoff(attempts: int, initial: float, maximum: float, jitter: float) -> dt.
     """
     exponential = min(maximum, initial * 2 ** min(attempts, 32))
     return dt.timedelta(seconds=exponential * (0.5 + jitter / 2))
+
+
+def _error_category(error: str) -> str:
+    """What went wrong, for the audit log: a peer's status code, never its free text.
+
+    A peer chooses the details of the errors it returns; only its status code
+    (or our own wording, for failures found here) goes on the record.
+    """
+    code, sep, _ = error.partition(":")
+    if sep and code.isupper() and code.replace("_", "").isalpha():
+        return code
+    return error[:120]
 
 
 class DeliveryWorker:
@@ -258,7 +271,7 @@ class DeliveryWorker:
             action="delivery.attempt_failed",
             message_id=item.message_id,
             peer_node_id=item.recipient_node_id,
-            details={"attempt": str(item.attempts + 1), "error": error[:200]},
+            details={"attempt": str(item.attempts + 1), "error": _error_category(error)},
         )
 
         def commit(connection: Connection) -> None:
@@ -351,7 +364,11 @@ class DeliveryWorker:
                             action="notice.delivered",
                             message_id=item.message_id,
                             peer_node_id=item.recipient_node_id,
-                            details={"receipt_received_at": receipt.received_at.isoformat()},
+                            details={
+                                "receipt_received_at": receipt.received_at.isoformat(),
+                                "receipt_digest": hashlib.sha256(signed.body).hexdigest(),
+                                "envelope_digest": item.envelope_digest.hex(),
+                            },
                         )
                     ],
                 )

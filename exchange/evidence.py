@@ -20,6 +20,9 @@ list, and runs these steps in order, stopping at the first that fails:
        when it signed, and states exactly the digest of the envelope or of one
        of its superseded signings.
 
+What a bundle cannot show: that no entry about the message was left out (an
+inclusion proof proves presence, not absence); the CLI says so.
+
 Evidence is judged at its own time, never "now": a head or envelope signed
 before a key was revoked stays provable after it (`TrustedNode.signing_key`),
 and an old bundle stays checkable against an expired trust list

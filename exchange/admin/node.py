@@ -177,7 +177,12 @@ def init_node(
 
 
 def rotate_keys(
-    directory: Path, *, signing: bool, sealing: bool, passphrase: bytes | None
+    directory: Path,
+    *,
+    signing: bool,
+    sealing: bool,
+    passphrase: bytes | None,
+    now: dt.datetime | None = None,
 ) -> dict[str, str]:
     """Generate new node keys beside the old ones and offer them in enrolment.json.
 
@@ -218,6 +223,18 @@ def rotate_keys(
         }
         write_private_key(path, private, passphrase)
     layout.enrolment.write_text(json.dumps(enrolment, indent=2) + "\n")
+    # Key changes are on the record like trust-list and client changes (ids only).
+    record = AuditRecord(
+        occurred_at=now or dt.datetime.now(dt.UTC),
+        actor=ADMIN,
+        action="keys.rotated",
+        details={f"{kind}_key_id": key_id for kind, key_id in rotated.items()},
+    )
+    store = open_store(directory)
+    try:
+        store.write(lambda connection: audit_log.append(connection, [record]))
+    finally:
+        store.dispose()
     return rotated
 
 

@@ -247,6 +247,12 @@ def _verify_bundle(path: Path, trust_file: Path, *, as_json: bool) -> None:
     if not as_json:
         for passed in check.passed:
             console.print(f"  ok  {passed}", highlight=False)
+        if check.ok and evidence.message_id:
+            console.print(
+                "note: each entry above is proven in the head; that no entry about the "
+                "message was left out of the bundle is not",
+                highlight=False,
+            )
     if check.failure is not None:
         fail(f"evidence does not verify: {check.failure}")
 

@@ -13,6 +13,7 @@ from exchange.admin import node as node_admin
 from exchange.errors import NotFoundError, ValidationError
 from exchange.identity import NodeIdentity
 from exchange.layout import FederationLayout, NodeLayout
+from exchange.store import audit_log
 from tests.integration.test_cli import refused
 
 NOW = dt.datetime(2026, 3, 1, 12, 0, tzinfo=dt.UTC)
@@ -67,6 +68,16 @@ def test_rotating_keeps_the_old_keys_and_offers_the_new_ones(admitted: tuple[Pat
     assert list(identity.sealing_keys) == [old_sealing, rotated["sealing"]]
     assert _enrolled(node, "signing") == rotated["signing"]
     assert _enrolled(node, "sealing") == rotated["sealing"]
+    store = node_admin.open_store(node)
+    try:
+        last = store.read(lambda c: audit_log.entries_after(c, audit_log.size(c) - 1, 1))
+    finally:
+        store.dispose()
+    assert [(e.actor, e.action) for e in last] == [("admin", "keys.rotated")]
+    assert json.loads(last[0].details_json) == {
+        "sealing_key_id": rotated["sealing"],
+        "signing_key_id": rotated["signing"],
+    }
 
 
 def test_rotating_nothing_is_refused_and_writes_nothing(admitted: tuple[Path, Path]) -> None:
