@@ -15,7 +15,7 @@ from __future__ import annotations
 import hashlib
 import struct
 
-__all__ = ["encode", "tagged_digest"]
+__all__ = ["decode", "encode", "tagged_digest"]
 
 _PREFIX = b"OPSC-EXCHANGE/1"
 
@@ -32,3 +32,26 @@ def encode(tag: str, *parts: bytes) -> bytes:
 def tagged_digest(tag: str, *parts: bytes) -> bytes:
     """SHA-256 of `encode(tag, *parts)`."""
     return hashlib.sha256(encode(tag, *parts)).digest()
+
+
+def decode(tag: str, data: bytes) -> list[bytes]:
+    """The parts of `encode(tag, *parts)`; the inverse, for our own sealed records.
+
+    Raises:
+        ValueError: `data` is not an encoding under `tag`.
+    """
+    if not data.startswith(_PREFIX):
+        raise ValueError("not an OPSC-EXCHANGE/1 encoding")
+    parts, offset = [], len(_PREFIX)
+    while offset < len(data):
+        if offset + 8 > len(data):
+            raise ValueError("truncated length prefix")
+        (length,) = struct.unpack_from(">Q", data, offset)
+        end = offset + 8 + length
+        if end > len(data):
+            raise ValueError("truncated part")
+        parts.append(data[offset + 8 : end])
+        offset = end
+    if not parts or parts[0] != tag.encode():
+        raise ValueError(f"not an encoding under {tag!r}")
+    return parts[1:]

@@ -13,6 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from exchange import _encoding
 from exchange._encoding import encode, tagged_digest
 
 PREFIX = b"OPSC-EXCHANGE/1"
@@ -82,3 +83,25 @@ def test_different_inputs_encode_differently(
 )
 def test_decoding_recovers_exactly_the_tag_and_parts(tag: str, parts: list[bytes]) -> None:
     assert decode(encode(tag, *parts)) == (tag, tuple(parts))
+
+
+@pytest.mark.parametrize(
+    "parts", [(), (b"",), (b"a", b"", b"bc"), (bytes(300),)], ids=["none", "empty", "mixed", "long"]
+)
+def test_decode_inverts_encode(parts: tuple[bytes, ...]) -> None:
+    assert _encoding.decode("t", encode("t", *parts)) == list(parts)
+
+
+@pytest.mark.parametrize(
+    ("data", "reason"),
+    [
+        (b"OTHER" + encode("t", b"x")[15:], "not an OPSC"),
+        (encode("t", b"xyz")[:-1], "truncated part"),
+        (encode("t", b"x") + b"\x00", "truncated length"),
+        (encode("u", b"x"), "not an encoding under 't'"),
+    ],
+    ids=["prefix", "short-part", "short-length", "other-tag"],
+)
+def test_decode_refuses_what_encode_did_not_make(data: bytes, reason: str) -> None:
+    with pytest.raises(ValueError, match=reason):
+        _encoding.decode("t", data)

@@ -82,3 +82,49 @@ def test_the_holder_never_sees_the_same_blinded_element_twice() -> None:
 def test_unblinding_checks_the_blind() -> None:
     with pytest.raises(OprfError, match="blind"):
         oprf.unblind(bytes(32), HOLDER.evaluate_element(b"x"))
+
+
+# --- buckets: membership for the querier's own token only ---------------------------------------
+
+HIT = matching.Hit("XB-2026-0042", "xb-prosecution duty desk")
+
+
+def _bucket_with(token: bytes, others: int) -> list[matching.BucketEntry]:
+    entries = [
+        matching.seal_hit(bytes([n]) * 32, matching.Hit(f"XB-{n}", "desk"), bytes([n]) * 16)
+        for n in range(others)
+    ]
+    entries.insert(others // 2, matching.seal_hit(token, HIT, b"\x99" * 16))
+    return entries
+
+
+def test_the_querier_opens_its_own_hit_and_only_that() -> None:
+    _, indexed = matching.holder_token(HOLDER, PASSPORT)
+    entries = _bucket_with(indexed, others=20)
+    assert matching.find_hit(query(PASSPORT), entries) == [HIT]
+    assert matching.find_hit(query(OTHER), entries) == []
+
+
+def test_a_bucket_entry_shows_neither_the_token_nor_the_case_reference() -> None:
+    _, indexed = matching.holder_token(HOLDER, PASSPORT)
+    entry = matching.seal_hit(indexed, HIT, b"\x01" * 16)
+    assert indexed not in entry.tag + entry.sealed_hit
+    assert b"XB-2026-0042" not in entry.sealed_hit
+
+
+def test_a_tampered_sealed_hit_is_no_hit() -> None:
+    token = bytes(32)
+    entry = matching.seal_hit(token, HIT, b"\x02" * 16)
+    flipped = bytearray(entry.sealed_hit)
+    flipped[-1] ^= 1
+    assert matching.find_hit(token, [matching.BucketEntry(entry.tag, bytes(flipped))]) == []
+
+
+def test_two_cases_registering_one_identifier_are_both_found() -> None:
+    token = bytes(32)
+    second = matching.Hit("XB-2026-0099", "desk")
+    entries = [
+        matching.seal_hit(token, HIT, b"\x03" * 16),
+        matching.seal_hit(token, second, b"\x04" * 16),
+    ]
+    assert matching.find_hit(token, entries) == [HIT, second]
