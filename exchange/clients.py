@@ -35,6 +35,7 @@ PERMISSIONS = {
     "GetNotice": "reader",
     "WatchInbox": "reader",
     "ListOverdueRequests": "reader",
+    "RegisterIdentifiers": "submitter",
     "ListAuditEntries": "auditor",
     "GetAuditHead": "auditor",
     "GetInclusionProof": "auditor",

@@ -57,6 +57,11 @@ class NodeLayout:
         return self.root / "keys" / f"{kind}.{len(self.key_files(kind)) + 1}.pem"
 
     @property
+    def oprf_key(self) -> Path:
+        """The OPRF key for hit/no-hit matching (exchange.oprf_keys)."""
+        return self.root / "keys" / "oprf.json"
+
+    @property
     def tls_key(self) -> Path:
         return self.root / "tls" / "node.key"
 

@@ -41,9 +41,12 @@ from exchange.health import TRUST_LIST_STALE, HealthConditions
 from exchange.identity import NodeIdentity
 from exchange.layout import NodeLayout
 from exchange.logs import get_logger
+from exchange.oprf import ServerKey
+from exchange.oprf_keys import load_oprf_key, write_oprf_key
 from exchange.peer_heads import PeerHeadWatcher, report_conflict
 from exchange.reading import Reader
 from exchange.receiving import Receiver
+from exchange.registering import Registrar
 from exchange.retention import PURGE_BATCH, purge_batch
 from exchange.rpc.authority import AuthorityService
 from exchange.rpc.federation import FederationService
@@ -90,6 +93,13 @@ def check_membership(trust: TrustList, identity: NodeIdentity, tls_certificate: 
         raise ConfigError("the trust list pins another TLS certificate for this node")
 
 
+def _oprf_key(layout: NodeLayout, passphrase: bytes | None) -> tuple[ServerKey, int]:
+    """The node's OPRF key; made on first start for a node set up before matching existed."""
+    if not layout.oprf_key.exists():
+        write_oprf_key(layout.oprf_key, ServerKey.generate(), 1, passphrase)
+    return load_oprf_key(layout.oprf_key, passphrase)
+
+
 def _checked_trust(store: Store, identity: NodeIdentity, tls: NodeTls) -> TrustList:
     """The store's trust list, once the schema is current and the list lists this node."""
     revision = migrate.current_revision(store)
@@ -116,6 +126,8 @@ class Node:
     tls: NodeTls
     # None when the authority port is plaintext (--insecure-loopback).
     authority_credentials: grpc.ServerCredentials | None
+    # The OPRF key of hit/no-hit matching and its key version.
+    oprf_key: tuple[ServerKey, int]
     _servers: RunningServers | None = None
     _tasks: list[asyncio.Task[None]] = dataclasses.field(default_factory=list)
     _transport: PeerTransport | None = None
@@ -148,6 +160,7 @@ class Node:
             config.node_id, layout.key_files("signing"), layout.key_files("sealing"), passphrase
         )
         tls = NodeTls.load(layout, passphrase)
+        oprf_key = _oprf_key(layout, passphrase)
         authority_credentials = (
             None if insecure_loopback else authority_server_credentials(layout, passphrase)
         )
@@ -173,7 +186,7 @@ class Node:
             log=log,
             health=HealthConditions(log),
         )
-        return Node(config, context, tls, authority_credentials, _passphrase=passphrase)
+        return Node(config, context, tls, authority_credentials, oprf_key, _passphrase=passphrase)
 
     @property
     def federation_port(self) -> int:
@@ -195,7 +208,13 @@ class Node:
         audit = AuditLog(context)
         self._servers = await start_servers(
             federation=FederationService(context, Receiver(context), audit),
-            authority=AuthorityService(context, Submitter(context), Reader(context), audit),
+            authority=AuthorityService(
+                context,
+                Submitter(context),
+                Reader(context),
+                audit,
+                Registrar(context, *self.oprf_key),
+            ),
             federation_address=self.config.federation.listen,
             federation_credentials=self.tls.server_credentials(),
             authority_address=self.config.authority.listen,

@@ -25,6 +25,8 @@ from exchange.identity import NodeIdentity
 from exchange.ids import validate_country, validate_node_id
 from exchange.keys import ed25519_key_id, load_ec, raw_public, write_private_key, x25519_key_id
 from exchange.layout import FederationLayout, NodeLayout
+from exchange.oprf import ServerKey
+from exchange.oprf_keys import write_oprf_key
 from exchange.retention import PURGE_BATCH, purge_batch
 from exchange.store import audit_log, migrate, registry
 from exchange.store.engine import Store
@@ -120,6 +122,7 @@ def init_node(
 
     identity = NodeIdentity.generate(spec.node_id)
     identity.write(layout.signing_key, layout.sealing_key, passphrase)
+    write_oprf_key(layout.oprf_key, ServerKey.generate(), 1, passphrase)
     tls_key = pki.new_tls_key()
     write_private_key(layout.tls_key, tls_key, passphrase)
     certificate = pki.issue_node_certificate(

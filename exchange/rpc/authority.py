@@ -15,6 +15,7 @@ from exchange.auditing import AuditLog
 from exchange.clients import Principal, authenticate, parse_token
 from exchange.errors import AuthenticationError
 from exchange.reading import Reader
+from exchange.registering import Registrar
 from exchange.rpc import convert
 from exchange.rpc._status import guarded, status_from_errors
 from exchange.runtime import NodeContext
@@ -42,12 +43,18 @@ def bearer_token(metadata: Any) -> str:
 
 class AuthorityService(authority_pb2_grpc.AuthorityServicer):
     def __init__(
-        self, node: NodeContext, submitter: Submitter, reader: Reader, audit: AuditLog
+        self,
+        node: NodeContext,
+        submitter: Submitter,
+        reader: Reader,
+        audit: AuditLog,
+        registrar: Registrar,
     ) -> None:
         self._node = node
         self._submitter = submitter
         self._reader = reader
         self._audit = audit
+        self._registrar = registrar
 
     async def _principal(self, context: Context, method: str) -> Principal:
         token = bearer_token(context.invocation_metadata())
@@ -223,3 +230,19 @@ class AuthorityService(authority_pb2_grpc.AuthorityServicer):
             return audit_pb2.GetConsistencyProofResponse(path=path)
 
         return await self._call(context, "GetConsistencyProof", handle)
+
+    async def RegisterIdentifiers(
+        self, request: pb.RegisterIdentifiersRequest, context: Context
+    ) -> pb.RegisterIdentifiersResponse:
+        async def handle(principal: Principal) -> pb.RegisterIdentifiersResponse:
+            done = await self._registrar.register(
+                principal,
+                request.case_reference,
+                request.contact_point,
+                [convert.raw_identifier(i) for i in request.identifiers],
+            )
+            return pb.RegisterIdentifiersResponse(
+                registered=done.registered, already_registered=done.already_registered
+            )
+
+        return await self._call(context, "RegisterIdentifiers", handle)

@@ -151,6 +151,13 @@ class AuthorityClient:
             timeout=self._timeout,
         )
 
+    async def register_identifiers(
+        self, request: pb.RegisterIdentifiersRequest
+    ) -> pb.RegisterIdentifiersResponse:
+        return await self._stub.RegisterIdentifiers(
+            request, metadata=self._metadata, timeout=self._timeout
+        )
+
     async def serving(self) -> bool:
         """Whether the node's grpc.health.v1 says its Authority service is SERVING."""
         response = await health_pb2_grpc.HealthStub(self._channel).Check(

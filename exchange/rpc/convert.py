@@ -8,7 +8,7 @@ import json
 from google.protobuf.duration_pb2 import Duration
 
 from exchange import _wire
-from exchange._proto.exchange.v1 import audit_pb2, envelope_pb2
+from exchange._proto.exchange.v1 import audit_pb2, envelope_pb2, matching_pb2
 from exchange._proto.exchange.v1 import authority_pb2 as pb
 from exchange.audit import LoggedEntry, canonical_details
 from exchange.auditing import InclusionProof
@@ -16,8 +16,10 @@ from exchange.checkpoint import SignedTreeHead
 from exchange.clock import from_millis, to_millis
 from exchange.envelope import Handling
 from exchange.errors import ValidationError
+from exchange.identifiers import IdentifierType
 from exchange.reading import DeliveryStatus
 from exchange.receipt import SignedReceipt
+from exchange.registering import RawIdentifier
 from exchange.store import inbox, lifecycle, outbox
 from exchange.store.notices import NoticeRecord
 from exchange.submitting import MAX_TTL, OutgoingRequest
@@ -30,6 +32,7 @@ __all__ = [
     "logged_entry",
     "outgoing_request",
     "overdue",
+    "raw_identifier",
     "signed_tree_head",
     "submitted",
     "summary",
@@ -203,6 +206,22 @@ def inclusion_response(
     if with_entry:
         response.entry.CopyFrom(audit_entry(proof.entry))
     return response
+
+
+_IDENTIFIER_TYPES = {
+    matching_pb2.IDENTIFIER_TYPE_PASSPORT: IdentifierType.PASSPORT,
+    matching_pb2.IDENTIFIER_TYPE_PHONE: IdentifierType.PHONE,
+    matching_pb2.IDENTIFIER_TYPE_EMAIL: IdentifierType.EMAIL,
+    matching_pb2.IDENTIFIER_TYPE_WALLET: IdentifierType.WALLET,
+    matching_pb2.IDENTIFIER_TYPE_FILE_SHA256: IdentifierType.FILE_SHA256,
+    matching_pb2.IDENTIFIER_TYPE_PERCEPTUAL_HASH: IdentifierType.PERCEPTUAL_HASH,
+    matching_pb2.IDENTIFIER_TYPE_VEHICLE_PLATE: IdentifierType.VEHICLE_PLATE,
+}
+
+
+def raw_identifier(message: matching_pb2.IdentifierValue) -> RawIdentifier:
+    """An identifier as sent; an unknown type becomes None (refused, naming the field)."""
+    return RawIdentifier(_IDENTIFIER_TYPES.get(message.type), message.qualifier, message.value)
 
 
 def tree_head(signed: SignedTreeHead) -> audit_pb2.SignedTreeHead:

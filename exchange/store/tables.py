@@ -25,6 +25,7 @@ __all__ = [
     "DISCLOSURE_DECISIONS",
     "ENVELOPES",
     "INBOX_EVENTS",
+    "MATCH_INDEX",
     "NOTICES",
     "ONWARD_CONSENTS",
     "OUTBOX",
@@ -42,6 +43,7 @@ __all__ = [
     "DisclosureDecisionRow",
     "EnvelopeRow",
     "InboxEventRow",
+    "MatchIndexRow",
     "NoticeRow",
     "OnwardConsentRow",
     "OutboxRow",
@@ -123,6 +125,31 @@ class SupersededEnvelopeRow(SQLModel, table=True):
     header: bytes = Field(sa_type=LargeBinary)
     signature: bytes = Field(sa_type=LargeBinary)
     superseded_at: int = Field(sa_type=BigInteger)
+
+
+class MatchIndexRow(SQLModel, table=True):
+    """One registered identifier of one case, as hit/no-hit matching holds it.
+
+    Never the clear identifier: `element` is the node's OPRF key applied to it
+    (re-keyable when the key rotates), `tag` and `sealed_hit` what a bucket
+    shows (exchange.matching).
+    """
+
+    __tablename__ = "match_index"
+    __table_args__ = (
+        UniqueConstraint("key_version", "element", "case_reference", name="uq_match_index_entry"),
+        Index("ix_match_index_bucket", "key_version", "bucket"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True, sa_type=_ID)
+    key_version: int
+    bucket: int = Field(sa_type=BigInteger)
+    element: bytes = Field(sa_type=LargeBinary)
+    tag: bytes = Field(sa_type=LargeBinary)
+    sealed_hit: bytes = Field(sa_type=LargeBinary)
+    case_reference: str = Field(max_length=64)
+    registered_at: int = Field(sa_type=BigInteger)
+    registered_by: str = Field(max_length=100)
 
 
 class RestrictedSectionRow(SQLModel, table=True):
@@ -353,6 +380,7 @@ AUDIT_TREE_HEADS = _table(AuditTreeHeadRow)
 PEER_TREE_HEADS = _table(PeerTreeHeadRow)
 AUDIT_CONFLICTS = _table(AuditConflictRow)
 RESTRICTED_SECTIONS = _table(RestrictedSectionRow)
+MATCH_INDEX = _table(MatchIndexRow)
 SUPERSEDED_ENVELOPES = _table(SupersededEnvelopeRow)
 ONWARD_CONSENTS = _table(OnwardConsentRow)
 DISCLOSURE_DECISIONS = _table(DisclosureDecisionRow)

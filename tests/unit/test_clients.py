@@ -161,6 +161,7 @@ ROLE_METHODS = [
             "DecideDisclosure",
             "Forward",
             "GetDeliveryStatus",
+            "RegisterIdentifiers",
         },
         id="submitter",
     ),

@@ -153,7 +153,11 @@ def test_digest_survives_the_protobuf_round_trip() -> None:
             id="payload",
         ),
         pytest.param(
-            lambda e: dataclasses.replace(e, signature=e.signature[:-1] + b"\x00"), id="signature"
+            # Flipped, not set: a last byte that already was 0x00 would change nothing.
+            lambda e: dataclasses.replace(
+                e, signature=e.signature[:-1] + bytes([e.signature[-1] ^ 1])
+            ),
+            id="signature",
         ),
         pytest.param(
             lambda e: Envelope(e.header[:-1], e.header[-1:] + e.sealed_payload, e.signature),

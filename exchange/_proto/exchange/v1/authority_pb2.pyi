@@ -8,7 +8,7 @@ Served on the node's authority port over TLS. Every call carries
 `authorization: Bearer <token>` metadata; tokens are created by
 `exchange node add-client` and carry roles:
   submitter  SubmitNotice, Respond, Acknowledge, Withdraw, DecideDisclosure,
-             Forward, GetDeliveryStatus
+             Forward, GetDeliveryStatus, RegisterIdentifiers
   reader     ListInbox, GetNotice, WatchInbox, ListOverdueRequests
   auditor    ListAuditEntries, GetAuditHead, GetInclusionProof,
              GetConsistencyProof
@@ -18,6 +18,7 @@ Served on the node's authority port over TLS. Every call carries
 from collections import abc as _abc
 from exchange._proto.exchange.v1 import audit_pb2 as _audit_pb2
 from exchange._proto.exchange.v1 import envelope_pb2 as _envelope_pb2
+from exchange._proto.exchange.v1 import matching_pb2 as _matching_pb2
 from exchange._proto.exchange.v1 import notices_pb2 as _notices_pb2
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import duration_pb2 as _duration_pb2
@@ -944,3 +945,59 @@ class ListAuditEntriesResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ListAuditEntriesResponse: _TypeAlias = ListAuditEntriesResponse  # noqa: Y015
+
+@_typing.final
+class RegisterIdentifiersRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CASE_REFERENCE_FIELD_NUMBER: _builtins.int
+    CONTACT_POINT_FIELD_NUMBER: _builtins.int
+    IDENTIFIERS_FIELD_NUMBER: _builtins.int
+    case_reference: _builtins.str
+    """This authority's case the identifiers belong to (as SubmitNotice's)."""
+    contact_point: _builtins.str
+    """Who a hit tells the asking country to contact (a desk, not a person's
+    private details): 1 to 128 characters.
+    """
+    @_builtins.property
+    def identifiers(self) -> _containers.RepeatedCompositeFieldContainer[_matching_pb2.IdentifierValue]:
+        """1 to 10,000 identifiers."""
+
+    def __init__(
+        self,
+        *,
+        case_reference: _builtins.str = ...,
+        contact_point: _builtins.str = ...,
+        identifiers: _abc.Iterable[_matching_pb2.IdentifierValue] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["case_reference", b"case_reference", "contact_point", b"contact_point", "identifiers", b"identifiers"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RegisterIdentifiersRequest: _TypeAlias = RegisterIdentifiersRequest  # noqa: Y015
+
+@_typing.final
+class RegisterIdentifiersResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REGISTERED_FIELD_NUMBER: _builtins.int
+    ALREADY_REGISTERED_FIELD_NUMBER: _builtins.int
+    registered: _builtins.int
+    """Newly indexed for this case."""
+    already_registered: _builtins.int
+    """Already indexed for this case (the call is idempotent)."""
+    def __init__(
+        self,
+        *,
+        registered: _builtins.int = ...,
+        already_registered: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["already_registered", b"already_registered", "registered", b"registered"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RegisterIdentifiersResponse: _TypeAlias = RegisterIdentifiersResponse  # noqa: Y015

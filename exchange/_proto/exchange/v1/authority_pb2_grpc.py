@@ -91,6 +91,11 @@ class AuthorityStub:
                 request_serializer=exchange_dot_v1_dot_authority__pb2.GetDeliveryStatusRequest.SerializeToString,
                 response_deserializer=exchange_dot_v1_dot_authority__pb2.GetDeliveryStatusResponse.FromString,
                 _registered_method=True)
+        self.RegisterIdentifiers = channel.unary_unary(
+                '/exchange.v1.Authority/RegisterIdentifiers',
+                request_serializer=exchange_dot_v1_dot_authority__pb2.RegisterIdentifiersRequest.SerializeToString,
+                response_deserializer=exchange_dot_v1_dot_authority__pb2.RegisterIdentifiersResponse.FromString,
+                _registered_method=True)
         self.ListAuditEntries = channel.unary_unary(
                 '/exchange.v1.Authority/ListAuditEntries',
                 request_serializer=exchange_dot_v1_dot_authority__pb2.ListAuditEntriesRequest.SerializeToString,
@@ -212,6 +217,18 @@ class AuthorityServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RegisterIdentifiers(self, request, context):
+        """Registers identifiers of one of this authority's cases for hit/no-hit
+        matching by other countries. Each is normalized, then indexed only as an
+        OPRF output with the case reference and contact point a hit discloses;
+        the clear value is not stored. Idempotent per (identifier, case).
+        Errors: INVALID_ARGUMENT (names identifiers[i].value or .qualifier; nothing
+        is registered), RESOURCE_EXHAUSTED (more than 10,000 in one call).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def ListAuditEntries(self, request, context):
         """Pages through the node's audit log (ids, digests, actors and times only).
         """
@@ -298,6 +315,11 @@ def add_AuthorityServicer_to_server(servicer, server):
                     servicer.GetDeliveryStatus,
                     request_deserializer=exchange_dot_v1_dot_authority__pb2.GetDeliveryStatusRequest.FromString,
                     response_serializer=exchange_dot_v1_dot_authority__pb2.GetDeliveryStatusResponse.SerializeToString,
+            ),
+            'RegisterIdentifiers': grpc.unary_unary_rpc_method_handler(
+                    servicer.RegisterIdentifiers,
+                    request_deserializer=exchange_dot_v1_dot_authority__pb2.RegisterIdentifiersRequest.FromString,
+                    response_serializer=exchange_dot_v1_dot_authority__pb2.RegisterIdentifiersResponse.SerializeToString,
             ),
             'ListAuditEntries': grpc.unary_unary_rpc_method_handler(
                     servicer.ListAuditEntries,
@@ -618,6 +640,33 @@ class Authority:
             '/exchange.v1.Authority/GetDeliveryStatus',
             exchange_dot_v1_dot_authority__pb2.GetDeliveryStatusRequest.SerializeToString,
             exchange_dot_v1_dot_authority__pb2.GetDeliveryStatusResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RegisterIdentifiers(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/exchange.v1.Authority/RegisterIdentifiers',
+            exchange_dot_v1_dot_authority__pb2.RegisterIdentifiersRequest.SerializeToString,
+            exchange_dot_v1_dot_authority__pb2.RegisterIdentifiersResponse.FromString,
             options,
             channel_credentials,
             insecure,

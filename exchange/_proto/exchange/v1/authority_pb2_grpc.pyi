@@ -8,7 +8,7 @@ Served on the node's authority port over TLS. Every call carries
 `authorization: Bearer <token>` metadata; tokens are created by
 `exchange node add-client` and carry roles:
   submitter  SubmitNotice, Respond, Acknowledge, Withdraw, DecideDisclosure,
-             Forward, GetDeliveryStatus
+             Forward, GetDeliveryStatus, RegisterIdentifiers
   reader     ListInbox, GetNotice, WatchInbox, ListOverdueRequests
   auditor    ListAuditEntries, GetAuditHead, GetInclusionProof,
              GetConsistencyProof
@@ -95,6 +95,14 @@ class AuthorityStub:
     """
     GetDeliveryStatus: _grpc.UnaryUnaryMultiCallable[_authority_pb2.GetDeliveryStatusRequest, _authority_pb2.GetDeliveryStatusResponse]
     """Delivery state of a sent notice, per recipient, with the signed receipts."""
+    RegisterIdentifiers: _grpc.UnaryUnaryMultiCallable[_authority_pb2.RegisterIdentifiersRequest, _authority_pb2.RegisterIdentifiersResponse]
+    """Registers identifiers of one of this authority's cases for hit/no-hit
+    matching by other countries. Each is normalized, then indexed only as an
+    OPRF output with the case reference and contact point a hit discloses;
+    the clear value is not stored. Idempotent per (identifier, case).
+    Errors: INVALID_ARGUMENT (names identifiers[i].value or .qualifier; nothing
+    is registered), RESOURCE_EXHAUSTED (more than 10,000 in one call).
+    """
     ListAuditEntries: _grpc.UnaryUnaryMultiCallable[_authority_pb2.ListAuditEntriesRequest, _authority_pb2.ListAuditEntriesResponse]
     """Pages through the node's audit log (ids, digests, actors and times only)."""
     GetAuditHead: _grpc.UnaryUnaryMultiCallable[_audit_pb2.GetAuditHeadRequest, _audit_pb2.GetAuditHeadResponse]
@@ -160,6 +168,14 @@ class AuthorityAsyncStub(AuthorityStub):
     """
     GetDeliveryStatus: _aio.UnaryUnaryMultiCallable[_authority_pb2.GetDeliveryStatusRequest, _authority_pb2.GetDeliveryStatusResponse]  # type: ignore[assignment]
     """Delivery state of a sent notice, per recipient, with the signed receipts."""
+    RegisterIdentifiers: _aio.UnaryUnaryMultiCallable[_authority_pb2.RegisterIdentifiersRequest, _authority_pb2.RegisterIdentifiersResponse]  # type: ignore[assignment]
+    """Registers identifiers of one of this authority's cases for hit/no-hit
+    matching by other countries. Each is normalized, then indexed only as an
+    OPRF output with the case reference and contact point a hit discloses;
+    the clear value is not stored. Idempotent per (identifier, case).
+    Errors: INVALID_ARGUMENT (names identifiers[i].value or .qualifier; nothing
+    is registered), RESOURCE_EXHAUSTED (more than 10,000 in one call).
+    """
     ListAuditEntries: _aio.UnaryUnaryMultiCallable[_authority_pb2.ListAuditEntriesRequest, _authority_pb2.ListAuditEntriesResponse]  # type: ignore[assignment]
     """Pages through the node's audit log (ids, digests, actors and times only)."""
     GetAuditHead: _aio.UnaryUnaryMultiCallable[_audit_pb2.GetAuditHeadRequest, _audit_pb2.GetAuditHeadResponse]  # type: ignore[assignment]
@@ -288,6 +304,20 @@ class AuthorityServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_authority_pb2.GetDeliveryStatusResponse, _abc.Awaitable[_authority_pb2.GetDeliveryStatusResponse]]:
         """Delivery state of a sent notice, per recipient, with the signed receipts."""
+
+    @_abc_1.abstractmethod
+    def RegisterIdentifiers(
+        self,
+        request: _authority_pb2.RegisterIdentifiersRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_authority_pb2.RegisterIdentifiersResponse, _abc.Awaitable[_authority_pb2.RegisterIdentifiersResponse]]:
+        """Registers identifiers of one of this authority's cases for hit/no-hit
+        matching by other countries. Each is normalized, then indexed only as an
+        OPRF output with the case reference and contact point a hit discloses;
+        the clear value is not stored. Idempotent per (identifier, case).
+        Errors: INVALID_ARGUMENT (names identifiers[i].value or .qualifier; nothing
+        is registered), RESOURCE_EXHAUSTED (more than 10,000 in one call).
+        """
 
     @_abc_1.abstractmethod
     def ListAuditEntries(

@@ -1,0 +1,202 @@
+"""Registering identifiers for hit/no-hit matching on a running node, on both engines.
+
+What is registered is indexed as OPRF elements and sealed bucket entries; the
+clear identifiers appear nowhere in the store, its audit log or the node's log.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import grpc
+import pytest
+from sqlalchemy import MetaData, func, select
+
+from exchange import matching
+from exchange._proto.exchange.v1 import authority_pb2 as apb
+from exchange._proto.exchange.v1 import matching_pb2 as mpb
+from exchange.identifiers import IdentifierType, normalize
+from exchange.registering import MAX_IDENTIFIERS
+from exchange.store import audit_log, match_index
+from exchange.store.tables import MATCH_INDEX
+from tests.integration.conftest import Federation
+
+pytestmark = pytest.mark.asyncio
+
+CLEAR = {
+    "passport": (mpb.IDENTIFIER_TYPE_PASSPORT, "XA", b"X 123 4567"),
+    "phone": (mpb.IDENTIFIER_TYPE_PHONE, "", b"+44 20 7946 0958"),
+    "email": (mpb.IDENTIFIER_TYPE_EMAIL, "", b"Suspect.Alias@Example.ORG"),
+    "wallet": (mpb.IDENTIFIER_TYPE_WALLET, "BTC", b"1BvBMSEYstWetqTFn5Au4m4GFg7xJaNVN2"),
+    "plate": (mpb.IDENTIFIER_TYPE_VEHICLE_PLATE, "XB", b"AB-123-CD"),
+}
+# The normalized forms, which must not appear either.
+NORMALIZED = [b"X1234567", b"+442079460958", b"suspect.alias@example.org", b"AB123CD"]
+
+
+def request(
+    case: str = "XA-2026-0042", **only: tuple[int, str, bytes]
+) -> apb.RegisterIdentifiersRequest:
+    chosen = only or CLEAR
+    return apb.RegisterIdentifiersRequest(
+        case_reference=case,
+        contact_point="XA National Police, OPSC desk",
+        identifiers=[
+            mpb.IdentifierValue(type=t, qualifier=q, value=v) for t, q, v in chosen.values()
+        ],
+    )
+
+
+async def index_rows(federation: Federation, index: int = 0) -> int:
+    return await federation.node(index).context.store.read(
+        lambda c: c.execute(select(func.count()).select_from(MATCH_INDEX)).scalar_one()
+    )
+
+
+async def everything_stored(federation: Federation) -> bytes:
+    """Every value of every column of every table of XA's store, as bytes."""
+
+    def dump(connection) -> bytes:
+        metadata = MetaData()
+        metadata.reflect(connection)
+        chunks = []
+        for table in metadata.sorted_tables:
+            for row in connection.execute(select(table)):
+                for value in row:
+                    if isinstance(value, bytes | bytearray | memoryview):
+                        chunks.append(bytes(value))
+                    elif value is not None:
+                        chunks.append(str(value).encode())
+        return b"\n".join(chunks)
+
+    return await federation.node(0).context.store.read(dump)
+
+
+async def test_registered_identifiers_are_indexed_and_idempotent(federation: Federation) -> None:
+    client = federation.client(0)
+    first = await client.register_identifiers(request())
+    assert (first.registered, first.already_registered) == (5, 0)
+    again = await client.register_identifiers(request())
+    assert (again.registered, again.already_registered) == (0, 5)
+    # Another case may hold the same identifier: a hit names both cases.
+    other = await client.register_identifiers(request("XA-2026-0099"))
+    assert (other.registered, other.already_registered) == (5, 0)
+    assert await index_rows(federation) == 10
+
+
+async def test_the_index_finds_a_registered_identifier_for_a_querier(
+    federation: Federation,
+) -> None:
+    await federation.client(0).register_identifiers(request())
+    node = federation.node(0)
+    key = node.oprf_key[0]
+    wanted = normalize(IdentifierType.VEHICLE_PLATE, "ab 123 cd", "xb")
+    blind, blinded = matching.blind_query(wanted)
+    token = matching.query_token(blind, key.blind_evaluate(blinded))
+    rows = await node.context.store.read(
+        lambda c: match_index.bucket_entries(c, 1, matching.bucket(token, 16), 16)
+    )
+    assert len(rows) >= 1
+    entries = [matching.BucketEntry(bytes(t), bytes(s)) for t, s in rows]
+    assert matching.find_hit(token, entries) == [
+        matching.Hit("XA-2026-0042", "XA National Police, OPSC desk")
+    ]
+
+
+async def test_no_clear_identifier_is_stored_audited_or_logged(
+    federation: Federation, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.DEBUG):
+        await federation.client(0).register_identifiers(request())
+    stored = await everything_stored(federation)
+    for _, _, value in CLEAR.values():
+        assert value not in stored
+    for value in NORMALIZED:
+        assert value not in stored
+    (entry,) = [
+        e
+        for e in await federation.node(0).context.store.read(
+            lambda c: list(audit_log.iter_entries(c))
+        )
+        if e.action == "identifiers.registered"
+    ]
+    assert json.loads(entry.details_json) == {
+        "already_registered": "0",
+        "case_reference": "XA-2026-0042",
+        "key_version": "1",
+        "registered": "5",
+    }
+    logged = caplog.text.encode()
+    for value in [*NORMALIZED, *(v for _, _, v in CLEAR.values())]:
+        assert value not in logged
+
+
+@pytest.mark.parametrize(
+    ("identifiers", "field"),
+    [
+        (
+            {
+                "ok": CLEAR["phone"],
+                "bad": (mpb.IDENTIFIER_TYPE_PHONE, "", b"020 7946 0958"),
+            },
+            "identifiers[1].value",
+        ),
+        ({"no-type": (mpb.IDENTIFIER_TYPE_UNSPECIFIED, "", b"x")}, "identifiers[0].type"),
+        (
+            {"no-country": (mpb.IDENTIFIER_TYPE_PASSPORT, "", b"X1234567")},
+            "identifiers[0].qualifier",
+        ),
+    ],
+    ids=["one-bad-of-two", "no-type", "no-country"],
+)
+async def test_a_bad_identifier_refuses_the_whole_call_naming_it(
+    federation: Federation, identifiers: dict[str, tuple[int, str, bytes]], field: str
+) -> None:
+    audit_before = await federation.node(0).context.store.read(audit_log.size)
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await federation.client(0).register_identifiers(request(**identifiers))
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert (refused.value.details() or "").startswith(field)
+    assert await index_rows(federation) == 0
+    assert await federation.node(0).context.store.read(audit_log.size) == audit_before
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        (lambda r: r.ClearField("identifiers"), "identifiers"),
+        (lambda r: setattr(r, "contact_point", ""), "contact_point"),
+        (lambda r: setattr(r, "case_reference", "has spaces"), "case_reference"),
+    ],
+    ids=["no-identifiers", "no-contact-point", "bad-case-reference"],
+)
+async def test_a_bad_request_is_refused_naming_the_field(
+    federation: Federation, change, field: str
+) -> None:
+    bad = request()
+    change(bad)
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await federation.client(0).register_identifiers(bad)
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert (refused.value.details() or "").startswith(field)
+
+
+async def test_too_many_identifiers_in_one_call_is_resource_exhausted(
+    federation: Federation,
+) -> None:
+    many = apb.RegisterIdentifiersRequest(
+        case_reference="XA-1",
+        contact_point="desk",
+        identifiers=[mpb.IdentifierValue(type=mpb.IDENTIFIER_TYPE_PHONE, value=b"+4420790000")]
+        * (MAX_IDENTIFIERS + 1),
+    )
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await federation.client(0).register_identifiers(many)
+    assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
+async def test_a_reader_may_not_register(federation: Federation) -> None:
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await federation.auditor(0).register_identifiers(request())
+    assert refused.value.code() == grpc.StatusCode.PERMISSION_DENIED
