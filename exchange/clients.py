@@ -36,6 +36,7 @@ PERMISSIONS = {
     "WatchInbox": "reader",
     "ListOverdueRequests": "reader",
     "RegisterIdentifiers": "submitter",
+    "Query": "reader",
     "ListAuditEntries": "auditor",
     "GetAuditHead": "auditor",
     "GetInclusionProof": "auditor",

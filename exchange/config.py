@@ -33,6 +33,7 @@ __all__ = [
     "DeliveryConfig",
     "FederationConfig",
     "LoggingConfig",
+    "MatchingConfig",
     "NodeConfig",
     "NodeSection",
     "ReceiveConfig",
@@ -144,6 +145,18 @@ class AuditConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class MatchingConfig:
+    """[matching]: hit/no-hit rate limits.
+
+    A peer may have this many identifiers evaluated a minute (and read as many
+    buckets); an authority client may ask about this many identifiers a minute.
+    """
+
+    peer_evaluations_per_minute: int = 6000
+    client_identifiers_per_minute: int = 600
+
+
+@dataclasses.dataclass(frozen=True)
 class LoggingConfig:
     """[logging]"""
 
@@ -166,6 +179,7 @@ class NodeConfig:
     trust: TrustConfig = TrustConfig()
     retention: RetentionConfig = RetentionConfig()
     audit: AuditConfig = AuditConfig()
+    matching: MatchingConfig = MatchingConfig()
     logging: LoggingConfig = LoggingConfig()
 
     @property
@@ -195,6 +209,7 @@ _SECTIONS: Mapping[str, type[Any]] = {
     "trust": TrustConfig,
     "retention": RetentionConfig,
     "audit": AuditConfig,
+    "matching": MatchingConfig,
     "logging": LoggingConfig,
 }
 _ENV_OVERRIDES = {

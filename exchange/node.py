@@ -25,6 +25,7 @@ import grpc
 
 from exchange import pki
 from exchange.addresses import is_loopback
+from exchange.answering import MatchResponder
 from exchange.auditing import AuditLog
 from exchange.clock import Clock, SystemClock
 from exchange.config import NodeConfig, load_node_config, passphrase_from_env
@@ -44,6 +45,8 @@ from exchange.logs import get_logger
 from exchange.oprf import ServerKey
 from exchange.oprf_keys import load_oprf_key, write_oprf_key
 from exchange.peer_heads import PeerHeadWatcher, report_conflict
+from exchange.querying import Querier
+from exchange.ratelimit import RateLimiter
 from exchange.reading import Reader
 from exchange.receiving import Receiver
 from exchange.registering import Registrar
@@ -131,6 +134,9 @@ class Node:
     _servers: RunningServers | None = None
     _tasks: list[asyncio.Task[None]] = dataclasses.field(default_factory=list)
     _transport: PeerTransport | None = None
+    # Hit/no-hit rate limits (set at start from [matching]; tests may tighten them).
+    peer_limiter: RateLimiter | None = None
+    client_limiter: RateLimiter | None = None
     # To load keys rotated in while running (exchange node rotate-keys).
     _passphrase: bytes | None = None
 
@@ -206,14 +212,24 @@ class Node:
         """
         context = self.context
         audit = AuditLog(context)
+        self._transport = PeerTransport(self.tls.channel_credentials())
+        matching_limits = context.config.matching
+        self.peer_limiter = RateLimiter(
+            "evaluation", matching_limits.peer_evaluations_per_minute, context.clock
+        )
+        self.client_limiter = RateLimiter(
+            "query", matching_limits.client_identifiers_per_minute, context.clock
+        )
+        responder = MatchResponder(context, *self.oprf_key, self.peer_limiter)
         self._servers = await start_servers(
-            federation=FederationService(context, Receiver(context), audit),
+            federation=FederationService(context, Receiver(context), audit, responder),
             authority=AuthorityService(
                 context,
-                Submitter(context),
-                Reader(context),
-                audit,
-                Registrar(context, *self.oprf_key),
+                submitter=Submitter(context),
+                reader=Reader(context),
+                audit=audit,
+                registrar=Registrar(context, *self.oprf_key),
+                querier=Querier(context, self._transport, self.client_limiter),
             ),
             federation_address=self.config.federation.listen,
             federation_credentials=self.tls.server_credentials(),
@@ -225,7 +241,6 @@ class Node:
             # Seen before a restart and still on record: the operator has not cleared it.
             await report_conflict(context, conflict.node_id, conflict.reason)
         await self.check_trust()
-        self._transport = PeerTransport(self.tls.channel_credentials())
         self._tasks.append(asyncio.create_task(audit.run(), name="audit-heads"))
         self._tasks.append(
             asyncio.create_task(

@@ -85,12 +85,12 @@ class Registrar:
             raise ResourceLimitError(
                 f"identifiers: at most {MAX_IDENTIFIERS} in one call, got {len(identifiers)}"
             )
-        normalized = [_normalized(raw, i) for i, raw in enumerate(identifiers)]
+        wanted = [normalized(raw, i) for i, raw in enumerate(identifiers)]
         hit = matching.Hit(case_reference, contact_point)
-        if len(normalized) >= _OFFLOAD_AT:
-            rows = await asyncio.to_thread(self._rows, normalized, hit, principal)
+        if len(wanted) >= _OFFLOAD_AT:
+            rows = await asyncio.to_thread(self._rows, wanted, hit, principal)
         else:
-            rows = self._rows(normalized, hit, principal)
+            rows = self._rows(wanted, hit, principal)
         now = self.context.clock.now()
 
         def commit(connection: Connection) -> int:
@@ -142,7 +142,8 @@ class Registrar:
         return rows
 
 
-def _normalized(raw: RawIdentifier, index: int) -> Identifier:
+def normalized(raw: RawIdentifier, index: int) -> Identifier:
+    """`raw` normalized, errors naming identifiers[index] and its part."""
     field = f"identifiers[{index}]"
     if raw.type is None:
         raise ValidationError(f"{field}.type", "is required")

@@ -9,11 +9,12 @@ from typing import Any, TypeVar
 
 import grpc
 
-from exchange._proto.exchange.v1 import audit_pb2, authority_pb2_grpc
+from exchange._proto.exchange.v1 import audit_pb2, authority_pb2_grpc, matching_pb2
 from exchange._proto.exchange.v1 import authority_pb2 as pb
 from exchange.auditing import AuditLog
 from exchange.clients import Principal, authenticate, parse_token
 from exchange.errors import AuthenticationError
+from exchange.querying import Querier
 from exchange.reading import Reader
 from exchange.registering import Registrar
 from exchange.rpc import convert
@@ -45,16 +46,19 @@ class AuthorityService(authority_pb2_grpc.AuthorityServicer):
     def __init__(
         self,
         node: NodeContext,
+        *,
         submitter: Submitter,
         reader: Reader,
         audit: AuditLog,
         registrar: Registrar,
+        querier: Querier,
     ) -> None:
         self._node = node
         self._submitter = submitter
         self._reader = reader
         self._audit = audit
         self._registrar = registrar
+        self._querier = querier
 
     async def _principal(self, context: Context, method: str) -> Principal:
         token = bearer_token(context.invocation_metadata())
@@ -246,3 +250,17 @@ class AuthorityService(authority_pb2_grpc.AuthorityServicer):
             )
 
         return await self._call(context, "RegisterIdentifiers", handle)
+
+    async def Query(
+        self, request: matching_pb2.QueryRequest, context: Context
+    ) -> matching_pb2.QueryResponse:
+        async def handle(principal: Principal) -> matching_pb2.QueryResponse:
+            answers = await self._querier.query(
+                principal,
+                [convert.raw_identifier(i) for i in request.identifiers],
+                list(request.peer_node_ids),
+                request.deadline_ms,
+            )
+            return matching_pb2.QueryResponse(answers=[convert.peer_answer(a) for a in answers])
+
+        return await self._call(context, "Query", handle)

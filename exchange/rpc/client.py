@@ -8,7 +8,7 @@ from types import TracebackType
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from exchange._proto.exchange.v1 import audit_pb2, authority_pb2_grpc
+from exchange._proto.exchange.v1 import audit_pb2, authority_pb2_grpc, matching_pb2
 from exchange._proto.exchange.v1 import authority_pb2 as pb
 from exchange.rpc.peers import MAX_MESSAGE_BYTES
 
@@ -157,6 +157,9 @@ class AuthorityClient:
         return await self._stub.RegisterIdentifiers(
             request, metadata=self._metadata, timeout=self._timeout
         )
+
+    async def query(self, request: matching_pb2.QueryRequest) -> matching_pb2.QueryResponse:
+        return await self._stub.Query(request, metadata=self._metadata, timeout=self._timeout)
 
     async def serving(self) -> bool:
         """Whether the node's grpc.health.v1 says its Authority service is SERVING."""

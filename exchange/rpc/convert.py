@@ -17,6 +17,7 @@ from exchange.clock import from_millis, to_millis
 from exchange.envelope import Handling
 from exchange.errors import ValidationError
 from exchange.identifiers import IdentifierType
+from exchange.querying import Answer, Outcome
 from exchange.reading import DeliveryStatus
 from exchange.receipt import SignedReceipt
 from exchange.registering import RawIdentifier
@@ -32,6 +33,7 @@ __all__ = [
     "logged_entry",
     "outgoing_request",
     "overdue",
+    "peer_answer",
     "raw_identifier",
     "signed_tree_head",
     "submitted",
@@ -222,6 +224,26 @@ _IDENTIFIER_TYPES = {
 def raw_identifier(message: matching_pb2.IdentifierValue) -> RawIdentifier:
     """An identifier as sent; an unknown type becomes None (refused, naming the field)."""
     return RawIdentifier(_IDENTIFIER_TYPES.get(message.type), message.qualifier, message.value)
+
+
+_OUTCOMES = {
+    Outcome.NO_HIT: matching_pb2.QUERY_OUTCOME_NO_HIT,
+    Outcome.HIT: matching_pb2.QUERY_OUTCOME_HIT,
+    Outcome.UNAVAILABLE: matching_pb2.QUERY_OUTCOME_UNAVAILABLE,
+}
+
+
+def peer_answer(answer: Answer) -> matching_pb2.PeerAnswer:
+    return matching_pb2.PeerAnswer(
+        peer_node_id=answer.peer_node_id,
+        identifier_index=answer.identifier_index,
+        outcome=_OUTCOMES[answer.outcome],
+        hits=[
+            matching_pb2.Hit(case_reference=h.case_reference, contact_point=h.contact_point)
+            for h in answer.hits
+        ],
+        reason=answer.reason,
+    )
 
 
 def tree_head(signed: SignedTreeHead) -> audit_pb2.SignedTreeHead:

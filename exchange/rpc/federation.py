@@ -9,8 +9,9 @@ import grpc
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from exchange._proto.exchange.v1 import audit_pb2, federation_pb2_grpc
+from exchange._proto.exchange.v1 import audit_pb2, federation_pb2_grpc, matching_pb2
 from exchange._proto.exchange.v1 import federation_pb2 as pb
+from exchange.answering import MatchResponder
 from exchange.auditing import AuditLog
 from exchange.envelope import Envelope
 from exchange.errors import AuthenticationError
@@ -50,10 +51,17 @@ def tls_peer_node_id(context: grpc.aio.ServicerContext[Any, Any], node: NodeCont
 
 
 class FederationService(federation_pb2_grpc.FederationServicer):
-    def __init__(self, node: NodeContext, receiver: Receiver, audit: AuditLog) -> None:
+    def __init__(
+        self,
+        node: NodeContext,
+        receiver: Receiver,
+        audit: AuditLog,
+        responder: MatchResponder,
+    ) -> None:
         self._node = node
         self._receiver = receiver
         self._audit = audit
+        self._responder = responder
 
     async def Deliver(
         self, request: pb.DeliverRequest, context: grpc.aio.ServicerContext[Any, Any]
@@ -127,5 +135,37 @@ class FederationService(federation_pb2_grpc.FederationServicer):
             tls_peer_node_id(context, self._node)
             path = await self._audit.consistency(request.first_size, request.second_size)
             return audit_pb2.GetConsistencyProofResponse(path=path)
+
+        return await guarded(context, self._node.log, answer())
+
+    # Hit/no-hit: the node's OPRF key on blinded elements, and buckets of sealed hits.
+
+    async def EvaluateBlinded(
+        self,
+        request: matching_pb2.EvaluateBlindedRequest,
+        context: grpc.aio.ServicerContext[Any, Any],
+    ) -> matching_pb2.EvaluateBlindedResponse:
+        async def answer() -> matching_pb2.EvaluateBlindedResponse:
+            peer = tls_peer_node_id(context, self._node)
+            evaluated, version = await self._responder.evaluate(
+                peer, list(request.blinded_elements)
+            )
+            return matching_pb2.EvaluateBlindedResponse(
+                evaluated_elements=evaluated, key_version=version
+            )
+
+        return await guarded(context, self._node.log, answer())
+
+    async def GetBucket(
+        self, request: matching_pb2.GetBucketRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> matching_pb2.GetBucketResponse:
+        async def answer() -> matching_pb2.GetBucketResponse:
+            peer = tls_peer_node_id(context, self._node)
+            entries = await self._responder.bucket(
+                peer, request.key_version, request.prefix, request.prefix_bits
+            )
+            return matching_pb2.GetBucketResponse(
+                entries=[matching_pb2.BucketEntry(tag=t, sealed_hit=s) for t, s in entries]
+            )
 
         return await guarded(context, self._node.log, answer())

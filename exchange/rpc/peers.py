@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import grpc
 
-from exchange._proto.exchange.v1 import audit_pb2, federation_pb2_grpc
+from exchange._proto.exchange.v1 import audit_pb2, federation_pb2_grpc, matching_pb2
 from exchange._proto.exchange.v1 import federation_pb2 as pb
 from exchange.checkpoint import SignedTreeHead
 from exchange.envelope import Envelope
 from exchange.errors import AuditError, PeerUnreachableError
+from exchange.matching import BucketEntry
 from exchange.receipt import SignedReceipt
 from exchange.rpc import convert
 from exchange.trust import SignedTrustList, TrustedNode
@@ -132,6 +133,33 @@ class PeerTransport:
         except grpc.aio.AioRpcError as exc:
             raise PeerUnreachableError(f"{exc.code().name}: {exc.details()}") from None
         return SignedTrustList.from_proto(response.trust_list)
+
+    async def evaluate_blinded(
+        self, peer: TrustedNode, blinded: list[bytes], timeout: float
+    ) -> tuple[list[bytes], int]:
+        """The peer's OPRF evaluation of blinded elements, and its key version."""
+        try:
+            response = await self._stub(peer).EvaluateBlinded(
+                matching_pb2.EvaluateBlindedRequest(blinded_elements=blinded), timeout=timeout
+            )
+        except grpc.aio.AioRpcError as exc:
+            raise PeerUnreachableError(f"{exc.code().name}: {exc.details()}") from None
+        return list(response.evaluated_elements), response.key_version
+
+    async def get_bucket(
+        self, peer: TrustedNode, key_version: int, prefix: int, prefix_bits: int, timeout: float
+    ) -> list[BucketEntry]:
+        """The peer's index entries under a token prefix."""
+        try:
+            response = await self._stub(peer).GetBucket(
+                matching_pb2.GetBucketRequest(
+                    key_version=key_version, prefix=prefix, prefix_bits=prefix_bits
+                ),
+                timeout=timeout,
+            )
+        except grpc.aio.AioRpcError as exc:
+            raise PeerUnreachableError(f"{exc.code().name}: {exc.details()}") from None
+        return [BucketEntry(e.tag, e.sealed_hit) for e in response.entries]
 
     async def close(self) -> None:
         channels, self._channels = self._channels, {}

@@ -15,9 +15,11 @@ from sqlalchemy import MetaData, func, select
 
 from exchange import matching
 from exchange._proto.exchange.v1 import authority_pb2 as apb
+from exchange._proto.exchange.v1 import federation_pb2_grpc
 from exchange._proto.exchange.v1 import matching_pb2 as mpb
 from exchange.identifiers import IdentifierType, normalize
 from exchange.registering import MAX_IDENTIFIERS
+from exchange.rpc.peers import channel_options
 from exchange.store import audit_log, match_index
 from exchange.store.tables import MATCH_INDEX
 from tests.integration.conftest import Federation
@@ -200,3 +202,202 @@ async def test_a_reader_may_not_register(federation: Federation) -> None:
     with pytest.raises(grpc.aio.AioRpcError) as refused:
         await federation.auditor(0).register_identifiers(request())
     assert refused.value.code() == grpc.StatusCode.PERMISSION_DENIED
+
+
+# --- querying: XA asks, XB holds, XC holds nothing -------------------------------------------
+
+
+def ask(*identifiers: tuple[int, str, bytes], peers: tuple[str, ...] = ()) -> mpb.QueryRequest:
+    return mpb.QueryRequest(
+        identifiers=[mpb.IdentifierValue(type=t, qualifier=q, value=v) for t, q, v in identifiers],
+        peer_node_ids=list(peers),
+        deadline_ms=5000,
+    )
+
+
+PASSPORT_ELSEWHERE = (
+    mpb.IDENTIFIER_TYPE_PASSPORT,
+    "xa",
+    b"x-123-4567",
+)  # CLEAR's, written otherwise
+UNKNOWN = (mpb.IDENTIFIER_TYPE_EMAIL, "", b"nobody@example.org")
+
+
+def outcomes(response: mpb.QueryResponse) -> dict[tuple[str, int], tuple[int, list[str]]]:
+    return {
+        (a.peer_node_id, a.identifier_index): (a.outcome, [h.case_reference for h in a.hits])
+        for a in response.answers
+    }
+
+
+async def test_a_query_finds_the_case_at_its_holder_and_nothing_elsewhere(
+    federation: Federation,
+) -> None:
+    xb, xc = federation.sim(1).node_id, federation.sim(2).node_id
+    await federation.client(1).register_identifiers(request("XB-2026-7"))
+    response = await federation.client(0).query(ask(PASSPORT_ELSEWHERE, UNKNOWN))
+    assert outcomes(response) == {
+        (xb, 0): (mpb.QUERY_OUTCOME_HIT, ["XB-2026-7"]),
+        (xb, 1): (mpb.QUERY_OUTCOME_NO_HIT, []),
+        (xc, 0): (mpb.QUERY_OUTCOME_NO_HIT, []),
+        (xc, 1): (mpb.QUERY_OUTCOME_NO_HIT, []),
+    }
+    (hit,) = [a for a in response.answers if a.outcome == mpb.QUERY_OUTCOME_HIT]
+    assert hit.hits[0].contact_point == "XA National Police, OPSC desk"
+
+
+async def test_a_query_asks_only_the_peers_named(federation: Federation) -> None:
+    xb = federation.sim(1).node_id
+    response = await federation.client(0).query(ask(UNKNOWN, peers=(xb,)))
+    assert {a.peer_node_id for a in response.answers} == {xb}
+
+
+async def test_a_peer_that_is_down_is_unavailable_not_a_no_hit(federation: Federation) -> None:
+    xc = federation.sim(2).node_id
+    await federation.crash(xc)
+    response = await federation.client(0).query(ask(UNKNOWN))
+    (down,) = [a for a in response.answers if a.peer_node_id == xc]
+    assert down.outcome == mpb.QUERY_OUTCOME_UNAVAILABLE
+    assert "UNAVAILABLE" in down.reason
+
+
+async def test_flooding_a_peer_beyond_its_rate_limit_is_refused(federation: Federation) -> None:
+    xb = federation.sim(1).node_id
+    limiter = federation.node(1).peer_limiter
+    assert limiter is not None
+    limiter.per_minute = 2
+    response = await federation.client(0).query(ask(UNKNOWN, UNKNOWN, UNKNOWN, peers=(xb,)))
+    assert {a.outcome for a in response.answers} == {mpb.QUERY_OUTCOME_UNAVAILABLE}
+    assert "RESOURCE_EXHAUSTED" in response.answers[0].reason
+
+
+async def test_a_client_asking_beyond_its_rate_limit_is_resource_exhausted(
+    federation: Federation,
+) -> None:
+    limiter = federation.node(0).client_limiter
+    assert limiter is not None
+    limiter.per_minute = 3
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await federation.client(0).query(ask(UNKNOWN, UNKNOWN, UNKNOWN, UNKNOWN))
+    assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert "rate limit of 3 a minute" in (refused.value.details() or "")
+
+
+async def test_a_no_hit_looks_the_same_whatever_the_holder_holds(federation: Federation) -> None:
+    xb = federation.sim(1).node_id
+    empty = await federation.client(0).query(ask(UNKNOWN, peers=(xb,)))
+    many = apb.RegisterIdentifiersRequest(
+        case_reference="XB-2026-8",
+        contact_point="desk",
+        identifiers=[
+            mpb.IdentifierValue(type=mpb.IDENTIFIER_TYPE_PHONE, value=f"+4420790{n:05d}".encode())
+            for n in range(300)
+        ],
+    )
+    await federation.client(1).register_identifiers(many)
+    full = await federation.client(0).query(ask(UNKNOWN, peers=(xb,)))
+    assert empty == full
+
+
+async def test_both_sides_audit_the_query_without_the_identifiers(
+    federation: Federation,
+) -> None:
+    xa, xb = federation.sim(0).node_id, federation.sim(1).node_id
+    await federation.client(1).register_identifiers(request("XB-2026-7"))
+    await federation.client(0).query(ask(PASSPORT_ELSEWHERE, peers=(xb,)))
+
+    async def actions(index: int) -> list[tuple[str, str, dict[str, str]]]:
+        entries = await federation.node(index).context.store.read(
+            lambda c: list(audit_log.iter_entries(c))
+        )
+        return [
+            (e.action, e.peer_node_id, json.loads(e.details_json))
+            for e in entries
+            if e.action.startswith("match.")
+        ]
+
+    assert await actions(0) == [
+        (
+            "match.queried",
+            "",
+            {"identifiers": "1", "peers": xb, "hits_from": xb, "unavailable": ""},
+        )
+    ]
+    assert await actions(1) == [
+        ("match.evaluated", xa, {"elements": "1"}),
+        ("match.bucket_read", xa, {"prefix_bits": "16", "entries": "1"}),
+    ]
+    asked = await everything_stored(federation)
+    assert b"X1234567" not in asked
+    assert b"x-123-4567" not in asked
+
+
+@pytest.mark.parametrize(
+    ("query", "field"),
+    [
+        (ask(UNKNOWN, peers=("xz-nowhere",)), "peer_node_ids[0]"),
+        (ask(UNKNOWN, peers=("xa-police",)), "peer_node_ids[0]"),
+        (mpb.QueryRequest(), "identifiers"),
+        (mpb.QueryRequest(identifiers=ask(UNKNOWN).identifiers, deadline_ms=50), "deadline_ms"),
+        (ask((mpb.IDENTIFIER_TYPE_PHONE, "", b"12")), "identifiers[0].value"),
+    ],
+    ids=["unknown-peer", "itself", "nothing", "deadline-too-short", "bad-identifier"],
+)
+async def test_a_bad_query_is_refused_naming_the_field(
+    federation: Federation, query: mpb.QueryRequest, field: str
+) -> None:
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await federation.client(0).query(query)
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert (refused.value.details() or "").startswith(field)
+
+
+@pytest.mark.parametrize(
+    ("call", "field"),
+    [
+        (
+            lambda stub: stub.EvaluateBlinded(
+                mpb.EvaluateBlindedRequest(blinded_elements=[bytes(32)]), timeout=5
+            ),
+            "blinded_elements[0]",
+        ),
+        (
+            lambda stub: stub.EvaluateBlinded(
+                mpb.EvaluateBlindedRequest(blinded_elements=[b"\xff" * 32]), timeout=5
+            ),
+            "blinded_elements[0]",
+        ),
+        (
+            lambda stub: stub.EvaluateBlinded(
+                mpb.EvaluateBlindedRequest(blinded_elements=[bytes(32)] * 65), timeout=5
+            ),
+            "blinded_elements",
+        ),
+        (
+            lambda stub: stub.GetBucket(
+                mpb.GetBucketRequest(key_version=1, prefix=1, prefix_bits=4), timeout=5
+            ),
+            "prefix_bits",
+        ),
+        (
+            lambda stub: stub.GetBucket(
+                mpb.GetBucketRequest(key_version=9, prefix=1, prefix_bits=16), timeout=5
+            ),
+            "key_version",
+        ),
+    ],
+    ids=["identity", "not-a-point", "too-many", "prefix-too-short", "unknown-key"],
+)
+async def test_malformed_matching_calls_from_a_peer_are_invalid_argument(
+    federation: Federation, call, field: str
+) -> None:
+    a, b = federation.node(0), federation.node(1)
+    async with grpc.aio.secure_channel(
+        f"127.0.0.1:{b.federation_port}",
+        a.tls.channel_credentials(),
+        options=channel_options(b.context.node_id),
+    ) as channel:
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await call(federation_pb2_grpc.FederationStub(channel))
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert (refused.value.details() or "").startswith(field)

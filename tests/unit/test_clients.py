@@ -166,7 +166,9 @@ ROLE_METHODS = [
         id="submitter",
     ),
     pytest.param(
-        "reader", {"ListInbox", "GetNotice", "WatchInbox", "ListOverdueRequests"}, id="reader"
+        "reader",
+        {"ListInbox", "GetNotice", "WatchInbox", "ListOverdueRequests", "Query"},
+        id="reader",
     ),
     pytest.param(
         "auditor",
@@ -200,6 +202,7 @@ def test_roles_add_up():
         "GetNotice",
         "WatchInbox",
         "ListOverdueRequests",
+        "Query",
         "ListAuditEntries",
         "GetAuditHead",
         "GetInclusionProof",

@@ -9,7 +9,7 @@ Served on the node's authority port over TLS. Every call carries
 `exchange node add-client` and carry roles:
   submitter  SubmitNotice, Respond, Acknowledge, Withdraw, DecideDisclosure,
              Forward, GetDeliveryStatus, RegisterIdentifiers
-  reader     ListInbox, GetNotice, WatchInbox, ListOverdueRequests
+  reader     ListInbox, GetNotice, WatchInbox, ListOverdueRequests, Query
   auditor    ListAuditEntries, GetAuditHead, GetInclusionProof,
              GetConsistencyProof
   admin      everything

@@ -5,6 +5,7 @@ import warnings
 
 from exchange._proto.exchange.v1 import audit_pb2 as exchange_dot_v1_dot_audit__pb2
 from exchange._proto.exchange.v1 import authority_pb2 as exchange_dot_v1_dot_authority__pb2
+from exchange._proto.exchange.v1 import matching_pb2 as exchange_dot_v1_dot_matching__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
 GRPC_VERSION = grpc.__version__
@@ -95,6 +96,11 @@ class AuthorityStub:
                 '/exchange.v1.Authority/RegisterIdentifiers',
                 request_serializer=exchange_dot_v1_dot_authority__pb2.RegisterIdentifiersRequest.SerializeToString,
                 response_deserializer=exchange_dot_v1_dot_authority__pb2.RegisterIdentifiersResponse.FromString,
+                _registered_method=True)
+        self.Query = channel.unary_unary(
+                '/exchange.v1.Authority/Query',
+                request_serializer=exchange_dot_v1_dot_matching__pb2.QueryRequest.SerializeToString,
+                response_deserializer=exchange_dot_v1_dot_matching__pb2.QueryResponse.FromString,
                 _registered_method=True)
         self.ListAuditEntries = channel.unary_unary(
                 '/exchange.v1.Authority/ListAuditEntries',
@@ -229,6 +235,17 @@ class AuthorityServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Query(self, request, context):
+        """Asks peers whether they hold cases involving these identifiers, without
+        showing them the identifiers: per peer and identifier, hit (case reference
+        and contact point only), no hit, or unavailable. Rate limited per client.
+        Errors: INVALID_ARGUMENT (names the identifier or field),
+        RESOURCE_EXHAUSTED (rate limit).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def ListAuditEntries(self, request, context):
         """Pages through the node's audit log (ids, digests, actors and times only).
         """
@@ -320,6 +337,11 @@ def add_AuthorityServicer_to_server(servicer, server):
                     servicer.RegisterIdentifiers,
                     request_deserializer=exchange_dot_v1_dot_authority__pb2.RegisterIdentifiersRequest.FromString,
                     response_serializer=exchange_dot_v1_dot_authority__pb2.RegisterIdentifiersResponse.SerializeToString,
+            ),
+            'Query': grpc.unary_unary_rpc_method_handler(
+                    servicer.Query,
+                    request_deserializer=exchange_dot_v1_dot_matching__pb2.QueryRequest.FromString,
+                    response_serializer=exchange_dot_v1_dot_matching__pb2.QueryResponse.SerializeToString,
             ),
             'ListAuditEntries': grpc.unary_unary_rpc_method_handler(
                     servicer.ListAuditEntries,
@@ -667,6 +689,33 @@ class Authority:
             '/exchange.v1.Authority/RegisterIdentifiers',
             exchange_dot_v1_dot_authority__pb2.RegisterIdentifiersRequest.SerializeToString,
             exchange_dot_v1_dot_authority__pb2.RegisterIdentifiersResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Query(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/exchange.v1.Authority/Query',
+            exchange_dot_v1_dot_matching__pb2.QueryRequest.SerializeToString,
+            exchange_dot_v1_dot_matching__pb2.QueryResponse.FromString,
             options,
             channel_credentials,
             insecure,

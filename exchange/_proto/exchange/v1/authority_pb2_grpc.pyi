@@ -9,7 +9,7 @@ Served on the node's authority port over TLS. Every call carries
 `exchange node add-client` and carry roles:
   submitter  SubmitNotice, Respond, Acknowledge, Withdraw, DecideDisclosure,
              Forward, GetDeliveryStatus, RegisterIdentifiers
-  reader     ListInbox, GetNotice, WatchInbox, ListOverdueRequests
+  reader     ListInbox, GetNotice, WatchInbox, ListOverdueRequests, Query
   auditor    ListAuditEntries, GetAuditHead, GetInclusionProof,
              GetConsistencyProof
   admin      everything
@@ -18,6 +18,7 @@ Served on the node's authority port over TLS. Every call carries
 from collections import abc as _abc
 from exchange._proto.exchange.v1 import audit_pb2 as _audit_pb2
 from exchange._proto.exchange.v1 import authority_pb2 as _authority_pb2
+from exchange._proto.exchange.v1 import matching_pb2 as _matching_pb2
 from grpc import aio as _aio
 import abc as _abc_1
 import grpc as _grpc
@@ -103,6 +104,13 @@ class AuthorityStub:
     Errors: INVALID_ARGUMENT (names identifiers[i].value or .qualifier; nothing
     is registered), RESOURCE_EXHAUSTED (more than 10,000 in one call).
     """
+    Query: _grpc.UnaryUnaryMultiCallable[_matching_pb2.QueryRequest, _matching_pb2.QueryResponse]
+    """Asks peers whether they hold cases involving these identifiers, without
+    showing them the identifiers: per peer and identifier, hit (case reference
+    and contact point only), no hit, or unavailable. Rate limited per client.
+    Errors: INVALID_ARGUMENT (names the identifier or field),
+    RESOURCE_EXHAUSTED (rate limit).
+    """
     ListAuditEntries: _grpc.UnaryUnaryMultiCallable[_authority_pb2.ListAuditEntriesRequest, _authority_pb2.ListAuditEntriesResponse]
     """Pages through the node's audit log (ids, digests, actors and times only)."""
     GetAuditHead: _grpc.UnaryUnaryMultiCallable[_audit_pb2.GetAuditHeadRequest, _audit_pb2.GetAuditHeadResponse]
@@ -175,6 +183,13 @@ class AuthorityAsyncStub(AuthorityStub):
     the clear value is not stored. Idempotent per (identifier, case).
     Errors: INVALID_ARGUMENT (names identifiers[i].value or .qualifier; nothing
     is registered), RESOURCE_EXHAUSTED (more than 10,000 in one call).
+    """
+    Query: _aio.UnaryUnaryMultiCallable[_matching_pb2.QueryRequest, _matching_pb2.QueryResponse]  # type: ignore[assignment]
+    """Asks peers whether they hold cases involving these identifiers, without
+    showing them the identifiers: per peer and identifier, hit (case reference
+    and contact point only), no hit, or unavailable. Rate limited per client.
+    Errors: INVALID_ARGUMENT (names the identifier or field),
+    RESOURCE_EXHAUSTED (rate limit).
     """
     ListAuditEntries: _aio.UnaryUnaryMultiCallable[_authority_pb2.ListAuditEntriesRequest, _authority_pb2.ListAuditEntriesResponse]  # type: ignore[assignment]
     """Pages through the node's audit log (ids, digests, actors and times only)."""
@@ -317,6 +332,19 @@ class AuthorityServicer(metaclass=_abc_1.ABCMeta):
         the clear value is not stored. Idempotent per (identifier, case).
         Errors: INVALID_ARGUMENT (names identifiers[i].value or .qualifier; nothing
         is registered), RESOURCE_EXHAUSTED (more than 10,000 in one call).
+        """
+
+    @_abc_1.abstractmethod
+    def Query(
+        self,
+        request: _matching_pb2.QueryRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_matching_pb2.QueryResponse, _abc.Awaitable[_matching_pb2.QueryResponse]]:
+        """Asks peers whether they hold cases involving these identifiers, without
+        showing them the identifiers: per peer and identifier, hit (case reference
+        and contact point only), no hit, or unavailable. Rate limited per client.
+        Errors: INVALID_ARGUMENT (names the identifier or field),
+        RESOURCE_EXHAUSTED (rate limit).
         """
 
     @_abc_1.abstractmethod

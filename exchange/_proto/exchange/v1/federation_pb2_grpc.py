@@ -5,6 +5,7 @@ import warnings
 
 from exchange._proto.exchange.v1 import audit_pb2 as exchange_dot_v1_dot_audit__pb2
 from exchange._proto.exchange.v1 import federation_pb2 as exchange_dot_v1_dot_federation__pb2
+from exchange._proto.exchange.v1 import matching_pb2 as exchange_dot_v1_dot_matching__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
 GRPC_VERSION = grpc.__version__
@@ -50,6 +51,16 @@ class FederationStub:
                 '/exchange.v1.Federation/GetAuditHead',
                 request_serializer=exchange_dot_v1_dot_audit__pb2.GetAuditHeadRequest.SerializeToString,
                 response_deserializer=exchange_dot_v1_dot_audit__pb2.GetAuditHeadResponse.FromString,
+                _registered_method=True)
+        self.EvaluateBlinded = channel.unary_unary(
+                '/exchange.v1.Federation/EvaluateBlinded',
+                request_serializer=exchange_dot_v1_dot_matching__pb2.EvaluateBlindedRequest.SerializeToString,
+                response_deserializer=exchange_dot_v1_dot_matching__pb2.EvaluateBlindedResponse.FromString,
+                _registered_method=True)
+        self.GetBucket = channel.unary_unary(
+                '/exchange.v1.Federation/GetBucket',
+                request_serializer=exchange_dot_v1_dot_matching__pb2.GetBucketRequest.SerializeToString,
+                response_deserializer=exchange_dot_v1_dot_matching__pb2.GetBucketResponse.FromString,
                 _registered_method=True)
         self.GetHeldHeads = channel.unary_unary(
                 '/exchange.v1.Federation/GetHeldHeads',
@@ -106,6 +117,25 @@ class FederationServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def EvaluateBlinded(self, request, context):
+        """Hit/no-hit, step 1: applies this node's OPRF key to blinded identifiers
+        (RFC 9497 BlindEvaluate). Learns nothing about them. Rate limited per
+        peer; audited. Errors: INVALID_ARGUMENT (not valid elements, or more than
+        64), RESOURCE_EXHAUSTED (rate limit).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetBucket(self, request, context):
+        """Hit/no-hit, step 2: the bucket of index entries whose token starts with a
+        prefix. Errors: INVALID_ARGUMENT (prefix width 8 to 24, unknown key
+        version), RESOURCE_EXHAUSTED (rate limit).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def GetHeldHeads(self, request, context):
         """The newest head this node holds of each of its peers' logs. Nodes compare
         what they were each shown: a peer that showed two nodes two different
@@ -148,6 +178,16 @@ def add_FederationServicer_to_server(servicer, server):
                     servicer.GetAuditHead,
                     request_deserializer=exchange_dot_v1_dot_audit__pb2.GetAuditHeadRequest.FromString,
                     response_serializer=exchange_dot_v1_dot_audit__pb2.GetAuditHeadResponse.SerializeToString,
+            ),
+            'EvaluateBlinded': grpc.unary_unary_rpc_method_handler(
+                    servicer.EvaluateBlinded,
+                    request_deserializer=exchange_dot_v1_dot_matching__pb2.EvaluateBlindedRequest.FromString,
+                    response_serializer=exchange_dot_v1_dot_matching__pb2.EvaluateBlindedResponse.SerializeToString,
+            ),
+            'GetBucket': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetBucket,
+                    request_deserializer=exchange_dot_v1_dot_matching__pb2.GetBucketRequest.FromString,
+                    response_serializer=exchange_dot_v1_dot_matching__pb2.GetBucketResponse.SerializeToString,
             ),
             'GetHeldHeads': grpc.unary_unary_rpc_method_handler(
                     servicer.GetHeldHeads,
@@ -247,6 +287,60 @@ class Federation:
             '/exchange.v1.Federation/GetAuditHead',
             exchange_dot_v1_dot_audit__pb2.GetAuditHeadRequest.SerializeToString,
             exchange_dot_v1_dot_audit__pb2.GetAuditHeadResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def EvaluateBlinded(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/exchange.v1.Federation/EvaluateBlinded',
+            exchange_dot_v1_dot_matching__pb2.EvaluateBlindedRequest.SerializeToString,
+            exchange_dot_v1_dot_matching__pb2.EvaluateBlindedResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetBucket(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/exchange.v1.Federation/GetBucket',
+            exchange_dot_v1_dot_matching__pb2.GetBucketRequest.SerializeToString,
+            exchange_dot_v1_dot_matching__pb2.GetBucketResponse.FromString,
             options,
             channel_credentials,
             insecure,

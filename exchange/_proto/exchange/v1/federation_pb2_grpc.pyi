@@ -11,6 +11,7 @@ alternative name is the node id.
 from collections import abc as _abc
 from exchange._proto.exchange.v1 import audit_pb2 as _audit_pb2
 from exchange._proto.exchange.v1 import federation_pb2 as _federation_pb2
+from exchange._proto.exchange.v1 import matching_pb2 as _matching_pb2
 from grpc import aio as _aio
 import abc as _abc_1
 import grpc as _grpc
@@ -60,6 +61,17 @@ class FederationStub:
     """The newest signed tree head of this node's audit log. Peers keep the
     newest head they saw and check each new one against it.
     """
+    EvaluateBlinded: _grpc.UnaryUnaryMultiCallable[_matching_pb2.EvaluateBlindedRequest, _matching_pb2.EvaluateBlindedResponse]
+    """Hit/no-hit, step 1: applies this node's OPRF key to blinded identifiers
+    (RFC 9497 BlindEvaluate). Learns nothing about them. Rate limited per
+    peer; audited. Errors: INVALID_ARGUMENT (not valid elements, or more than
+    64), RESOURCE_EXHAUSTED (rate limit).
+    """
+    GetBucket: _grpc.UnaryUnaryMultiCallable[_matching_pb2.GetBucketRequest, _matching_pb2.GetBucketResponse]
+    """Hit/no-hit, step 2: the bucket of index entries whose token starts with a
+    prefix. Errors: INVALID_ARGUMENT (prefix width 8 to 24, unknown key
+    version), RESOURCE_EXHAUSTED (rate limit).
+    """
     GetHeldHeads: _grpc.UnaryUnaryMultiCallable[_audit_pb2.GetHeldHeadsRequest, _audit_pb2.GetHeldHeadsResponse]
     """The newest head this node holds of each of its peers' logs. Nodes compare
     what they were each shown: a peer that showed two nodes two different
@@ -99,6 +111,17 @@ class FederationAsyncStub(FederationStub):
     GetAuditHead: _aio.UnaryUnaryMultiCallable[_audit_pb2.GetAuditHeadRequest, _audit_pb2.GetAuditHeadResponse]  # type: ignore[assignment]
     """The newest signed tree head of this node's audit log. Peers keep the
     newest head they saw and check each new one against it.
+    """
+    EvaluateBlinded: _aio.UnaryUnaryMultiCallable[_matching_pb2.EvaluateBlindedRequest, _matching_pb2.EvaluateBlindedResponse]  # type: ignore[assignment]
+    """Hit/no-hit, step 1: applies this node's OPRF key to blinded identifiers
+    (RFC 9497 BlindEvaluate). Learns nothing about them. Rate limited per
+    peer; audited. Errors: INVALID_ARGUMENT (not valid elements, or more than
+    64), RESOURCE_EXHAUSTED (rate limit).
+    """
+    GetBucket: _aio.UnaryUnaryMultiCallable[_matching_pb2.GetBucketRequest, _matching_pb2.GetBucketResponse]  # type: ignore[assignment]
+    """Hit/no-hit, step 2: the bucket of index entries whose token starts with a
+    prefix. Errors: INVALID_ARGUMENT (prefix width 8 to 24, unknown key
+    version), RESOURCE_EXHAUSTED (rate limit).
     """
     GetHeldHeads: _aio.UnaryUnaryMultiCallable[_audit_pb2.GetHeldHeadsRequest, _audit_pb2.GetHeldHeadsResponse]  # type: ignore[assignment]
     """The newest head this node holds of each of its peers' logs. Nodes compare
@@ -154,6 +177,29 @@ class FederationServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_audit_pb2.GetAuditHeadResponse, _abc.Awaitable[_audit_pb2.GetAuditHeadResponse]]:
         """The newest signed tree head of this node's audit log. Peers keep the
         newest head they saw and check each new one against it.
+        """
+
+    @_abc_1.abstractmethod
+    def EvaluateBlinded(
+        self,
+        request: _matching_pb2.EvaluateBlindedRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_matching_pb2.EvaluateBlindedResponse, _abc.Awaitable[_matching_pb2.EvaluateBlindedResponse]]:
+        """Hit/no-hit, step 1: applies this node's OPRF key to blinded identifiers
+        (RFC 9497 BlindEvaluate). Learns nothing about them. Rate limited per
+        peer; audited. Errors: INVALID_ARGUMENT (not valid elements, or more than
+        64), RESOURCE_EXHAUSTED (rate limit).
+        """
+
+    @_abc_1.abstractmethod
+    def GetBucket(
+        self,
+        request: _matching_pb2.GetBucketRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_matching_pb2.GetBucketResponse, _abc.Awaitable[_matching_pb2.GetBucketResponse]]:
+        """Hit/no-hit, step 2: the bucket of index entries whose token starts with a
+        prefix. Errors: INVALID_ARGUMENT (prefix width 8 to 24, unknown key
+        version), RESOURCE_EXHAUSTED (rate limit).
         """
 
     @_abc_1.abstractmethod

@@ -24,15 +24,35 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1a\x65xchange/v1/matching.proto\x12\x0b\x65xchange.v1\"^\n\x0fIdentifierValue\x12)\n\x04type\x18\x01 \x01(\x0e\x32\x1b.exchange.v1.IdentifierType\x12\x11\n\tqualifier\x18\x02 \x01(\t\x12\r\n\x05value\x18\x03 \x01(\x0c*\x8a\x02\n\x0eIdentifierType\x12\x1f\n\x1bIDENTIFIER_TYPE_UNSPECIFIED\x10\x00\x12\x1c\n\x18IDENTIFIER_TYPE_PASSPORT\x10\x01\x12\x19\n\x15IDENTIFIER_TYPE_PHONE\x10\x02\x12\x19\n\x15IDENTIFIER_TYPE_EMAIL\x10\x03\x12\x1a\n\x16IDENTIFIER_TYPE_WALLET\x10\x04\x12\x1f\n\x1bIDENTIFIER_TYPE_FILE_SHA256\x10\x05\x12#\n\x1fIDENTIFIER_TYPE_PERCEPTUAL_HASH\x10\x06\x12!\n\x1dIDENTIFIER_TYPE_VEHICLE_PLATE\x10\x07\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1a\x65xchange/v1/matching.proto\x12\x0b\x65xchange.v1\"^\n\x0fIdentifierValue\x12)\n\x04type\x18\x01 \x01(\x0e\x32\x1b.exchange.v1.IdentifierType\x12\x11\n\tqualifier\x18\x02 \x01(\t\x12\r\n\x05value\x18\x03 \x01(\x0c\"2\n\x16\x45valuateBlindedRequest\x12\x18\n\x10\x62linded_elements\x18\x01 \x03(\x0c\"J\n\x17\x45valuateBlindedResponse\x12\x1a\n\x12\x65valuated_elements\x18\x01 \x03(\x0c\x12\x13\n\x0bkey_version\x18\x02 \x01(\r\"L\n\x10GetBucketRequest\x12\x13\n\x0bkey_version\x18\x01 \x01(\r\x12\x0e\n\x06prefix\x18\x02 \x01(\r\x12\x13\n\x0bprefix_bits\x18\x03 \x01(\r\".\n\x0b\x42ucketEntry\x12\x0b\n\x03tag\x18\x01 \x01(\x0c\x12\x12\n\nsealed_hit\x18\x02 \x01(\x0c\">\n\x11GetBucketResponse\x12)\n\x07\x65ntries\x18\x01 \x03(\x0b\x32\x18.exchange.v1.BucketEntry\"m\n\x0cQueryRequest\x12\x31\n\x0bidentifiers\x18\x01 \x03(\x0b\x32\x1c.exchange.v1.IdentifierValue\x12\x15\n\rpeer_node_ids\x18\x02 \x03(\t\x12\x13\n\x0b\x64\x65\x61\x64line_ms\x18\x03 \x01(\r\"\x98\x01\n\nPeerAnswer\x12\x14\n\x0cpeer_node_id\x18\x01 \x01(\t\x12\x18\n\x10identifier_index\x18\x02 \x01(\r\x12*\n\x07outcome\x18\x03 \x01(\x0e\x32\x19.exchange.v1.QueryOutcome\x12\x1e\n\x04hits\x18\x04 \x03(\x0b\x32\x10.exchange.v1.Hit\x12\x0e\n\x06reason\x18\x05 \x01(\t\"4\n\x03Hit\x12\x16\n\x0e\x63\x61se_reference\x18\x01 \x01(\t\x12\x15\n\rcontact_point\x18\x02 \x01(\t\"9\n\rQueryResponse\x12(\n\x07\x61nswers\x18\x01 \x03(\x0b\x32\x17.exchange.v1.PeerAnswer*\x8a\x02\n\x0eIdentifierType\x12\x1f\n\x1bIDENTIFIER_TYPE_UNSPECIFIED\x10\x00\x12\x1c\n\x18IDENTIFIER_TYPE_PASSPORT\x10\x01\x12\x19\n\x15IDENTIFIER_TYPE_PHONE\x10\x02\x12\x19\n\x15IDENTIFIER_TYPE_EMAIL\x10\x03\x12\x1a\n\x16IDENTIFIER_TYPE_WALLET\x10\x04\x12\x1f\n\x1bIDENTIFIER_TYPE_FILE_SHA256\x10\x05\x12#\n\x1fIDENTIFIER_TYPE_PERCEPTUAL_HASH\x10\x06\x12!\n\x1dIDENTIFIER_TYPE_VEHICLE_PLATE\x10\x07*}\n\x0cQueryOutcome\x12\x1d\n\x19QUERY_OUTCOME_UNSPECIFIED\x10\x00\x12\x18\n\x14QUERY_OUTCOME_NO_HIT\x10\x01\x12\x15\n\x11QUERY_OUTCOME_HIT\x10\x02\x12\x1d\n\x19QUERY_OUTCOME_UNAVAILABLE\x10\x03\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'exchange.v1.matching_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_IDENTIFIERTYPE']._serialized_start=140
-  _globals['_IDENTIFIERTYPE']._serialized_end=406
+  _globals['_IDENTIFIERTYPE']._serialized_start=837
+  _globals['_IDENTIFIERTYPE']._serialized_end=1103
+  _globals['_QUERYOUTCOME']._serialized_start=1105
+  _globals['_QUERYOUTCOME']._serialized_end=1230
   _globals['_IDENTIFIERVALUE']._serialized_start=43
   _globals['_IDENTIFIERVALUE']._serialized_end=137
+  _globals['_EVALUATEBLINDEDREQUEST']._serialized_start=139
+  _globals['_EVALUATEBLINDEDREQUEST']._serialized_end=189
+  _globals['_EVALUATEBLINDEDRESPONSE']._serialized_start=191
+  _globals['_EVALUATEBLINDEDRESPONSE']._serialized_end=265
+  _globals['_GETBUCKETREQUEST']._serialized_start=267
+  _globals['_GETBUCKETREQUEST']._serialized_end=343
+  _globals['_BUCKETENTRY']._serialized_start=345
+  _globals['_BUCKETENTRY']._serialized_end=391
+  _globals['_GETBUCKETRESPONSE']._serialized_start=393
+  _globals['_GETBUCKETRESPONSE']._serialized_end=455
+  _globals['_QUERYREQUEST']._serialized_start=457
+  _globals['_QUERYREQUEST']._serialized_end=566
+  _globals['_PEERANSWER']._serialized_start=569
+  _globals['_PEERANSWER']._serialized_end=721
+  _globals['_HIT']._serialized_start=723
+  _globals['_HIT']._serialized_end=775
+  _globals['_QUERYRESPONSE']._serialized_start=777
+  _globals['_QUERYRESPONSE']._serialized_end=834
 # @@protoc_insertion_point(module_scope)

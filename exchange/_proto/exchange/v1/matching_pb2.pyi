@@ -9,8 +9,10 @@ the rules) and indexed only as OPRF outputs (RFC 9497); clear values are
 never stored, logged or audited.
 """
 
+from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
+from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 import builtins as _builtins
 import sys
@@ -64,6 +66,27 @@ IDENTIFIER_TYPE_VEHICLE_PLATE: IdentifierType.ValueType  # 7
 """Qualifier: registering country (ISO 3166-1 alpha-2)."""
 Global___IdentifierType: _TypeAlias = IdentifierType  # noqa: Y015
 
+class _QueryOutcome:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _QueryOutcomeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_QueryOutcome.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    QUERY_OUTCOME_UNSPECIFIED: _QueryOutcome.ValueType  # 0
+    QUERY_OUTCOME_NO_HIT: _QueryOutcome.ValueType  # 1
+    QUERY_OUTCOME_HIT: _QueryOutcome.ValueType  # 2
+    QUERY_OUTCOME_UNAVAILABLE: _QueryOutcome.ValueType  # 3
+    """Not reached, refused (e.g. rate limited) or too slow for the deadline."""
+
+class QueryOutcome(_QueryOutcome, metaclass=_QueryOutcomeEnumTypeWrapper): ...
+
+QUERY_OUTCOME_UNSPECIFIED: QueryOutcome.ValueType  # 0
+QUERY_OUTCOME_NO_HIT: QueryOutcome.ValueType  # 1
+QUERY_OUTCOME_HIT: QueryOutcome.ValueType  # 2
+QUERY_OUTCOME_UNAVAILABLE: QueryOutcome.ValueType  # 3
+"""Not reached, refused (e.g. rate limited) or too slow for the deadline."""
+Global___QueryOutcome: _TypeAlias = QueryOutcome  # noqa: Y015
+
 @_typing.final
 class IdentifierValue(_message.Message):
     """One identifier as an authority system gives it, before normalization."""
@@ -91,3 +114,239 @@ class IdentifierValue(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___IdentifierValue: _TypeAlias = IdentifierValue  # noqa: Y015
+
+@_typing.final
+class EvaluateBlindedRequest(_message.Message):
+    """--- node to node (Federation) -------------------------------------------------"""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BLINDED_ELEMENTS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def blinded_elements(self) -> _containers.RepeatedScalarFieldContainer[_builtins.bytes]:
+        """Blinded ristretto255 elements (RFC 9497 Blind), 32 bytes each; 1 to 64."""
+
+    def __init__(
+        self,
+        *,
+        blinded_elements: _abc.Iterable[_builtins.bytes] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["blinded_elements", b"blinded_elements"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___EvaluateBlindedRequest: _TypeAlias = EvaluateBlindedRequest  # noqa: Y015
+
+@_typing.final
+class EvaluateBlindedResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EVALUATED_ELEMENTS_FIELD_NUMBER: _builtins.int
+    KEY_VERSION_FIELD_NUMBER: _builtins.int
+    key_version: _builtins.int
+    """Which of the holder's keys evaluated them; pass it to GetBucket."""
+    @_builtins.property
+    def evaluated_elements(self) -> _containers.RepeatedScalarFieldContainer[_builtins.bytes]:
+        """The holder's key applied to each (BlindEvaluate), in the same order."""
+
+    def __init__(
+        self,
+        *,
+        evaluated_elements: _abc.Iterable[_builtins.bytes] | None = ...,
+        key_version: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["evaluated_elements", b"evaluated_elements", "key_version", b"key_version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___EvaluateBlindedResponse: _TypeAlias = EvaluateBlindedResponse  # noqa: Y015
+
+@_typing.final
+class GetBucketRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    KEY_VERSION_FIELD_NUMBER: _builtins.int
+    PREFIX_FIELD_NUMBER: _builtins.int
+    PREFIX_BITS_FIELD_NUMBER: _builtins.int
+    key_version: _builtins.int
+    prefix: _builtins.int
+    """The first `prefix_bits` bits of the querier's token (8 to 24 bits)."""
+    prefix_bits: _builtins.int
+    def __init__(
+        self,
+        *,
+        key_version: _builtins.int = ...,
+        prefix: _builtins.int = ...,
+        prefix_bits: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["key_version", b"key_version", "prefix", b"prefix", "prefix_bits", b"prefix_bits"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetBucketRequest: _TypeAlias = GetBucketRequest  # noqa: Y015
+
+@_typing.final
+class BucketEntry(_message.Message):
+    """One registered identifier as a bucket shows it: never its token or case."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TAG_FIELD_NUMBER: _builtins.int
+    SEALED_HIT_FIELD_NUMBER: _builtins.int
+    tag: _builtins.bytes
+    """16 bytes derived from the token: shows membership to whoever has the token."""
+    sealed_hit: _builtins.bytes
+    """The hit (case reference and contact point), sealed under the token."""
+    def __init__(
+        self,
+        *,
+        tag: _builtins.bytes = ...,
+        sealed_hit: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["sealed_hit", b"sealed_hit", "tag", b"tag"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___BucketEntry: _TypeAlias = BucketEntry  # noqa: Y015
+
+@_typing.final
+class GetBucketResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ENTRIES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def entries(self) -> _containers.RepeatedCompositeFieldContainer[Global___BucketEntry]: ...
+    def __init__(
+        self,
+        *,
+        entries: _abc.Iterable[Global___BucketEntry] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["entries", b"entries"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetBucketResponse: _TypeAlias = GetBucketResponse  # noqa: Y015
+
+@_typing.final
+class QueryRequest(_message.Message):
+    """--- an authority to its node ----------------------------------------------------"""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    IDENTIFIERS_FIELD_NUMBER: _builtins.int
+    PEER_NODE_IDS_FIELD_NUMBER: _builtins.int
+    DEADLINE_MS_FIELD_NUMBER: _builtins.int
+    deadline_ms: _builtins.int
+    """How long to wait for peers, in milliseconds (100 to 30,000; default 5,000)."""
+    @_builtins.property
+    def identifiers(self) -> _containers.RepeatedCompositeFieldContainer[Global___IdentifierValue]:
+        """1 to 64 identifiers to ask about."""
+
+    @_builtins.property
+    def peer_node_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Node ids to ask; empty asks every active peer."""
+
+    def __init__(
+        self,
+        *,
+        identifiers: _abc.Iterable[Global___IdentifierValue] | None = ...,
+        peer_node_ids: _abc.Iterable[_builtins.str] | None = ...,
+        deadline_ms: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["deadline_ms", b"deadline_ms", "identifiers", b"identifiers", "peer_node_ids", b"peer_node_ids"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___QueryRequest: _TypeAlias = QueryRequest  # noqa: Y015
+
+@_typing.final
+class PeerAnswer(_message.Message):
+    """What one peer said about one identifier."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PEER_NODE_ID_FIELD_NUMBER: _builtins.int
+    IDENTIFIER_INDEX_FIELD_NUMBER: _builtins.int
+    OUTCOME_FIELD_NUMBER: _builtins.int
+    HITS_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    peer_node_id: _builtins.str
+    identifier_index: _builtins.int
+    """Index into QueryRequest.identifiers."""
+    outcome: Global___QueryOutcome.ValueType
+    reason: _builtins.str
+    """Why unavailable; empty otherwise."""
+    @_builtins.property
+    def hits(self) -> _containers.RepeatedCompositeFieldContainer[Global___Hit]:
+        """On a hit: the peer's case reference and contact point (there may be several cases)."""
+
+    def __init__(
+        self,
+        *,
+        peer_node_id: _builtins.str = ...,
+        identifier_index: _builtins.int = ...,
+        outcome: Global___QueryOutcome.ValueType = ...,
+        hits: _abc.Iterable[Global___Hit] | None = ...,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["hits", b"hits", "identifier_index", b"identifier_index", "outcome", b"outcome", "peer_node_id", b"peer_node_id", "reason", b"reason"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PeerAnswer: _TypeAlias = PeerAnswer  # noqa: Y015
+
+@_typing.final
+class Hit(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CASE_REFERENCE_FIELD_NUMBER: _builtins.int
+    CONTACT_POINT_FIELD_NUMBER: _builtins.int
+    case_reference: _builtins.str
+    contact_point: _builtins.str
+    def __init__(
+        self,
+        *,
+        case_reference: _builtins.str = ...,
+        contact_point: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["case_reference", b"case_reference", "contact_point", b"contact_point"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Hit: _TypeAlias = Hit  # noqa: Y015
+
+@_typing.final
+class QueryResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ANSWERS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def answers(self) -> _containers.RepeatedCompositeFieldContainer[Global___PeerAnswer]: ...
+    def __init__(
+        self,
+        *,
+        answers: _abc.Iterable[Global___PeerAnswer] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["answers", b"answers"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___QueryResponse: _TypeAlias = QueryResponse  # noqa: Y015
