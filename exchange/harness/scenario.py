@@ -38,6 +38,7 @@ import grpc
 from exchange import _wire
 from exchange._proto.exchange.v1 import authority_pb2 as apb
 from exchange._proto.exchange.v1 import envelope_pb2 as epb
+from exchange._proto.exchange.v1 import matching_pb2 as mpb
 from exchange._proto.exchange.v1 import notices_pb2 as npb
 from exchange.admin.federation import latest_published
 from exchange.audit import LoggedEntry, check_log
@@ -457,8 +458,9 @@ class Scenario:
 
         await self._catalogue(first, second, third, now)
         await self._lifecycle(first, second, third, referral_id)
+        await self._hit_no_hit(first, third, now)
 
-        for index, other in enumerate(others, start=14):
+        for index, other in enumerate(others, start=15):
             referral = samples.case_referral(
                 [first.node_id],
                 f"{other.country}-2026-{index:04d}",
@@ -474,6 +476,57 @@ class Scenario:
 
         await self._check_exactly_once()
         await self._check_audit_logs()
+
+    async def _hit_no_hit(self, asker: SimNode, holder: SimNode, now: dt.datetime) -> None:
+        """Prüm step 1 without showing the identifier, then step 2 by assistance request."""
+        step = "14 hit/no-hit"
+        case = f"{holder.country}-2026-0077"
+        passport = mpb.IdentifierValue(
+            type=mpb.IDENTIFIER_TYPE_PASSPORT, qualifier=asker.country, value=b"P 1234 5678"
+        )
+        registered = await self._client(holder).register_identifiers(
+            apb.RegisterIdentifiersRequest(
+                case_reference=case,
+                contact_point=f"{holder.country} OPSC desk",
+                identifiers=[
+                    passport,
+                    mpb.IdentifierValue(type=mpb.IDENTIFIER_TYPE_PHONE, value=b"+999 555 0100"),
+                ],
+            )
+        )
+        self.check(
+            step,
+            f"{holder.node_id} indexes 2 identifiers of its case, not in clear",
+            registered.registered == 2,
+        )
+        written_otherwise = mpb.IdentifierValue(
+            type=passport.type, qualifier=asker.country.lower(), value=b"p-12345678"
+        )
+        unknown = mpb.IdentifierValue(type=mpb.IDENTIFIER_TYPE_EMAIL, value=b"x@example.org")
+        answers = await self._client(asker).query(
+            mpb.QueryRequest(identifiers=[written_otherwise, unknown], deadline_ms=5000)
+        )
+        hits = [a for a in answers.answers if a.outcome == mpb.QUERY_OUTCOME_HIT]
+        self.check(
+            step,
+            f"asking every country about the passport: a hit at {holder.node_id} only, "
+            "with its case reference and contact point and nothing more",
+            [(a.peer_node_id, a.identifier_index, [h.case_reference for h in a.hits]) for a in hits]
+            == [(holder.node_id, 0, [case])],
+            f"{len(hits)} hits",
+        )
+        self.check(
+            step,
+            "every other answer is a no-hit",
+            all(a.outcome == mpb.QUERY_OUTCOME_NO_HIT for a in answers.answers if a not in hits),
+        )
+        request = samples.assistance_request(
+            holder.node_id,
+            f"{asker.country}-2026-0078",
+            now,
+            "Following a hit in your case index: please share the case file details.",
+        )
+        await self._send(step, asker, [holder], lambda c: c.submit(request), request.notice)
 
     async def _catalogue(
         self, first: SimNode, second: SimNode, third: SimNode, now: dt.datetime
