@@ -28,7 +28,7 @@ from exchange.harness.processes import NodeProcess
 from exchange.harness.scenario import Report, Scenario
 from exchange.harness.setup import SimNode, build_federation, sample_countries
 
-__all__ = ["ProcessControl", "print_report", "run_simulation"]
+__all__ = ["ProcessControl", "postgres_schemas", "print_report", "run_simulation"]
 
 
 class ProcessControl:
@@ -45,7 +45,7 @@ class ProcessControl:
 
 
 @contextlib.contextmanager
-def _postgres_schemas(url: str) -> Iterator[dict[str, str]]:
+def postgres_schemas(url: str) -> Iterator[dict[str, str]]:
     """One fresh PostgreSQL schema per node, dropped afterwards; yields node id -> URL."""
     base = make_url(url)
     if base.drivername == "postgresql":
@@ -127,7 +127,7 @@ def run_simulation(*, countries: int, keep: Path | None, postgres_url: str = "")
     report = Report()
     try:
         with contextlib.ExitStack() as stack:
-            urls = stack.enter_context(_postgres_schemas(postgres_url)) if postgres_url else None
+            urls = stack.enter_context(postgres_schemas(postgres_url)) if postgres_url else None
             console.print(
                 f"setting up {countries} countries in {root} "
                 f"({'PostgreSQL' if postgres_url else 'SQLite'} stores)"
