@@ -15,7 +15,8 @@ from sqlalchemy import Connection
 
 from exchange.audit import AuditRecord
 from exchange.errors import ValidationError
-from exchange.oprf import OprfError, ServerKey
+from exchange.match_keys import MatchKeys
+from exchange.oprf import OprfError
 from exchange.ratelimit import RateLimiter
 from exchange.runtime import NodeContext
 from exchange.store import audit_log, match_index
@@ -30,8 +31,7 @@ MIN_PREFIX_BITS, MAX_PREFIX_BITS = 8, 24
 @dataclasses.dataclass
 class MatchResponder:
     context: NodeContext
-    key: ServerKey
-    key_version: int
+    keys: MatchKeys
     limiter: RateLimiter
 
     async def evaluate(self, peer: str, blinded: list[bytes]) -> tuple[list[bytes], int]:
@@ -44,14 +44,15 @@ class MatchResponder:
         if not 1 <= len(blinded) <= MAX_BLINDED:
             raise ValidationError("blinded_elements", f"give 1 to {MAX_BLINDED} elements")
         self.limiter.take(peer, len(blinded))
+        version, key = self.keys.active_version, self.keys.active_key
         evaluated = []
         for i, element in enumerate(blinded):
             try:
-                evaluated.append(self.key.blind_evaluate(element))
+                evaluated.append(key.blind_evaluate(element))
             except OprfError as exc:
                 raise ValidationError(f"blinded_elements[{i}]", str(exc)) from None
         await self._audit(peer, "match.evaluated", {"elements": str(len(blinded))})
-        return evaluated, self.key_version
+        return evaluated, version
 
     async def bucket(
         self, peer: str, key_version: int, prefix: int, prefix_bits: int
@@ -66,8 +67,10 @@ class MatchResponder:
             raise ValidationError("prefix_bits", f"must be {MIN_PREFIX_BITS} to {MAX_PREFIX_BITS}")
         if not 0 <= prefix < 2**prefix_bits:
             raise ValidationError("prefix", f"does not fit {prefix_bits} bits")
-        if key_version != self.key_version:
-            raise ValidationError("key_version", f"this node answers with key {self.key_version}")
+        if not self.keys.answers_buckets_of(key_version):
+            raise ValidationError(
+                "key_version", f"this node answers with key {self.keys.active_version}"
+            )
         self.limiter.take(peer)
         entries = await self.context.store.read(
             lambda c: match_index.bucket_entries(c, key_version, prefix, prefix_bits)

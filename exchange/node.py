@@ -42,8 +42,9 @@ from exchange.health import TRUST_LIST_STALE, HealthConditions
 from exchange.identity import NodeIdentity
 from exchange.layout import NodeLayout
 from exchange.logs import get_logger
+from exchange.match_keys import MatchKeys, load_key_files
 from exchange.oprf import ServerKey
-from exchange.oprf_keys import load_oprf_key, write_oprf_key
+from exchange.oprf_keys import write_oprf_key
 from exchange.peer_heads import PeerHeadWatcher, report_conflict
 from exchange.querying import Querier
 from exchange.ratelimit import RateLimiter
@@ -65,6 +66,8 @@ from exchange.trust_state import current_trust_list, held, install_trust_list_as
 
 __all__ = ["Node", "check_membership"]
 
+# How often a running node looks for OPRF key files added meanwhile (rotate-keys --oprf).
+MATCH_KEYS_POLL_SECONDS = 10.0
 # How often a running node looks for a trust list installed meanwhile.
 TRUST_REFRESH_SECONDS = 5.0
 
@@ -96,11 +99,11 @@ def check_membership(trust: TrustList, identity: NodeIdentity, tls_certificate: 
         raise ConfigError("the trust list pins another TLS certificate for this node")
 
 
-def _oprf_key(layout: NodeLayout, passphrase: bytes | None) -> tuple[ServerKey, int]:
-    """The node's OPRF key; made on first start for a node set up before matching existed."""
+def _oprf_keys(layout: NodeLayout, passphrase: bytes | None) -> dict[int, ServerKey]:
+    """The node's OPRF keys; the first is made on first start for a node set up before."""
     if not layout.oprf_key.exists():
         write_oprf_key(layout.oprf_key, ServerKey.generate(), 1, passphrase)
-    return load_oprf_key(layout.oprf_key, passphrase)
+    return load_key_files(layout.oprf_key.parent, passphrase)
 
 
 def _checked_trust(store: Store, identity: NodeIdentity, tls: NodeTls) -> TrustList:
@@ -129,8 +132,8 @@ class Node:
     tls: NodeTls
     # None when the authority port is plaintext (--insecure-loopback).
     authority_credentials: grpc.ServerCredentials | None
-    # The OPRF key of hit/no-hit matching and its key version.
-    oprf_key: tuple[ServerKey, int]
+    # The OPRF keys of hit/no-hit matching and their rotation.
+    match_keys: MatchKeys
     _servers: RunningServers | None = None
     _tasks: list[asyncio.Task[None]] = dataclasses.field(default_factory=list)
     _transport: PeerTransport | None = None
@@ -166,7 +169,7 @@ class Node:
             config.node_id, layout.key_files("signing"), layout.key_files("sealing"), passphrase
         )
         tls = NodeTls.load(layout, passphrase)
-        oprf_key = _oprf_key(layout, passphrase)
+        oprf_keys = _oprf_keys(layout, passphrase)
         authority_credentials = (
             None if insecure_loopback else authority_server_credentials(layout, passphrase)
         )
@@ -192,7 +195,14 @@ class Node:
             log=log,
             health=HealthConditions(log),
         )
-        return Node(config, context, tls, authority_credentials, oprf_key, _passphrase=passphrase)
+        return Node(
+            config,
+            context,
+            tls,
+            authority_credentials,
+            MatchKeys(context, oprf_keys),
+            _passphrase=passphrase,
+        )
 
     @property
     def federation_port(self) -> int:
@@ -220,7 +230,8 @@ class Node:
         self.client_limiter = RateLimiter(
             "query", matching_limits.client_identifiers_per_minute, context.clock
         )
-        responder = MatchResponder(context, *self.oprf_key, self.peer_limiter)
+        await self.match_keys.sync()
+        responder = MatchResponder(context, self.match_keys, self.peer_limiter)
         self._servers = await start_servers(
             federation=FederationService(context, Receiver(context), audit, responder),
             authority=AuthorityService(
@@ -228,7 +239,7 @@ class Node:
                 submitter=Submitter(context),
                 reader=Reader(context),
                 audit=audit,
-                registrar=Registrar(context, *self.oprf_key),
+                registrar=Registrar(context, self.match_keys),
                 querier=Querier(context, self._transport, self.client_limiter),
             ),
             federation_address=self.config.federation.listen,
@@ -248,6 +259,7 @@ class Node:
             )
         )
         self._tasks.append(asyncio.create_task(self._follow_trust(), name="trust"))
+        self._tasks.append(asyncio.create_task(self._rotate_match_keys(), name="match-keys"))
         self._tasks.append(asyncio.create_task(self._purge_periodically(), name="retention"))
         if deliver:
             self._tasks.append(
@@ -425,6 +437,25 @@ class Node:
             await context.store.reclaim_deleted()
             context.log.info("retention.purged", notices=total)
         return total
+
+    async def rotate_match_keys_once(self) -> str:
+        """Adopt OPRF key files added meanwhile, then do one unit of rotation work."""
+        layout = NodeLayout(self.config.directory)
+        keys = await asyncio.to_thread(load_key_files, layout.oprf_key.parent, self._passphrase)
+        await self.match_keys.sync(keys)
+        return await self.match_keys.step()
+
+    async def _rotate_match_keys(self) -> None:
+        while True:
+            try:
+                done = await self.rotate_match_keys_once()
+            except Exception as exc:
+                # A bad key file or a busy store must not stop matching; it is retried.
+                self.context.log.error("match_keys.rotation_failed", error=repr(exc))
+                done = "failed"
+            # Busy while there is work: the copy goes on batch after batch.
+            busy = done not in ("nothing to do", "failed")
+            await asyncio.sleep(0.05 if busy else MATCH_KEYS_POLL_SECONDS)
 
     async def _purge_periodically(self) -> None:
         while True:

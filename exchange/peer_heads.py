@@ -209,6 +209,7 @@ class PeerHeadWatcher:
                 held_signed,
                 offered,
                 f"head at {larger.size} is not consistent with head at {smaller.size}: {exc}",
+                proof=path,
             )
         await context.health.clear(unproven_problem(node_id))
         if head.size < held.size:
@@ -248,11 +249,20 @@ class PeerHeadWatcher:
         )
 
     async def _report(
-        self, node_id: str, held: SignedTreeHead, offered: SignedTreeHead, problem: str
+        self,
+        node_id: str,
+        held: SignedTreeHead,
+        offered: SignedTreeHead,
+        problem: str,
+        *,
+        proof: list[bytes] | None = None,
     ) -> HeadCheck:
+        """Record a contradiction once (with the failing proof, if one was given) and report it."""
         context = self.context
         now = context.clock.now()
-        conflict = audit_heads.Conflict(node_id, to_millis(now), problem, held, offered)
+        conflict = audit_heads.Conflict(
+            node_id, to_millis(now), problem, held, offered, tuple(proof or ())
+        )
         record = AuditRecord(
             occurred_at=now,
             actor=context.actor,

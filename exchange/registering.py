@@ -28,6 +28,7 @@ from exchange.clock import to_millis
 from exchange.errors import ResourceLimitError, ValidationError
 from exchange.identifiers import Identifier, IdentifierType, normalize
 from exchange.ids import validate_case_reference
+from exchange.match_keys import MatchKeys
 from exchange.oprf import ServerKey
 from exchange.runtime import NodeContext
 from exchange.store import audit_log, match_index
@@ -57,11 +58,10 @@ class Registration:
 
 @dataclasses.dataclass
 class Registrar:
-    """Indexes identifiers under the node's OPRF key of `key_version`."""
+    """Indexes identifiers under the node's OPRF keys (both, while one is being rotated in)."""
 
     context: NodeContext
-    key: ServerKey
-    key_version: int
+    keys: MatchKeys
 
     async def register(
         self,
@@ -87,14 +87,18 @@ class Registrar:
             )
         wanted = [normalized(raw, i) for i, raw in enumerate(identifiers)]
         hit = matching.Hit(case_reference, contact_point)
+        writing = self.keys.writing()
         if len(wanted) >= _OFFLOAD_AT:
-            rows = await asyncio.to_thread(self._rows, wanted, hit, principal)
+            indexed = await asyncio.to_thread(self._all_rows, writing, wanted, hit, principal)
         else:
-            rows = self._rows(wanted, hit, principal)
+            indexed = self._all_rows(writing, wanted, hit, principal)
+        rows = indexed[0]
         now = self.context.clock.now()
 
         def commit(connection: Connection) -> int:
             new = match_index.insert_new(connection, rows)
+            for also in indexed[1:]:
+                match_index.insert_new(connection, also)
             audit_log.append(
                 connection,
                 [
@@ -106,7 +110,7 @@ class Registrar:
                             "case_reference": case_reference,
                             "registered": str(new),
                             "already_registered": str(len(rows) - new),
-                            "key_version": str(self.key_version),
+                            "key_version": str(writing[0][0]),
                         },
                     )
                 ],
@@ -119,17 +123,32 @@ class Registrar:
         )
         return Registration(new, len(rows) - new)
 
+    def _all_rows(
+        self,
+        writing: list[tuple[int, ServerKey]],
+        identifiers: list[Identifier],
+        hit: matching.Hit,
+        principal: Principal,
+    ) -> list[list[match_index.IndexRow]]:
+        """The index rows under each writing key, the active key's first."""
+        return [self._rows(v, key, identifiers, hit, principal) for v, key in writing]
+
     def _rows(
-        self, identifiers: list[Identifier], hit: matching.Hit, principal: Principal
+        self,
+        version: int,
+        key: ServerKey,
+        identifiers: list[Identifier],
+        hit: matching.Hit,
+        principal: Principal,
     ) -> list[match_index.IndexRow]:
         now = to_millis(self.context.clock.now())
         rows = []
         for identifier in identifiers:
-            element, token = matching.holder_token(self.key, identifier)
+            element, token = matching.holder_token(key, identifier)
             entry = matching.seal_hit(token, hit, secrets.token_bytes(16))
             rows.append(
                 match_index.IndexRow(
-                    key_version=self.key_version,
+                    key_version=version,
                     bucket=matching.bucket(token, 32),
                     element=element,
                     tag=entry.tag,

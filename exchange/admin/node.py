@@ -185,6 +185,7 @@ def rotate_keys(
     signing: bool,
     sealing: bool,
     passphrase: bytes | None,
+    oprf: bool = False,
     now: dt.datetime | None = None,
 ) -> dict[str, str]:
     """Generate new node keys beside the old ones and offer them in enrolment.json.
@@ -201,10 +202,15 @@ def rotate_keys(
         ValidationError: neither kind asked for.
         ConfigError: not a node directory, or its enrolment file is missing.
     """
-    if not signing and not sealing:
-        raise ValidationError("keys", "name --signing, --sealing or both")
+    if not signing and not sealing and not oprf:
+        raise ValidationError("keys", "name --signing, --sealing, --oprf or several")
     config = load_node_config(directory)
     layout = NodeLayout(config.directory)
+    if oprf and not signing and not sealing:
+        # The OPRF key is the node's own: no trust list change, no enrolment.
+        version = _new_oprf_key(layout, passphrase)
+        _audit_rotation(directory, {"oprf_key_version": str(version)}, now)
+        return {"oprf": str(version)}
     try:
         enrolment = json.loads(layout.enrolment.read_text())
     except (FileNotFoundError, ValueError):
@@ -226,19 +232,40 @@ def rotate_keys(
         }
         write_private_key(path, private, passphrase)
     layout.enrolment.write_text(json.dumps(enrolment, indent=2) + "\n")
+    details = {f"{kind}_key_id": key_id for kind, key_id in rotated.items()}
+    if oprf:
+        rotated["oprf"] = str(_new_oprf_key(layout, passphrase))
+        details["oprf_key_version"] = rotated["oprf"]
+    _audit_rotation(directory, details, now)
+    return rotated
+
+
+def _new_oprf_key(layout: NodeLayout, passphrase: bytes | None) -> int:
+    """Write the next OPRF key version beside the others; the running node rotates to it."""
+    versions = [
+        int(json.loads(path.read_text())["key_version"])
+        for path in layout.oprf_key.parent.glob("oprf*.json")
+    ]
+    version = max(versions, default=0) + 1
+    write_oprf_key(
+        layout.oprf_key.parent / f"oprf.{version}.json", ServerKey.generate(), version, passphrase
+    )
+    return version
+
+
+def _audit_rotation(directory: Path, details: dict[str, str], now: dt.datetime | None) -> None:
     # Key changes are on the record like trust-list and client changes (ids only).
     record = AuditRecord(
         occurred_at=now or dt.datetime.now(dt.UTC),
         actor=ADMIN,
         action="keys.rotated",
-        details={f"{kind}_key_id": key_id for kind, key_id in rotated.items()},
+        details=details,
     )
     store = open_store(directory)
     try:
         store.write(lambda connection: audit_log.append(connection, [record]))
     finally:
         store.dispose()
-    return rotated
 
 
 def migrate_node(directory: Path) -> tuple[str | None, str]:

@@ -19,7 +19,7 @@ from google.protobuf import json_format
 from google.protobuf.message import Message
 
 from exchange._proto.exchange.v1 import authority_pb2 as pb
-from exchange._proto.exchange.v1 import envelope_pb2, notices_pb2
+from exchange._proto.exchange.v1 import envelope_pb2, matching_pb2, notices_pb2
 from exchange.addresses import is_loopback
 from exchange.cli._output import console, fail, message_dict, print_message, table
 from exchange.rpc.client import AuthorityClient
@@ -297,6 +297,22 @@ def forward(
         client_request_id=request_id,
     )
     _show_submitted(_run(context, lambda c: c.forward(request)), as_json)
+
+
+@app.command()
+def register(context: typer.Context, request_file: Path) -> None:
+    """Register a case's identifiers for hit/no-hit matching (RegisterIdentifiersRequest JSON;
+    values are base64, as protobuf's JSON mapping writes bytes)."""
+    request = _load(request_file, pb.RegisterIdentifiersRequest())
+    print_message(_run(context, lambda c: c.register_identifiers(request)))
+
+
+@app.command()
+def query(context: typer.Context, request_file: Path) -> None:
+    """Ask peers about identifiers without showing them (QueryRequest JSON): per peer and
+    identifier, hit (case reference, contact point), no hit or unavailable."""
+    request = _load(request_file, matching_pb2.QueryRequest())
+    print_message(_run(context, lambda c: c.query(request)))
 
 
 @app.command()

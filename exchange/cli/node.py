@@ -75,6 +75,13 @@ def rotate_keys(
     directory: Directory,
     signing: Annotated[bool, typer.Option("--signing", help="A new signing key.")] = False,
     sealing: Annotated[bool, typer.Option("--sealing", help="A new sealing key.")] = False,
+    oprf: Annotated[
+        bool,
+        typer.Option(
+            "--oprf",
+            help="A new hit/no-hit (OPRF) key: the running node re-indexes to it, then switches.",
+        ),
+    ] = False,
 ) -> None:
     """Generate new keys beside the old ones and offer them in enrolment.json.
 
@@ -82,11 +89,12 @@ def rotate_keys(
     with the new ones (`exchange federation add-node FED DIR/enrolment.json`).
     """
     rotated = admin.rotate_keys(
-        directory, signing=signing, sealing=sealing, passphrase=passphrase_from_env()
+        directory, signing=signing, sealing=sealing, oprf=oprf, passphrase=passphrase_from_env()
     )
     for kind, key_id in rotated.items():
         console.print(f"new {kind} key {key_id}")
-    console.print(f"give {directory / 'enrolment.json'} to the federation stewards")
+    if signing or sealing:
+        console.print(f"give {directory / 'enrolment.json'} to the federation stewards")
 
 
 @app.command("add-client")

@@ -12,6 +12,7 @@ from typing import Any
 from sqlalchemy import Connection, Row, delete, insert, select
 
 from exchange.checkpoint import SignedTreeHead
+from exchange.merkle import HASH_SIZE
 from exchange.store.tables import AUDIT_CONFLICTS as _conflicts
 from exchange.store.tables import AUDIT_TREE_HEADS as _own
 from exchange.store.tables import PEER_TREE_HEADS as _peers
@@ -94,6 +95,9 @@ class Conflict:
     reason: str
     held: SignedTreeHead
     offered: SignedTreeHead
+    # The consistency proof the node gave that does not verify (empty when the
+    # two heads contradict each other by themselves: same size, another root).
+    proof: tuple[bytes, ...] = ()
 
 
 def insert_conflict(connection: Connection, conflict: Conflict) -> None:
@@ -108,8 +112,13 @@ def insert_conflict(connection: Connection, conflict: Conflict) -> None:
             offered_checkpoint=conflict.offered.text,
             offered_key_id=conflict.offered.key_id,
             offered_signature=conflict.offered.signature,
+            proof=b"".join(conflict.proof) or None,
         )
     )
+
+
+def _hashes(packed: bytes) -> tuple[bytes, ...]:
+    return tuple(packed[i : i + HASH_SIZE] for i in range(0, len(packed), HASH_SIZE))
 
 
 def conflict_recorded(
@@ -141,6 +150,7 @@ def conflicts(connection: Connection) -> list[Conflict]:
             offered=SignedTreeHead(
                 bytes(row.offered_checkpoint), row.offered_key_id, bytes(row.offered_signature)
             ),
+            proof=_hashes(bytes(row.proof or b"")),
         )
         for row in rows
     ]

@@ -26,6 +26,7 @@ __all__ = [
     "ENVELOPES",
     "INBOX_EVENTS",
     "MATCH_INDEX",
+    "MATCH_KEYS",
     "NOTICES",
     "ONWARD_CONSENTS",
     "OUTBOX",
@@ -44,6 +45,7 @@ __all__ = [
     "EnvelopeRow",
     "InboxEventRow",
     "MatchIndexRow",
+    "MatchKeyRow",
     "NoticeRow",
     "OnwardConsentRow",
     "OutboxRow",
@@ -150,6 +152,19 @@ class MatchIndexRow(SQLModel, table=True):
     case_reference: str = Field(max_length=64)
     registered_at: int = Field(sa_type=BigInteger)
     registered_by: str = Field(max_length=100)
+
+
+class MatchKeyRow(SQLModel, table=True):
+    """The state of each OPRF key version of hit/no-hit matching (exchange.match_keys)."""
+
+    __tablename__ = "match_keys"
+
+    key_version: int = Field(primary_key=True, sa_column_kwargs={"autoincrement": False})
+    # indexing, active or retired.
+    state: str = Field(max_length=16)
+    # While indexing: the last index row id of the active key copied so far.
+    copied_through: int = Field(default=0, sa_type=BigInteger)
+    changed_at: int = Field(sa_type=BigInteger)
 
 
 class RestrictedSectionRow(SQLModel, table=True):
@@ -357,6 +372,8 @@ class AuditConflictRow(SQLModel, table=True):
     offered_checkpoint: bytes = Field(sa_type=LargeBinary)
     offered_key_id: str = Field(max_length=64)
     offered_signature: bytes = Field(sa_type=LargeBinary)
+    # The failing consistency proof, as concatenated 32-byte hashes (None: none was asked).
+    proof: bytes | None = Field(default=None, sa_type=LargeBinary)
 
 
 def _table(model: type[SQLModel]) -> Table:
@@ -381,6 +398,7 @@ PEER_TREE_HEADS = _table(PeerTreeHeadRow)
 AUDIT_CONFLICTS = _table(AuditConflictRow)
 RESTRICTED_SECTIONS = _table(RestrictedSectionRow)
 MATCH_INDEX = _table(MatchIndexRow)
+MATCH_KEYS = _table(MatchKeyRow)
 SUPERSEDED_ENVELOPES = _table(SupersededEnvelopeRow)
 ONWARD_CONSENTS = _table(OnwardConsentRow)
 DISCLOSURE_DECISIONS = _table(DisclosureDecisionRow)

@@ -354,6 +354,26 @@ async def test_head_rules(
     assert (audit_problem(peer.node_id) in a.context.health.problems()) == (
         outcome == HeadCheck.CONFLICT
     )
+    if outcome == HeadCheck.CONFLICT:
+        (conflict,) = await a.context.store.read(audit_heads.conflicts)
+        _assert_self_contained(conflict)
+
+
+def _assert_self_contained(conflict: audit_heads.Conflict) -> None:
+    """The evidence proves the contradiction to a third party, from what is stored alone."""
+    held, offered = TreeHead.parse(conflict.held.text), TreeHead.parse(conflict.offered.text)
+    if held.size == offered.size:
+        assert held.root != offered.root
+        assert conflict.proof == ()
+        return
+    small, large = sorted((held, offered), key=lambda h: h.size)
+    if conflict.proof:
+        with pytest.raises(merkle.ProofError):
+            merkle.verify_consistency(
+                small.size, large.size, small.root, large.root, list(conflict.proof)
+            )
+    else:
+        assert "shrank" in conflict.reason  # the node's own newer head is smaller
 
 
 @pytest.mark.parametrize(
@@ -464,6 +484,9 @@ async def test_heads_other_peers_hold_are_held_against_ours(
     assert (audit_problem(b.context.node_id) in a.context.health.problems()) == (
         outcome == HeadCheck.CONFLICT
     )
+    if outcome == HeadCheck.CONFLICT:
+        (conflict,) = await a.context.store.read(audit_heads.conflicts)
+        _assert_self_contained(conflict)
 
 
 async def test_a_peer_holding_a_head_our_store_no_longer_gives_reveals_a_rewrite(

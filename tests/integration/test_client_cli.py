@@ -89,3 +89,23 @@ def test_submit_watch_get_acknowledge_and_status_from_the_shell(running: list[Si
     assert status["withdrawn_by"] == withdrawn["message_id"]
     recipients = status["recipients"]
     assert {r["recipient_node_id"] for r in recipients} == {"xb-prosecution", "xc-childprotection"}
+
+
+def test_register_and_query_identifiers_from_the_shell(running: list[SimNode]) -> None:
+    xa, xb, xc = running
+    # The examples: XB registers a passport written "X1234567" and a phone for its case;
+    # XA asks about the passport written "x-123-4567", and about an unknown e-mail.
+    registered = client(xb, "register", EXAMPLES / "register-identifiers.json")
+    assert registered == {"registered": 2}
+    answers = client(xa, "query", EXAMPLES / "query.json")["answers"]
+    outcomes = {(a["peer_node_id"], a.get("identifier_index", 0)): a["outcome"] for a in answers}
+    assert outcomes == {
+        (xb.node_id, 0): "QUERY_OUTCOME_HIT",
+        (xb.node_id, 1): "QUERY_OUTCOME_NO_HIT",
+        (xc.node_id, 0): "QUERY_OUTCOME_NO_HIT",
+        (xc.node_id, 1): "QUERY_OUTCOME_NO_HIT",
+    }
+    (hit,) = [a for a in answers if a["outcome"] == "QUERY_OUTCOME_HIT"]
+    assert hit["hits"] == [
+        {"case_reference": "XB-2026-0042", "contact_point": "XB Prosecution Service, OPSC desk"}
+    ]

@@ -83,7 +83,7 @@ def test_rotating_keeps_the_old_keys_and_offers_the_new_ones(admitted: tuple[Pat
 def test_rotating_nothing_is_refused_and_writes_nothing(admitted: tuple[Path, Path]) -> None:
     _, node = admitted
     before = (node / "enrolment.json").read_text()
-    with pytest.raises(ValidationError, match="--signing, --sealing or both"):
+    with pytest.raises(ValidationError, match="--signing, --sealing, --oprf or several"):
         node_admin.rotate_keys(node, signing=False, sealing=False, passphrase=None)
     assert (node / "enrolment.json").read_text() == before
     assert len(NodeLayout(node).key_files("signing")) == 1
@@ -150,5 +150,5 @@ def test_the_commands_refuse_bad_input_naming_it(admitted: tuple[Path, Path]) ->
     assert "at: must carry a UTC offset" in refused(
         "federation", "revoke-key", federation, "xa-police", key_id, "--at", "2026-03-01T12:00"
     )
-    assert "--signing, --sealing or both" in refused("node", "rotate-keys", node)
+    assert "--signing, --sealing, --oprf or several" in refused("node", "rotate-keys", node)
     assert not FederationLayout(federation).draft.exists()

@@ -6,6 +6,7 @@ clear identifiers appear nowhere in the store, its audit log or the node's log.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import logging
 
@@ -17,7 +18,9 @@ from exchange import matching
 from exchange._proto.exchange.v1 import authority_pb2 as apb
 from exchange._proto.exchange.v1 import federation_pb2_grpc
 from exchange._proto.exchange.v1 import matching_pb2 as mpb
+from exchange.admin import node as node_admin
 from exchange.identifiers import IdentifierType, normalize
+from exchange.match_keys import ACTIVE, INDEXING, RETIRED, load_key_files
 from exchange.registering import MAX_IDENTIFIERS
 from exchange.rpc.peers import channel_options
 from exchange.store import audit_log, match_index
@@ -92,7 +95,7 @@ async def test_the_index_finds_a_registered_identifier_for_a_querier(
 ) -> None:
     await federation.client(0).register_identifiers(request())
     node = federation.node(0)
-    key = node.oprf_key[0]
+    key = node.match_keys.active_key
     wanted = normalize(IdentifierType.VEHICLE_PLATE, "ab 123 cd", "xb")
     blind, blinded = matching.blind_query(wanted)
     token = matching.query_token(blind, key.blind_evaluate(blinded))
@@ -402,3 +405,86 @@ async def test_malformed_matching_calls_from_a_peer_are_invalid_argument(
             await call(federation_pb2_grpc.FederationStub(channel))
     assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert (refused.value.details() or "").startswith(field)
+
+
+# --- rotating the OPRF key while serving ----------------------------------------------------
+
+
+async def test_an_oprf_key_rotation_reindexes_while_queries_keep_finding_hits(
+    federation: Federation,
+) -> None:
+    xb = federation.sim(1)
+    b = federation.node(1)
+    for task in b._tasks:  # the test takes the node's rotation steps itself, in order
+        if task.get_name() == "match-keys":
+            task.cancel()
+    await federation.client(1).register_identifiers(request("XB-2026-7"))
+    asked = ask(PASSPORT_ELSEWHERE, peers=(xb.node_id,))
+
+    assert node_admin.rotate_keys(
+        xb.directory, signing=False, sealing=False, oprf=True, passphrase=None
+    ) == {"oprf": "2"}
+    await b.match_keys.sync(load_key_files(xb.directory / "keys", None))
+    assert b.match_keys.states == {1: ACTIVE, 2: INDEXING}
+    # Registered during the rotation: indexed under both keys.
+    late = (mpb.IDENTIFIER_TYPE_EMAIL, "", b"late@example.org")
+    await federation.client(1).register_identifiers(request("XB-2026-9", late=late))
+    assert (await b.match_keys.entries(1), await b.match_keys.entries(2)) == (6, 1)
+    before = await federation.client(0).query(asked)
+    assert outcomes(before)[(xb.node_id, 0)] == (mpb.QUERY_OUTCOME_HIT, ["XB-2026-7"])
+
+    assert await b.match_keys.step() == "key 2 active, key 1 retired"
+    assert b.match_keys.states == {1: RETIRED, 2: ACTIVE}
+    after = await federation.client(0).query(ask(PASSPORT_ELSEWHERE, late, peers=(xb.node_id,)))
+    assert outcomes(after) == {
+        (xb.node_id, 0): (mpb.QUERY_OUTCOME_HIT, ["XB-2026-7"]),
+        (xb.node_id, 1): (mpb.QUERY_OUTCOME_HIT, ["XB-2026-9"]),
+    }
+
+    b.match_keys.grace = dt.timedelta(0)
+    assert await b.match_keys.step() == "deleted 6 entries of retired keys"
+    assert (await b.match_keys.entries(1), await b.match_keys.entries(2)) == (0, 6)
+    assert await b.match_keys.step() == "nothing to do"
+    entries = await b.context.store.read(lambda c: list(audit_log.iter_entries(c)))
+    assert [e.action for e in entries if e.action in ("keys.rotated", "match.key_activated")] == [
+        "keys.rotated",
+        "match.key_activated",
+    ]
+    stored = await everything_stored(federation, 1)
+    assert b"X1234567" not in stored
+    assert b"late@example.org" not in stored
+
+
+async def test_a_rotation_copies_in_batches_and_resumes_after_a_restart(
+    federation: Federation,
+) -> None:
+    xb = federation.sim(1)
+    for task in federation.node(1)._tasks:
+        if task.get_name() == "match-keys":
+            task.cancel()
+    phones = apb.RegisterIdentifiersRequest(
+        case_reference="XB-2026-8",
+        contact_point="desk",
+        identifiers=[
+            mpb.IdentifierValue(type=mpb.IDENTIFIER_TYPE_PHONE, value=f"+4420790{n:05d}".encode())
+            for n in range(1500)
+        ],
+    )
+    await federation.client(1).register_identifiers(phones)
+    node_admin.rotate_keys(xb.directory, signing=False, sealing=False, oprf=True, passphrase=None)
+    b = federation.node(1)
+    await b.match_keys.sync(load_key_files(xb.directory / "keys", None))
+    assert await b.match_keys.step() == "copied 1000 entries to key 2"
+
+    await federation.crash(xb.node_id)
+    b = await federation.start(xb.node_id)
+    for task in b._tasks:
+        if task.get_name() == "match-keys":
+            task.cancel()
+    assert b.match_keys.states == {1: ACTIVE, 2: INDEXING}
+    assert await b.match_keys.step() == "key 2 active, key 1 retired"
+    assert await b.match_keys.entries(2) == 1500
+    found = await federation.client(0).query(
+        ask((mpb.IDENTIFIER_TYPE_PHONE, "", b"+44 20 790 01234"), peers=(xb.node_id,))
+    )
+    assert outcomes(found) == {(xb.node_id, 0): (mpb.QUERY_OUTCOME_HIT, ["XB-2026-8"])}
