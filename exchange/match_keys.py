@@ -21,9 +21,11 @@ index, after it by the new key's complete index.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import datetime as dt
 import secrets
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +41,15 @@ from exchange.runtime import NodeContext
 from exchange.store import audit_log, match_index
 from exchange.store.tables import MATCH_INDEX, MATCH_KEYS
 
-__all__ = ["ACTIVE", "INDEXING", "RETIRED", "RETIRED_GRACE", "MatchKeys", "load_key_files"]
+__all__ = [
+    "ACTIVE",
+    "INDEXING",
+    "RETIRED",
+    "RETIRED_GRACE",
+    "MatchKeys",
+    "load_key_files",
+    "writing_versions",
+]
 
 INDEXING, ACTIVE, RETIRED = "indexing", "active", "retired"
 RETIRED_GRACE = dt.timedelta(minutes=2)
@@ -69,6 +79,8 @@ class MatchKeys:
 
     context: NodeContext
     keys: dict[int, ServerKey]
+    # Reads the key files again (the node's keys directory); None: the keys are fixed.
+    loader: Callable[[], dict[int, ServerKey]] | None = None
     states: dict[int, str] = dataclasses.field(default_factory=dict)
     grace: dt.timedelta = RETIRED_GRACE
 
@@ -91,6 +103,9 @@ class MatchKeys:
 
     async def sync(self, keys: dict[int, ServerKey] | None = None) -> None:
         """Adopt the key files held (a new one starts indexing) and read the states."""
+        if keys is None and self.loader is not None:
+            # Off the event loop: a passphrase-sealed key file costs a scrypt derivation.
+            keys = await asyncio.to_thread(self.loader)
         if keys is not None:
             self.keys = keys
         now = to_millis(self.context.clock.now())
@@ -126,6 +141,9 @@ class MatchKeys:
         now = self.context.clock.now()
 
         def copy(connection: Connection) -> str:
+            # Registrations commit under this lock too (see Registrar): none can slip in
+            # between reading the last batch and switching keys.
+            audit_log.lock(connection)
             cursor = connection.execute(
                 select(MATCH_KEYS.c.copied_through).where(MATCH_KEYS.c.key_version == new)
             ).scalar_one()
@@ -193,6 +211,16 @@ class MatchKeys:
                 select(func.count()).where(MATCH_INDEX.c.key_version == version)
             ).scalar_one()
         )
+
+
+def writing_versions(connection: Connection) -> list[int]:
+    """The key versions a registration must be indexed under now, as stored."""
+    rows = connection.execute(
+        select(MATCH_KEYS.c.key_version)
+        .where(MATCH_KEYS.c.state.in_((ACTIVE, INDEXING)))
+        .order_by(MATCH_KEYS.c.key_version)
+    )
+    return [row.key_version for row in rows]
 
 
 def _insert(connection: Connection, version: int, state: str, now: int) -> None:

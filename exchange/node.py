@@ -200,7 +200,11 @@ class Node:
             context,
             tls,
             authority_credentials,
-            MatchKeys(context, oprf_keys),
+            MatchKeys(
+                context,
+                oprf_keys,
+                loader=functools.partial(load_key_files, layout.oprf_key.parent, passphrase),
+            ),
             _passphrase=passphrase,
         )
 
@@ -440,9 +444,7 @@ class Node:
 
     async def rotate_match_keys_once(self) -> str:
         """Adopt OPRF key files added meanwhile, then do one unit of rotation work."""
-        layout = NodeLayout(self.config.directory)
-        keys = await asyncio.to_thread(load_key_files, layout.oprf_key.parent, self._passphrase)
-        await self.match_keys.sync(keys)
+        await self.match_keys.sync()
         return await self.match_keys.step()
 
     async def _rotate_match_keys(self) -> None:

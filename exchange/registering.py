@@ -21,11 +21,11 @@ from collections.abc import Sequence
 
 from sqlalchemy import Connection
 
-from exchange import matching
+from exchange import match_keys, matching
 from exchange.audit import AuditRecord
 from exchange.clients import Principal
 from exchange.clock import to_millis
-from exchange.errors import ResourceLimitError, ValidationError
+from exchange.errors import ResourceLimitError, StoreUnavailableError, ValidationError
 from exchange.identifiers import Identifier, IdentifierType, normalize
 from exchange.ids import validate_case_reference
 from exchange.match_keys import MatchKeys
@@ -39,6 +39,10 @@ MAX_IDENTIFIERS = 10_000
 # A batch this large is evaluated in a worker thread (about 0.13 ms each).
 _OFFLOAD_AT = 64
 _CONTACT_POINT = re.compile(r"[^\x00-\x1f\x7f]{1,128}")
+
+
+class _KeysChanged(Exception):
+    """The OPRF keys being written changed between computing rows and committing them."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -87,6 +91,27 @@ class Registrar:
             )
         wanted = [normalized(raw, i) for i, raw in enumerate(identifiers)]
         hit = matching.Hit(case_reference, contact_point)
+        for _ in range(3):
+            try:
+                new, total = await self._index(principal, case_reference, wanted, hit)
+            except _KeysChanged:
+                # A key rotation moved on while the rows were computed: compute them again,
+                # so that no registration misses the key that answers next.
+                await self.keys.sync()
+                continue
+            self.context.log.info(
+                "identifiers.registered", registered=new, already_registered=total - new
+            )
+            return Registration(new, total - new)
+        raise StoreUnavailableError("the OPRF keys kept changing; retry the registration")
+
+    async def _index(
+        self,
+        principal: Principal,
+        case_reference: str,
+        wanted: list[Identifier],
+        hit: matching.Hit,
+    ) -> tuple[int, int]:
         writing = self.keys.writing()
         if len(wanted) >= _OFFLOAD_AT:
             indexed = await asyncio.to_thread(self._all_rows, writing, wanted, hit, principal)
@@ -96,6 +121,11 @@ class Registrar:
         now = self.context.clock.now()
 
         def commit(connection: Connection) -> int:
+            # Under the audit lock, which the rotation's copy also takes: either these rows
+            # are committed before the copy reads its batch, or the keys read here are new.
+            audit_log.lock(connection)
+            if match_keys.writing_versions(connection) != [v for v, _ in writing]:
+                raise _KeysChanged
             new = match_index.insert_new(connection, rows)
             for also in indexed[1:]:
                 match_index.insert_new(connection, also)
@@ -117,11 +147,7 @@ class Registrar:
             )
             return new
 
-        new = await self.context.store.write(commit)
-        self.context.log.info(
-            "identifiers.registered", registered=new, already_registered=len(rows) - new
-        )
-        return Registration(new, len(rows) - new)
+        return await self.context.store.write(commit), len(rows)
 
     def _all_rows(
         self,

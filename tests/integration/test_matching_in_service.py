@@ -20,7 +20,7 @@ from exchange._proto.exchange.v1 import federation_pb2_grpc
 from exchange._proto.exchange.v1 import matching_pb2 as mpb
 from exchange.admin import node as node_admin
 from exchange.identifiers import IdentifierType, normalize
-from exchange.match_keys import ACTIVE, INDEXING, RETIRED, load_key_files
+from exchange.match_keys import ACTIVE, INDEXING, RETIRED, MatchKeys, load_key_files
 from exchange.registering import MAX_IDENTIFIERS
 from exchange.rpc.peers import channel_options
 from exchange.store import audit_log, match_index
@@ -424,7 +424,7 @@ async def test_an_oprf_key_rotation_reindexes_while_queries_keep_finding_hits(
     assert node_admin.rotate_keys(
         xb.directory, signing=False, sealing=False, oprf=True, passphrase=None
     ) == {"oprf": "2"}
-    await b.match_keys.sync(load_key_files(xb.directory / "keys", None))
+    await b.match_keys.sync()
     assert b.match_keys.states == {1: ACTIVE, 2: INDEXING}
     # Registered during the rotation: indexed under both keys.
     late = (mpb.IDENTIFIER_TYPE_EMAIL, "", b"late@example.org")
@@ -473,7 +473,7 @@ async def test_a_rotation_copies_in_batches_and_resumes_after_a_restart(
     await federation.client(1).register_identifiers(phones)
     node_admin.rotate_keys(xb.directory, signing=False, sealing=False, oprf=True, passphrase=None)
     b = federation.node(1)
-    await b.match_keys.sync(load_key_files(xb.directory / "keys", None))
+    await b.match_keys.sync()
     assert await b.match_keys.step() == "copied 1000 entries to key 2"
 
     await federation.crash(xb.node_id)
@@ -488,3 +488,24 @@ async def test_a_rotation_copies_in_batches_and_resumes_after_a_restart(
         ask((mpb.IDENTIFIER_TYPE_PHONE, "", b"+44 20 790 01234"), peers=(xb.node_id,))
     )
     assert outcomes(found) == {(xb.node_id, 0): (mpb.QUERY_OUTCOME_HIT, ["XB-2026-8"])}
+
+
+async def test_a_registration_racing_a_rotation_is_indexed_under_the_new_key_too(
+    federation: Federation,
+) -> None:
+    xb = federation.sim(1)
+    b = federation.node(1)
+    for task in b._tasks:
+        if task.get_name() == "match-keys":
+            task.cancel()
+    node_admin.rotate_keys(xb.directory, signing=False, sealing=False, oprf=True, passphrase=None)
+    # Another process of the node adopts the new key; this one has not looked yet.
+    other = MatchKeys(b.context, load_key_files(xb.directory / "keys", None))
+    await other.sync()
+    assert b.match_keys.states == {1: ACTIVE}
+
+    done = await federation.client(1).register_identifiers(request("XB-2026-7"))
+
+    assert done.registered == 5
+    assert b.match_keys.states == {1: ACTIVE, 2: INDEXING}
+    assert (await b.match_keys.entries(1), await b.match_keys.entries(2)) == (5, 5)
