@@ -115,6 +115,15 @@ def _check_scalar(scalar: bytes, what: str) -> None:
         raise OprfError(f"{what} is not reduced modulo the group order")
 
 
+def _input_element(data: bytes) -> bytes:
+    # The one-way map always yields a valid encoding, so only RFC 9497's identity check
+    # applies here (Blind: "if inputElement == G.Identity(): raise InvalidInputError").
+    element = hash_to_group(data)
+    if element == _IDENTITY:
+        raise OprfError("the input maps to the identity element")
+    return element
+
+
 def _mult(scalar: bytes, element: bytes) -> bytes:
     try:
         return bytes(rbcl.crypto_scalarmult_ristretto255(scalar, element))
@@ -145,9 +154,7 @@ def blind(data: bytes, blind_scalar: bytes | None = None) -> tuple[bytes, bytes]
         else blind_scalar
     )
     _check_scalar(scalar, "blind")
-    element = hash_to_group(data)
-    _check_element(element, "the input's element")
-    return scalar, _mult(scalar, element)
+    return scalar, _mult(scalar, _input_element(data))
 
 
 def unblind(blind_scalar: bytes, evaluated: bytes) -> bytes:
@@ -210,9 +217,7 @@ class ServerKey:
     def evaluate_element(self, data: bytes) -> bytes:
         """skS * HashToGroup(input): what a client's `unblind` yields for the same input."""
         _check_input(data)
-        element = hash_to_group(data)
-        _check_element(element, "the input's element")
-        return _mult(self._scalar, element)
+        return _mult(self._scalar, _input_element(data))
 
     def rekeyed(self, element: bytes, new: ServerKey) -> bytes:
         """`element` (this key applied to some input) as `new` would have made it.

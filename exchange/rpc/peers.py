@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 import grpc
 
 from exchange._proto.exchange.v1 import audit_pb2, federation_pb2_grpc, matching_pb2
@@ -48,6 +51,15 @@ def channel_options(node_id: str) -> list[tuple[str, object]]:
     ]
 
 
+@contextlib.contextmanager
+def _reaching() -> Iterator[None]:
+    """A call to a peer: any gRPC failure becomes PeerUnreachableError, naming its code."""
+    try:
+        yield
+    except grpc.aio.AioRpcError as exc:
+        raise PeerUnreachableError(f"{exc.code().name}: {exc.details()}") from None
+
+
 class PeerTransport:
     """Calls peers over federation mTLS (deliveries, trust lists); one channel per endpoint."""
 
@@ -66,22 +78,18 @@ class PeerTransport:
         return federation_pb2_grpc.FederationStub(channel)
 
     async def deliver(self, peer: TrustedNode, envelope: Envelope, timeout: float) -> SignedReceipt:
-        try:
+        with _reaching():
             response = await self._stub(peer).Deliver(
                 pb.DeliverRequest(envelope=envelope.to_proto()), timeout=timeout
             )
-        except grpc.aio.AioRpcError as exc:
-            raise PeerUnreachableError(f"{exc.code().name}: {exc.details()}") from None
         return SignedReceipt.from_proto(response.receipt)
 
     async def audit_head(self, peer: TrustedNode, timeout: float) -> SignedTreeHead | None:
         """The peer's newest signed tree head, or None while it has signed none."""
-        try:
+        with _reaching():
             response = await self._stub(peer).GetAuditHead(
                 audit_pb2.GetAuditHeadRequest(), timeout=timeout
             )
-        except grpc.aio.AioRpcError as exc:
-            raise PeerUnreachableError(f"{exc.code().name}: {exc.details()}") from None
         return convert.signed_tree_head(response.head) if response.HasField("head") else None
 
     async def consistency_proof(
@@ -111,12 +119,10 @@ class PeerTransport:
         self, peer: TrustedNode, timeout: float
     ) -> list[tuple[str, SignedTreeHead]]:
         """The heads `peer` holds of other nodes' logs (unverified)."""
-        try:
+        with _reaching():
             response = await self._stub(peer).GetHeldHeads(
                 audit_pb2.GetHeldHeadsRequest(), timeout=timeout
             )
-        except grpc.aio.AioRpcError as exc:
-            raise PeerUnreachableError(f"{exc.code().name}: {exc.details()}") from None
         return [(held.node_id, convert.signed_tree_head(held.head)) for held in response.heads]
 
     async def get_trust_list(self, peer: TrustedNode, timeout: float) -> SignedTrustList:
@@ -126,39 +132,33 @@ class PeerTransport:
             PeerUnreachableError: the peer did not answer, or refused.
             TrustListError: its answer is not a signed trust list.
         """
-        try:
+        with _reaching():
             response = await self._stub(peer).GetTrustList(
                 pb.GetTrustListRequest(), timeout=timeout
             )
-        except grpc.aio.AioRpcError as exc:
-            raise PeerUnreachableError(f"{exc.code().name}: {exc.details()}") from None
         return SignedTrustList.from_proto(response.trust_list)
 
     async def evaluate_blinded(
         self, peer: TrustedNode, blinded: list[bytes], timeout: float
     ) -> tuple[list[bytes], int]:
         """The peer's OPRF evaluation of blinded elements, and its key version."""
-        try:
+        with _reaching():
             response = await self._stub(peer).EvaluateBlinded(
                 matching_pb2.EvaluateBlindedRequest(blinded_elements=blinded), timeout=timeout
             )
-        except grpc.aio.AioRpcError as exc:
-            raise PeerUnreachableError(f"{exc.code().name}: {exc.details()}") from None
         return list(response.evaluated_elements), response.key_version
 
     async def get_bucket(
         self, peer: TrustedNode, key_version: int, prefix: int, prefix_bits: int, timeout: float
     ) -> list[BucketEntry]:
         """The peer's index entries under a token prefix."""
-        try:
+        with _reaching():
             response = await self._stub(peer).GetBucket(
                 matching_pb2.GetBucketRequest(
                     key_version=key_version, prefix=prefix, prefix_bits=prefix_bits
                 ),
                 timeout=timeout,
             )
-        except grpc.aio.AioRpcError as exc:
-            raise PeerUnreachableError(f"{exc.code().name}: {exc.details()}") from None
         return [BucketEntry(e.tag, e.sealed_hit) for e in response.entries]
 
     async def close(self) -> None:

@@ -21,6 +21,7 @@ from exchange._proto.exchange.v1 import matching_pb2 as mpb
 from exchange.admin import node as node_admin
 from exchange.identifiers import IdentifierType, normalize
 from exchange.match_keys import ACTIVE, INDEXING, RETIRED, MatchKeys, load_key_files
+from exchange.node import Node
 from exchange.registering import MAX_IDENTIFIERS
 from exchange.rpc.peers import channel_options
 from exchange.store import audit_log, match_index
@@ -410,14 +411,19 @@ async def test_malformed_matching_calls_from_a_peer_are_invalid_argument(
 # --- rotating the OPRF key while serving ----------------------------------------------------
 
 
+def stop_rotating(node: Node) -> None:
+    """Stop the node's own rotation loop, so that the test takes every step itself."""
+    for task in node._tasks:
+        if task.get_name() == "match-keys":
+            task.cancel()
+
+
 async def test_an_oprf_key_rotation_reindexes_while_queries_keep_finding_hits(
     federation: Federation,
 ) -> None:
     xb = federation.sim(1)
     b = federation.node(1)
-    for task in b._tasks:  # the test takes the node's rotation steps itself, in order
-        if task.get_name() == "match-keys":
-            task.cancel()
+    stop_rotating(b)  # the test takes the node's rotation steps itself, in order
     await federation.client(1).register_identifiers(request("XB-2026-7"))
     asked = ask(PASSPORT_ELSEWHERE, peers=(xb.node_id,))
 
@@ -459,9 +465,7 @@ async def test_a_rotation_copies_in_batches_and_resumes_after_a_restart(
     federation: Federation,
 ) -> None:
     xb = federation.sim(1)
-    for task in federation.node(1)._tasks:
-        if task.get_name() == "match-keys":
-            task.cancel()
+    stop_rotating(federation.node(1))
     phones = apb.RegisterIdentifiersRequest(
         case_reference="XB-2026-8",
         contact_point="desk",
@@ -478,9 +482,7 @@ async def test_a_rotation_copies_in_batches_and_resumes_after_a_restart(
 
     await federation.crash(xb.node_id)
     b = await federation.start(xb.node_id)
-    for task in b._tasks:
-        if task.get_name() == "match-keys":
-            task.cancel()
+    stop_rotating(b)
     assert b.match_keys.states == {1: ACTIVE, 2: INDEXING}
     assert await b.match_keys.step() == "key 2 active, key 1 retired"
     assert await b.match_keys.entries(2) == 1500
@@ -495,9 +497,7 @@ async def test_a_registration_racing_a_rotation_is_indexed_under_the_new_key_too
 ) -> None:
     xb = federation.sim(1)
     b = federation.node(1)
-    for task in b._tasks:
-        if task.get_name() == "match-keys":
-            task.cancel()
+    stop_rotating(b)
     node_admin.rotate_keys(xb.directory, signing=False, sealing=False, oprf=True, passphrase=None)
     # Another process of the node adopts the new key; this one has not looked yet.
     other = MatchKeys(b.context, load_key_files(xb.directory / "keys", None))
