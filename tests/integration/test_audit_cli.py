@@ -37,7 +37,7 @@ from exchange.layout import FederationLayout, NodeLayout
 from exchange.store import audit_heads, audit_log
 from exchange.store.tables import AUDIT_ENTRIES, AUDIT_HEAD, AUDIT_NODES, AUDIT_TREE_HEADS
 from tests.conftest import DatabaseFactory
-from tests.integration.conftest import start_federation
+from tests.live import start_federation
 
 NOTICES = 3
 RUNNER = CliRunner()

@@ -43,7 +43,7 @@ from exchange.store import audit_heads, audit_log, inbox
 from exchange.store.tables import AUDIT_ENTRIES, AUDIT_HEAD, AUDIT_NODES, AUDIT_TREE_HEADS
 from exchange.trust import TrustedNode
 from tests.conftest import DatabaseFactory
-from tests.integration.conftest import Federation, start_federation
+from tests.live import Federation, start_federation
 from tests.unit._trees import Tree
 
 pytestmark = pytest.mark.asyncio

@@ -19,7 +19,7 @@ from exchange.node import Node
 from exchange.rpc.client import AuthorityClient
 from exchange.store import audit_log
 from exchange.store.tables import NOTICES, OUTBOX
-from tests.integration.conftest import Federation
+from tests.live import Federation
 
 OTHER_ID = "01a22193-ba6a-7340-a22f-e02a78122912"
 

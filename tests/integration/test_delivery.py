@@ -29,7 +29,7 @@ from exchange.runtime import NodeContext
 from exchange.store import audit_log
 from exchange.trust import TrustedNode
 from tests.conftest import DatabaseFactory
-from tests.integration.conftest import Federation, start_federation
+from tests.live import Federation, start_federation
 
 START = dt.datetime.now(dt.UTC).replace(microsecond=0)
 

@@ -18,13 +18,13 @@ from exchange.receipt import Receipt, SignedReceipt, verify_receipt
 from exchange.store import audit_log, inbox
 from exchange.store.notices import find_notice
 from tests.conftest import DatabaseFactory
-from tests.integration._peers import (
+from tests.live import Federation, start_federation
+from tests.peers import (
     craft_envelope,
     deliver_as,
     referral_notice,
     refused_trust_list_call,
 )
-from tests.integration.conftest import Federation, start_federation
 
 
 async def _events(node: Node) -> list[inbox.InboxEvent]:

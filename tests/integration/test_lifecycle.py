@@ -26,8 +26,8 @@ from exchange.rpc.client import AuthorityClient
 from exchange.store import audit_log, lifecycle
 from exchange.store.notices import find_notice, load_envelope
 from tests.conftest import DatabaseFactory
-from tests.integration._peers import craft_envelope, deliver_as
-from tests.integration.conftest import Federation, start_federation
+from tests.live import Federation, start_federation
+from tests.peers import craft_envelope, deliver_as
 
 VICTIM = "Victim: Jane Roe, born 12/03/2013, lives at 4 Elm Street"
 

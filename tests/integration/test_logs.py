@@ -15,7 +15,7 @@ from exchange.harness import samples
 from exchange.keys import raw_public
 from exchange.logs import configure_logging
 from tests.conftest import DatabaseFactory
-from tests.integration.conftest import start_federation
+from tests.live import start_federation
 
 SECRET_SUMMARY = "Operation Lantern: suspect uses the handle nightowl-77"
 SECRET_UNIT = "Unit Seven Bravo"

@@ -26,7 +26,7 @@ from exchange.registering import MAX_IDENTIFIERS
 from exchange.rpc.peers import channel_options
 from exchange.store import audit_log, match_index
 from exchange.store.tables import MATCH_INDEX
-from tests.integration.conftest import Federation
+from tests.live import Federation
 
 pytestmark = pytest.mark.asyncio
 

@@ -16,7 +16,7 @@ from exchange.rpc.client import AuthorityClient
 from exchange.store import audit_log, migrate
 from exchange.store.engine import Store
 from tests.conftest import DatabaseFactory
-from tests.integration.conftest import start_federation
+from tests.live import start_federation
 
 NOW = dt.datetime.now(dt.UTC)
 

@@ -29,8 +29,8 @@ from exchange.node import Node
 from exchange.receipt import Receipt
 from exchange.rpc.client import AuthorityClient
 from exchange.store.tables import NOTICES
-from tests.integration._peers import craft_envelope, deliver_as, referral_notice
-from tests.integration.conftest import Federation
+from tests.live import Federation
+from tests.peers import craft_envelope, deliver_as, referral_notice
 from tests.unit import test_disclosure, test_notices
 from tests.unit._mutations import RefusalCase
 

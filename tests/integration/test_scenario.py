@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from exchange.harness.scenario import Scenario
-from tests.integration.conftest import Federation
+from tests.live import Federation
 
 
 async def test_scenario_meets_every_expectation(federation: Federation) -> None:

@@ -7,7 +7,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from exchange.rpc.peers import channel_options
-from tests.integration.conftest import Federation
+from tests.live import Federation
 
 
 async def test_both_ports_report_serving_health(federation: Federation) -> None:

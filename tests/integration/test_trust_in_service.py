@@ -21,13 +21,13 @@ from exchange.layout import FederationLayout
 from exchange.store import audit_log
 from exchange.trust import SignedTrustList, sign_trust_list
 from tests.conftest import DatabaseFactory
-from tests.integration._peers import (
+from tests.live import Federation, start_federation
+from tests.peers import (
     craft_envelope,
     deliver_as,
     referral_notice,
     refused_trust_list_call,
 )
-from tests.integration.conftest import Federation, start_federation
 
 
 def _publish_suspending(root: Path, node_id: str) -> Path:

@@ -42,8 +42,8 @@ from exchange.store.notices import load_envelope
 from exchange.store.tables import INBOX_EVENTS
 from exchange.trust import SignedTrustList, TrustList, sign_trust_list
 from tests.conftest import DatabaseFactory
-from tests.integration._peers import craft_envelope, deliver_as, referral_notice
-from tests.integration.conftest import Federation, start_federation
+from tests.live import Federation, start_federation
+from tests.peers import craft_envelope, deliver_as, referral_notice
 
 XA, XB, XC = 0, 1, 2
 

@@ -17,7 +17,7 @@ from exchange.harness.scenario import PREMISES, VICTIM, Scenario
 from exchange.receipt import SignedReceipt
 from exchange.rpc.peers import PeerTransport
 from exchange.trust import TrustedNode
-from tests.integration.conftest import Federation
+from tests.live import Federation
 
 
 async def test_no_personal_or_case_value_crosses_the_wire_in_clear(

@@ -1,0 +1,103 @@
+"""A real federation on loopback, in this process: nodes, mTLS, gRPC, stores.
+
+Built by the simulation harness's own setup (the admins' operations), once per
+store engine. Nodes run in the test's event loop; `crash` stops one without a
+grace period and `start` loads it again from its directory, as a restart does.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from exchange.clock import Clock
+from exchange.harness.setup import SimNode, build_federation, sample_countries
+from exchange.node import Node
+from exchange.rpc.client import AuthorityClient
+from tests.conftest import DatabaseFactory
+
+
+@dataclasses.dataclass
+class Federation:
+    nodes: list[SimNode]
+    running: dict[str, Node]
+    clocks: dict[str, Clock | None]
+    _clients: list[AuthorityClient] = dataclasses.field(default_factory=list)
+
+    def sim(self, index: int) -> SimNode:
+        return self.nodes[index]
+
+    def node(self, index: int) -> Node:
+        return self.running[self.nodes[index].node_id]
+
+    def client(self, index: int, *, token: str | None = None) -> AuthorityClient:
+        """An authority client of node `index` (its case worker unless another token is given)."""
+        sim = self.nodes[index]
+        client = AuthorityClient(
+            sim.authority_address,
+            token if token is not None else sim.case_worker_token,
+            ca_certificate=sim.authority_certificate,
+            timeout=10,
+        )
+        self._clients.append(client)
+        return client
+
+    def auditor(self, index: int) -> AuthorityClient:
+        return self.client(index, token=self.nodes[index].auditor_token)
+
+    async def crash(self, node_id: str) -> None:
+        node = self.running.pop(node_id)
+        await node.stop(grace=0)
+
+    async def start(self, node_id: str, *, deliver: bool = True) -> Node:
+        sim = next(n for n in self.nodes if n.node_id == node_id)
+        node = Node.load(sim.directory, clock=self.clocks.get(node_id))
+        await node.start(deliver=deliver)
+        self.running[node_id] = node
+        return node
+
+    async def close(self) -> None:
+        for client in self._clients:
+            await client.close()
+        for node_id in list(self.running):
+            await self.crash(node_id)
+
+
+async def start_federation(
+    root: Path,
+    databases: DatabaseFactory,
+    *,
+    countries: int = 3,
+    clocks: dict[str, Clock | None] | None = None,
+    deliver: bool = True,
+    now: dt.datetime | None = None,
+) -> Federation:
+    nodes = build_federation(
+        root,
+        sample_countries(countries),
+        # Set up "yesterday", so that envelopes made in the recent past are in key validity.
+        now=now or dt.datetime.now(dt.UTC) - dt.timedelta(days=1),
+        database_url_for=databases.new_url,
+    )
+    federation = Federation(nodes, {}, clocks or {})
+    try:
+        for sim in nodes:
+            await federation.start(sim.node_id, deliver=deliver)
+    except BaseException:
+        await federation.close()
+        raise
+    return federation
+
+
+@pytest.fixture
+async def federation(tmp_path: Path, databases: DatabaseFactory) -> AsyncIterator[Federation]:
+    """Three running nodes (XA, XB, XC) on one store engine."""
+    running = await start_federation(tmp_path, databases)
+    try:
+        yield running
+    finally:
+        await running.close()
