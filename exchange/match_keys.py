@@ -24,7 +24,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import datetime as dt
-import secrets
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -245,18 +244,8 @@ def _rekeyed(row: Row[Any], old: ServerKey, new: ServerKey, version: int) -> mat
     (hit,) = matching.find_hit(
         matching.token(element), [matching.BucketEntry(bytes(row.tag), bytes(row.sealed_hit))]
     )
-    new_element = old.rekeyed(element, new)
-    new_token = matching.token(new_element)
-    entry = matching.seal_hit(new_token, hit, secrets.token_bytes(16))
-    return match_index.IndexRow(
-        key_version=version,
-        bucket=matching.bucket(new_token, 32),
-        element=new_element,
-        tag=entry.tag,
-        sealed_hit=entry.sealed_hit,
-        case_reference=row.case_reference,
-        registered_at=row.registered_at,
-        registered_by=row.registered_by,
+    return match_index.index_row(
+        version, old.rekeyed(element, new), hit, row.registered_at, row.registered_by
     )
 
 

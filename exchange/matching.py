@@ -46,7 +46,6 @@ __all__ = [
     "blind_query",
     "bucket",
     "find_hit",
-    "holder_token",
     "query_token",
     "seal_hit",
     "token",
@@ -68,12 +67,6 @@ def bucket(value: bytes, prefix_bits: int) -> int:
     if not 1 <= prefix_bits <= 32:
         raise ValueError(f"prefix_bits must be 1 to 32, not {prefix_bits}")
     return int.from_bytes(value[:4], "big") >> (32 - prefix_bits)
-
-
-def holder_token(key: oprf.ServerKey, identifier: Identifier) -> tuple[bytes, bytes]:
-    """What the holding node indexes for a registered identifier: (element, token)."""
-    element = key.evaluate_element(identifier.oprf_input())
-    return element, token(element)
 
 
 def blind_query(identifier: Identifier) -> tuple[bytes, bytes]:

@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import re
-import secrets
 from collections.abc import Sequence
 
 from sqlalchemy import Connection
@@ -168,23 +167,12 @@ class Registrar:
         principal: Principal,
     ) -> list[match_index.IndexRow]:
         now = to_millis(self.context.clock.now())
-        rows = []
-        for identifier in identifiers:
-            element, token = matching.holder_token(key, identifier)
-            entry = matching.seal_hit(token, hit, secrets.token_bytes(16))
-            rows.append(
-                match_index.IndexRow(
-                    key_version=version,
-                    bucket=matching.bucket(token, 32),
-                    element=element,
-                    tag=entry.tag,
-                    sealed_hit=entry.sealed_hit,
-                    case_reference=hit.case_reference,
-                    registered_at=now,
-                    registered_by=principal.actor,
-                )
+        return [
+            match_index.index_row(
+                version, key.evaluate_element(identifier.oprf_input()), hit, now, principal.actor
             )
-        return rows
+            for identifier in identifiers
+        ]
 
 
 def normalized(raw: RawIdentifier, index: int) -> Identifier:

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 
 from sqlalchemy import Connection, insert, select
 
+from exchange import matching
 from exchange.store.tables import MATCH_INDEX as _index
 
-__all__ = ["IndexRow", "bucket_entries", "insert_new"]
+__all__ = ["IndexRow", "bucket_entries", "index_row", "insert_new"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -21,6 +23,24 @@ class IndexRow:
     case_reference: str
     registered_at: int
     registered_by: str
+
+
+def index_row(
+    key_version: int, element: bytes, hit: matching.Hit, registered_at: int, registered_by: str
+) -> IndexRow:
+    """The entry of OPRF `element` under `key_version`: bucket, tag and a freshly sealed hit."""
+    match_token = matching.token(element)
+    entry = matching.seal_hit(match_token, hit, os.urandom(16))
+    return IndexRow(
+        key_version=key_version,
+        bucket=matching.bucket(match_token, 32),
+        element=element,
+        tag=entry.tag,
+        sealed_hit=entry.sealed_hit,
+        case_reference=hit.case_reference,
+        registered_at=registered_at,
+        registered_by=registered_by,
+    )
 
 
 def insert_new(connection: Connection, rows: list[IndexRow]) -> int:

@@ -14,27 +14,33 @@ SAME_PASSPORT_WRITTEN_OTHERWISE = normalize(IdentifierType.PASSPORT, "x-1234567"
 OTHER = normalize(IdentifierType.PASSPORT, "X1234568", "XA")
 
 
+def holder_token(key: ServerKey, identifier) -> tuple[bytes, bytes]:
+    """What the holder indexes (registering.py): the element, and the token it gives."""
+    element = key.evaluate_element(identifier.oprf_input())
+    return element, matching.token(element)
+
+
 def query(identifier, key: ServerKey = HOLDER) -> bytes:
     blind, blinded = matching.blind_query(identifier)
     return matching.query_token(blind, key.blind_evaluate(blinded))
 
 
 def test_the_querier_derives_the_token_the_holder_indexed() -> None:
-    _, indexed = matching.holder_token(HOLDER, PASSPORT)
+    _, indexed = holder_token(HOLDER, PASSPORT)
     assert query(SAME_PASSPORT_WRITTEN_OTHERWISE) == indexed
 
 
 def test_another_identifier_or_another_holder_gives_another_token() -> None:
-    _, indexed = matching.holder_token(HOLDER, PASSPORT)
+    _, indexed = holder_token(HOLDER, PASSPORT)
     assert query(OTHER) != indexed
     assert query(PASSPORT, ServerKey.generate()) != indexed
 
 
 def test_a_rotated_key_reindexes_from_the_elements_alone() -> None:
     new = ServerKey.generate()
-    element, _ = matching.holder_token(HOLDER, PASSPORT)
+    element, _ = holder_token(HOLDER, PASSPORT)
     rekeyed = HOLDER.rekeyed(element, new)
-    assert rekeyed == matching.holder_token(new, PASSPORT)[0]
+    assert rekeyed == holder_token(new, PASSPORT)[0]
     assert matching.token(rekeyed) == query(PASSPORT, new)
 
 
@@ -64,7 +70,7 @@ def test_a_bucket_width_out_of_range_is_refused(bits: int) -> None:
 
 def test_buckets_spread_tokens_evenly_enough_to_hide_in() -> None:
     tokens = [
-        matching.holder_token(HOLDER, normalize(IdentifierType.PHONE, f"+4420790{n:05d}"))[1]
+        holder_token(HOLDER, normalize(IdentifierType.PHONE, f"+4420790{n:05d}"))[1]
         for n in range(2000)
     ]
     counts: dict[int, int] = {}
@@ -99,14 +105,14 @@ def _bucket_with(token: bytes, others: int) -> list[matching.BucketEntry]:
 
 
 def test_the_querier_opens_its_own_hit_and_only_that() -> None:
-    _, indexed = matching.holder_token(HOLDER, PASSPORT)
+    _, indexed = holder_token(HOLDER, PASSPORT)
     entries = _bucket_with(indexed, others=20)
     assert matching.find_hit(query(PASSPORT), entries) == [HIT]
     assert matching.find_hit(query(OTHER), entries) == []
 
 
 def test_a_bucket_entry_shows_neither_the_token_nor_the_case_reference() -> None:
-    _, indexed = matching.holder_token(HOLDER, PASSPORT)
+    _, indexed = holder_token(HOLDER, PASSPORT)
     entry = matching.seal_hit(indexed, HIT, b"\x01" * 16)
     assert indexed not in entry.tag + entry.sealed_hit
     assert b"XB-2026-0042" not in entry.sealed_hit
