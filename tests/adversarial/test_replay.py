@@ -10,6 +10,7 @@ when its id was never seen, since a node need not remember ids that old.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime as dt
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -18,17 +19,20 @@ import grpc
 import pytest
 
 from exchange.clock import ManualClock
+from exchange.envelope import Header
 from exchange.errors import VerificationFailure
 from exchange.layout import NodeLayout
 from exchange.node import Node
 from exchange.receipt import SignedReceipt
-from exchange.store import inbox
+from exchange.store import inbox, lifecycle
+from exchange.store.notices import find_notice, load_envelope
 from tests.adversarial._envelopes import (
     Trace,
     audit_size,
     audited,
     message_id,
     refused_delivery,
+    resigned,
     trace,
     verified,
 )
@@ -98,6 +102,40 @@ async def test_replay_after_the_envelope_expired_still_gets_the_original_receipt
         assert again.receipt == first.receipt
         assert verified(SignedReceipt.from_proto(again.receipt), a, b, envelope).accepted
         assert await trace(b) == HELD_ONCE
+    finally:
+        await federation.close()
+
+
+async def test_replay_after_the_content_was_purged_gets_the_original_receipt(
+    tmp_path: Path, databases: DatabaseFactory
+) -> None:
+    """Retention ended and the content is gone: a replay must not bring it back."""
+    clock = ManualClock(dt.datetime.now(dt.UTC))
+    federation = await start_federation(tmp_path, databases, clocks={"xb-prosecution": clock})
+    try:
+        a, b = federation.node(0), federation.node(1)
+        crafted = craft_envelope(
+            a, [b.context.node_id], referral_notice(), ttl=dt.timedelta(days=3)
+        )
+        envelope = resigned(
+            crafted,
+            a.context.identity.signing_key,
+            handling=dataclasses.replace(
+                Header.from_bytes(crafted.header).handling, retention_days=1
+            ),
+        )
+        first = await deliver_as(a, b, envelope)
+        clock.advance(dt.timedelta(days=1, minutes=1))
+        assert await b.purge() == 1
+        again = await deliver_as(a, b, envelope)
+        assert again.receipt == first.receipt
+        assert await trace(b) == HELD_ONCE
+        stored = await b.context.store.read(lambda c: load_envelope(c, message_id(envelope)))
+        assert stored is not None
+        assert stored.sealed_payload == b""
+        record = await b.context.store.read(lambda c: find_notice(c, message_id(envelope)))
+        assert record is not None
+        assert record.state == lifecycle.PURGED
     finally:
         await federation.close()
 
