@@ -18,13 +18,18 @@ from pathlib import Path
 import grpc
 import pytest
 
+from exchange.admin import federation as federation_admin
+from exchange.admin import node as node_admin
 from exchange.clock import ManualClock
+from exchange.delivery import DeliveryWorker
 from exchange.envelope import Header
 from exchange.errors import VerificationFailure
+from exchange.harness import samples
 from exchange.layout import NodeLayout
 from exchange.node import Node
-from exchange.receipt import SignedReceipt
-from exchange.store import inbox, lifecycle
+from exchange.receipt import Receipt, SignedReceipt
+from exchange.rpc.peers import PeerTransport
+from exchange.store import inbox, lifecycle, outbox
 from exchange.store.notices import find_notice, load_envelope
 from tests.adversarial._envelopes import (
     Trace,
@@ -137,6 +142,67 @@ async def test_replay_after_the_content_was_purged_gets_the_original_receipt(
         assert record is not None
         assert record.state == lifecycle.PURGED
     finally:
+        await federation.close()
+
+
+async def _rotate_and_revoke(federation: Federation, root: Path, clock: ManualClock) -> str:
+    """XB rotates its signing key; the stewards publish the new one and revoke the old one
+    30 s on; XA and XB install that list. Returns the revoked key id."""
+    fed, b_sim = root / "federation", federation.sim(1)
+    b = federation.node(1)
+    old_key_id = b.context.identity.signing_key_id
+    node_admin.rotate_keys(b_sim.directory, signing=True, sealing=False, passphrase=None)
+    clock.advance(dt.timedelta(minutes=1))
+    federation_admin.add_node(fed, b_sim.directory / "enrolment.json", now=clock.now())
+    revoke_at = clock.now() + dt.timedelta(seconds=30)
+    federation_admin.revoke_key(fed, b_sim.node_id, old_key_id, at=revoke_at, now=clock.now())
+    for steward in ("steward-1", "steward-2"):
+        federation_admin.sign_draft(fed, steward, None)
+    path, _ = federation_admin.publish(fed, now=clock.now())
+    for index in (0, 1):
+        node_admin.update_trust(federation.sim(index).directory, path, now=clock.now())
+        assert await federation.node(index).refresh_trust()
+    return old_key_id
+
+
+async def test_replay_after_the_recipients_key_was_revoked_gets_a_receipt_that_verifies(
+    tmp_path: Path, databases: DatabaseFactory
+) -> None:
+    """XB stored the message but its receipt never reached XA; XB's signing key is revoked
+    meanwhile (a compromise). XA's retry must get an answer it can verify: the original
+    receipt, signed by a revoked key, proves nothing any more."""
+    clock = ManualClock(dt.datetime.now(dt.UTC))
+    ids = ["xa-police", "xb-prosecution", "xc-childprotection"]
+    federation = await start_federation(
+        tmp_path, databases, clocks=dict.fromkeys(ids, clock), deliver=False
+    )
+    transport = PeerTransport(federation.node(0).tls.channel_credentials())
+    try:
+        a, b = federation.node(0), federation.node(1)
+        request = samples.case_referral([ids[1]], "XA-2026-0044", "Receipt lost.")
+        request.time_to_live.seconds = 3 * 24 * 3600
+        sent = await federation.client(0).submit(request)
+        envelope = await a.context.store.read(lambda c: load_envelope(c, sent.message_id))
+        assert envelope is not None
+        first = await deliver_as(a, b, envelope)  # arrives; the answer is lost on the way back
+        revoked = await _rotate_and_revoke(federation, tmp_path, clock)
+        assert Receipt.from_bytes(first.receipt.body).recipient_key_id == revoked
+        clock.advance(dt.timedelta(hours=1))  # past the revocation, and the row is due
+
+        assert await DeliveryWorker(a.context, transport).run_once() == 1
+        (record,) = await a.context.store.read(lambda c: outbox.delivery_status(c, sent.message_id))
+        assert (record.state, record.last_error) == ("delivered", "")
+        assert record.receipt is not None
+        answer = Receipt.from_bytes(record.receipt.body)
+        assert answer.recipient_key_id == b.context.identity.signing_key_id != revoked
+        assert answer.envelope_digest == envelope.digest()
+        assert await trace(b) == HELD_ONCE
+        assert len(await _received(b)) == 1
+        (resigned_receipt,) = await audited(b, "receipt.resigned")
+        assert resigned_receipt["previous_key_id"] == revoked
+        assert resigned_receipt["envelope_digest"] == envelope.digest().hex()
+    finally:
+        await transport.close()
         await federation.close()
 
 
