@@ -143,7 +143,12 @@ class Receiver:
         except ExchangeError as exc:
             await self._audit_refusal(envelope, peer_node_id, exc, now)
             raise
-        return await self._commit(envelope, header, failure, now, effects)
+        try:
+            return await self._commit(envelope, header, failure, now, effects)
+        except ConflictError as exc:
+            # Another message under this id was committed meanwhile: refused all the same.
+            await self._audit_refusal(envelope, peer_node_id, exc, now)
+            raise
 
     async def _earlier_receipt(
         self, header: Header, digest: bytes, now: dt.datetime

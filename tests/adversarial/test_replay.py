@@ -92,6 +92,35 @@ async def test_replay_racing_the_first_delivery_is_stored_once(federation: Feder
     assert len(await _received(b)) == 1
 
 
+async def test_replays_with_other_content_racing_the_first_are_refused_and_audited(
+    federation: Federation,
+) -> None:
+    """Several contents under one message id at once: one is stored, every other one is
+    refused and audited, also when the conflict is found only at commit."""
+    a, b = federation.node(0), federation.node(1)
+    first = craft_envelope(a, [b.context.node_id], referral_notice())
+    contenders = [first]
+    for i in range(5):
+        other = referral_notice()
+        other.case_referral.summary = f"Other content {i}."
+        contenders.append(
+            craft_envelope(a, [b.context.node_id], other, message_id=message_id(first))
+        )
+    answers = await asyncio.gather(
+        *(deliver_as(a, b, envelope) for envelope in contenders), return_exceptions=True
+    )
+    refused = [answer for answer in answers if isinstance(answer, grpc.aio.AioRpcError)]
+    assert len(refused) == len(contenders) - 1, answers
+    assert {answer.code() for answer in refused} == {grpc.StatusCode.ALREADY_EXISTS}
+    assert await trace(b) == HELD_ONCE
+    entries = await audited(b, "envelope.refused")
+    assert len(entries) == len(refused)
+    assert all("already delivered with other content" in e["reason"] for e in entries)
+    winner = contenders[next(i for i, answer in enumerate(answers) if answer not in refused)]
+    losers = {e.digest().hex() for e in contenders if e is not winner}
+    assert {entry["envelope_digest"] for entry in entries} == losers
+
+
 async def test_replay_after_the_envelope_expired_still_gets_the_original_receipt(
     tmp_path: Path, databases: DatabaseFactory
 ) -> None:
