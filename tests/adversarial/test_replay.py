@@ -3,8 +3,13 @@
 A replayed envelope that was delivered before is answered with its original
 receipt and changes nothing: one notice row, one envelope, one receipt, one
 inbox event, one "notice.received" audit entry, before and after a restart of
-the recipient. An envelope older than the maximum message age is refused even
-when its id was never seen, since a node need not remember ids that old.
+the recipient, when copies race each other, after expiry and after the content
+was purged. Only when the key that signed the original receipt has been revoked
+since is the same statement signed anew, so that the sender can still verify it.
+Other content under a delivered id is refused and audited, also when the
+conflict shows only at commit. An envelope older than the maximum message age
+is refused even when its id was never seen, since a node need not remember ids
+that old.
 """
 
 from __future__ import annotations
