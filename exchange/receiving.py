@@ -9,7 +9,8 @@ DESIGN.md's flow, receiving side:
 2. A message id seen before from the same sender gets the original receipt
    (at-least-once on the wire, exactly-once in the store); the same message
    signed anew by its sender (`composing.resign`) gets the same answer about
-   the envelope as re-sent.
+   the envelope as re-sent, and so does a repeat whose first receipt was
+   signed with a key of this node revoked since (it would no longer verify).
 3. Open the payload and check the notice against its type's rules, then
    forget the plaintext: content stays sealed at rest.
 4. Commit, in one transaction: the envelope as received, the notice row, the
@@ -142,7 +143,12 @@ class Receiver:
         except ExchangeError as exc:
             await self._audit_refusal(envelope, peer_node_id, exc, now)
             raise
-        return await self._commit(envelope, header, failure, now, effects)
+        try:
+            return await self._commit(envelope, header, failure, now, effects)
+        except ConflictError as exc:
+            # Another message under this id was committed meanwhile: refused all the same.
+            await self._audit_refusal(envelope, peer_node_id, exc, now)
+            raise
 
     async def _earlier_receipt(
         self, header: Header, digest: bytes, now: dt.datetime
@@ -168,9 +174,61 @@ class Receiver:
             return earlier, True
 
         earlier, resigned = await self._context.store.read(lookup)
-        if earlier is None or not resigned:
-            return earlier
-        return await self._receipt_for_resigned(earlier, header, digest, now)
+        if earlier is None:
+            return None
+        if resigned:
+            return await self._receipt_for_resigned(earlier, header, digest, now)
+        if not self._verifiable(earlier, now):
+            return await self._receipt_with_current_key(earlier, header, now)
+        return earlier
+
+    def _verifiable(self, receipt: SignedReceipt, now: dt.datetime) -> bool:
+        """Whether the sender can still verify a receipt of ours (`verify_receipt`'s key rule)."""
+        context = self._context
+        own = context.trust.node(context.node_id)
+        body = Receipt.from_bytes(receipt.body)
+        return (
+            own is not None
+            and own.signing_key(body.recipient_key_id, body.received_at, now=now) is not None
+        )
+
+    async def _receipt_with_current_key(
+        self, earlier: SignedReceipt, header: Header, now: dt.datetime
+    ) -> SignedReceipt:
+        """The first receipt's key has been revoked since (its answer was lost meanwhile):
+        a revoked key fails every check from its revocation on, so the sender would retry
+        until expiry and report a delivery that happened as failed. The same statement,
+        signed now with the current key; the stored receipt stays the evidence of the first.
+        """
+        context = self._context
+        first = Receipt.from_bytes(earlier.body)
+        receipt = self._sign_anew(first, first.envelope_digest, now)
+        record = AuditRecord(
+            occurred_at=now,
+            actor=context.actor,
+            action="receipt.resigned",
+            message_id=header.message_id,
+            peer_node_id=header.sender_node_id,
+            details={
+                "envelope_digest": first.envelope_digest.hex(),
+                "previous_key_id": first.recipient_key_id,
+                "key_id": Receipt.from_bytes(receipt.body).recipient_key_id,
+                "first_received_at": first.received_at.isoformat(),
+            },
+        )
+        await context.store.write(lambda c: audit_log.append(c, [record]))
+        return receipt
+
+    def _sign_anew(self, first: Receipt, digest: bytes, now: dt.datetime) -> SignedReceipt:
+        """`first`'s statement about the envelope with `digest`, signed now with our current key."""
+        context = self._context
+        key_id, key = context.identity.signer(context.trust, now)
+        return sign_receipt(
+            dataclasses.replace(
+                first, envelope_digest=digest, recipient_key_id=key_id, received_at=now
+            ),
+            key,
+        )
 
     async def _receipt_for_resigned(
         self, earlier: SignedReceipt, header: Header, digest: bytes, now: dt.datetime
@@ -182,13 +240,7 @@ class Receiver:
         """
         context = self._context
         first = Receipt.from_bytes(earlier.body)
-        key_id, key = context.identity.signer(context.trust, now)
-        receipt = sign_receipt(
-            dataclasses.replace(
-                first, envelope_digest=digest, recipient_key_id=key_id, received_at=now
-            ),
-            key,
-        )
+        receipt = self._sign_anew(first, digest, now)
         record = AuditRecord(
             occurred_at=now,
             actor=context.actor,
