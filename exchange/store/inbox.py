@@ -96,7 +96,9 @@ def insert_incoming(
     """Store an authentic envelope as received, with the receipt this node signed.
 
     Rejected envelopes are kept too (state "rejected"), as evidence of what was
-    refused and so that a retry gets the same signed answer.
+    refused and so that a retry gets the same signed answer, but without their
+    sealed content: what this node refused it does not hold (a member could
+    otherwise fill its store with content it will never read).
 
     Raises:
         sqlalchemy.exc.IntegrityError: the message id is already stored.
@@ -105,6 +107,7 @@ def insert_incoming(
         connection,
         header,
         envelope,
+        keep_payload=accepted,
         direction=INCOMING,
         state=RECEIVED if accepted else REJECTED,
         received_at=received_at,

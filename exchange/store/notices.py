@@ -101,9 +101,19 @@ def notice_columns(header: Header) -> dict[str, Any]:
 
 
 def insert_notice(
-    connection: Connection, header: Header, envelope: Envelope, **columns: Any
+    connection: Connection,
+    header: Header,
+    envelope: Envelope,
+    *,
+    keep_payload: bool = True,
+    **columns: Any,
 ) -> None:
     """Insert the notice row and its envelope bytes.
+
+    Args:
+        keep_payload: False keeps the signed header, the signature and the
+            envelope's digest (evidence, and enough to recognise a repeat) but
+            not the sealed content, as a purge leaves it.
 
     Raises:
         sqlalchemy.exc.IntegrityError: the message id is already stored.
@@ -114,7 +124,7 @@ def insert_notice(
         {
             "message_id": header.message_id,
             "header": envelope.header,
-            "sealed_payload": envelope.sealed_payload,
+            "sealed_payload": envelope.sealed_payload if keep_payload else b"",
             "signature": envelope.signature,
             "digest": envelope.digest(),
         },

@@ -31,7 +31,7 @@ from exchange.errors import VerificationFailure
 from exchange.node import Node
 from exchange.receipt import Receipt, SignedReceipt, verify_receipt
 from exchange.store import audit_log, inbox
-from exchange.store.notices import find_notice
+from exchange.store.notices import find_notice, load_envelope
 from exchange.store.tables import ENVELOPES, INBOX_EVENTS, NOTICES, OUTBOX, RECEIPTS
 from tests.peers import deliver_as
 
@@ -205,6 +205,9 @@ async def rejected_delivery(
     record = await recipient.context.store.read(lambda c: find_notice(c, receipt.message_id))
     assert record is not None
     assert record.state == inbox.REJECTED
+    # Its header and signature stay as evidence; the content it refused is not kept.
+    kept = await recipient.context.store.read(lambda c: load_envelope(c, receipt.message_id))
+    assert kept == dataclasses.replace(envelope, sealed_payload=b"")
     listed = await recipient.context.store.read(
         lambda c: inbox.list_inbox(c, limit=100, before=None)
     )
