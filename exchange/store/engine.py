@@ -178,6 +178,24 @@ def _unavailable(exc: DBAPIError) -> StoreUnavailableError | None:
     return StoreUnavailableError("database unavailable; retry")
 
 
+def _sqlite_in_transaction(connection: Connection) -> bool:
+    return bool(connection.connection.dbapi_connection.in_transaction)  # type: ignore[union-attr]
+
+
+def _rolled_back(exc: Exception) -> StoreUnavailableError:
+    """The error for a transaction the database rolled back itself, named after its cause.
+
+    The failing write's savepoint rollback fails too ("no such savepoint"); what
+    made SQLite give up is the error that one was raised during.
+    """
+    cause: BaseException | None = exc
+    while cause is not None:
+        if isinstance(cause, DBAPIError) and "savepoint" not in str(cause.orig).lower():
+            return _unavailable(cause) or StoreUnavailableError("database unavailable; retry")
+        cause = cause.__context__
+    return StoreUnavailableError("database unavailable; retry")
+
+
 @dataclasses.dataclass
 class _Write:
     fn: Callable[[Connection], Any]
@@ -278,6 +296,11 @@ class AsyncStore:
                     with connection.begin_nested():
                         outcomes.append((True, write.fn(connection)))
                 except Exception as exc:  # reported to that caller alone
+                    if self.store.is_sqlite and not _sqlite_in_transaction(connection):
+                        # SQLite ended the whole transaction (a full disk, an I/O error), not
+                        # only this savepoint: the writes before it are gone, and those after
+                        # it would each commit on their own. The whole batch fails.
+                        raise _rolled_back(exc) from exc
                     translated = _unavailable(exc) if isinstance(exc, DBAPIError) else None
                     outcomes.append((False, translated or exc))
             return outcomes
