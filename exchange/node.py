@@ -174,7 +174,9 @@ class Node:
             None if insecure_loopback else authority_server_credentials(layout, passphrase)
         )
         store = Store.open(
-            config.database_url(), sqlite_synchronous=config.store.sqlite_synchronous
+            config.database_url(),
+            sqlite_synchronous=config.store.sqlite_synchronous,
+            lock_timeout_ms=round(config.store.lock_timeout_seconds * 1000),
         )
         try:
             trust = _checked_trust(store, identity, tls)

@@ -63,7 +63,7 @@ def _url(store: Store) -> str:
 @pytest.fixture
 def impatient(store: Store) -> Iterator[Store]:
     """A second Store on the same database whose writers give up after 100 ms."""
-    opened = Store.open(_url(store), sqlite_busy_timeout_ms=100)
+    opened = Store.open(_url(store), lock_timeout_ms=100)
     try:
         yield opened
     finally:
@@ -272,3 +272,20 @@ async def test_a_write_that_fills_sqlite_fails_its_whole_batch_none_is_told_it_c
     assert stored == []
     assert [type(outcome) for outcome in outcomes] == [StoreUnavailableError] * 3
     assert all("database is full" in str(outcome) for outcome in outcomes)
+
+
+@pytest.mark.parametrize("databases", ["postgresql"], indirect=True)
+def test_a_lock_held_elsewhere_makes_a_postgresql_write_unavailable_not_wait(store):
+    """PostgreSQL's writers give up on a held lock as SQLite's do (lock_timeout)."""
+    impatient = Store.open(_url(store), lock_timeout_ms=100)
+    holder = store.engine.connect()
+    try:
+        holder.exec_driver_sql("LOCK TABLE trust_lists IN EXCLUSIVE MODE")
+        with pytest.raises(StoreUnavailableError, match="database is locked; retry"):
+            impatient.write(trust_list(1))
+        holder.rollback()
+        assert impatient.write(trust_list(1)) == 1
+    finally:
+        holder.close()
+        impatient.dispose()
+    assert count_rows(store, "trust_lists") == 1
