@@ -1,9 +1,9 @@
 """PostgreSQL restarted under load: the nodes reconnect and every notice arrives exactly once.
 
-XA and XB keep their stores on a private PostgreSQL cluster that this test
-creates (initdb), restarts in immediate mode (every connection cut, as when
-the server crashes) while notices are being submitted and delivered, and
-removes afterwards. The shared server other tests use is never touched.
+All three nodes keep their stores on a private PostgreSQL cluster that this
+test creates (initdb), stops in immediate mode (every connection cut, as when
+the server crashes) while notices are being submitted and delivered, starts
+again, and removes afterwards. The shared server other tests use is never touched.
 
 Skipped only when no PostgreSQL server binaries are installed; with
 EXCHANGE_REQUIRE_POSTGRES=1 (CI) their absence fails the run.
@@ -95,12 +95,8 @@ class PrivateCluster:
             "start",
         )
 
-    def restart(self) -> None:
-        """Stop in immediate mode (connections cut, no checkpoint: a crash) and start again."""
-        self._run("pg_ctl", "-D", str(self.data), "-m", "immediate", "-w", "stop")
-        self.start()
-
     def stop(self) -> None:
+        """Stop in immediate mode: connections cut, no checkpoint (as in a crash)."""
         self._run("pg_ctl", "-D", str(self.data), "-m", "immediate", "-w", "stop")
 
     @property
@@ -206,14 +202,20 @@ async def test_postgresql_restarted_under_load_the_nodes_reconnect_and_lose_noth
     first = await asyncio.gather(
         *(_submit_until_taken(federation, request(i)) for i in range(NOTICES_SENT // 2))
     )
-    # Mid-way: more submissions in flight, deliveries under way, and the server goes down.
+    # Mid-way, with deliveries under way, the server goes down (immediate mode: a crash).
+    await asyncio.to_thread(cluster.stop)
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await federation.client(0).submit(request(NOTICES_SENT // 2))
+    assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert "database" in (refused.value.details() or "")
+    # More submissions wait for it (retrying, as a client does), and it comes back.
     rest = asyncio.gather(
         *(
             _submit_until_taken(federation, request(i))
             for i in range(NOTICES_SENT // 2, NOTICES_SENT)
         )
     )
-    await asyncio.to_thread(cluster.restart)
+    await asyncio.to_thread(cluster.start)
     sent = [*first, *await rest]
     # A retried request id gets the original notice, not a second one.
     assert len(set(sent)) == NOTICES_SENT
