@@ -82,6 +82,9 @@ class StoreConfig:
     database_url: str = "sqlite:///exchange.db"
     # SQLite only: FULL survives power loss; NORMAL survives a process crash.
     sqlite_synchronous: str = "FULL"
+    # How long a write waits for a lock another session holds (SQLite's busy
+    # timeout, PostgreSQL's lock_timeout) before the caller is told UNAVAILABLE.
+    lock_timeout_seconds: float = 10.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -304,13 +307,19 @@ def load_node_config(directory: Path, environ: Mapping[str, str] | None = None) 
         raise ConfigError(f"{path}: {exc}") from None
     if config.logging.format not in ("auto", "json", "console"):
         raise ConfigError(f"{path}: logging.format: expected auto, json or console")
-    if config.store.sqlite_synchronous not in ("FULL", "NORMAL", "EXTRA"):
-        raise ConfigError(f"{path}: store.sqlite_synchronous: expected FULL, NORMAL or EXTRA")
+    _check_store(config.store, path)
     _check_delivery(config.delivery, path)
     _check_trust(config.trust, path)
     if config.retention.purge_interval_seconds < 1:
         raise ConfigError(f"{path}: retention.purge_interval_seconds: expected at least 1")
     return config
+
+
+def _check_store(store: StoreConfig, path: Path) -> None:
+    if store.sqlite_synchronous not in ("FULL", "NORMAL", "EXTRA"):
+        raise ConfigError(f"{path}: store.sqlite_synchronous: expected FULL, NORMAL or EXTRA")
+    if not 0 < store.lock_timeout_seconds <= 600:
+        raise ConfigError(f"{path}: store.lock_timeout_seconds: expected above 0, at most 600")
 
 
 def _check_delivery(delivery: DeliveryConfig, path: Path) -> None:

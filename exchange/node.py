@@ -62,7 +62,12 @@ from exchange.store import audit_heads, migrate
 from exchange.store.engine import AsyncStore, Store
 from exchange.submitting import Submitter
 from exchange.trust import TrustList
-from exchange.trust_state import current_trust_list, held, install_trust_list_async
+from exchange.trust_state import (
+    audit_refusal_async,
+    current_trust_list,
+    held,
+    install_trust_list_async,
+)
 
 __all__ = ["Node", "check_membership"]
 
@@ -174,7 +179,9 @@ class Node:
             None if insecure_loopback else authority_server_credentials(layout, passphrase)
         )
         store = Store.open(
-            config.database_url(), sqlite_synchronous=config.store.sqlite_synchronous
+            config.database_url(),
+            sqlite_synchronous=config.store.sqlite_synchronous,
+            lock_timeout_ms=round(config.store.lock_timeout_seconds * 1000),
         )
         try:
             trust = _checked_trust(store, identity, tls)
@@ -388,8 +395,20 @@ class Node:
                 if isinstance(offered, BaseException):
                     raise offered
                 version = offered.trust_list.version
-            except (PeerUnreachableError, TrustListError) as exc:
+            except PeerUnreachableError as exc:
                 context.log.info("trust_list.fetch_failed", peer=peer.node_id, error=str(exc))
+                continue
+            except TrustListError as exc:
+                # Not even a consistent list (a steward or a key listed twice, bad bytes):
+                # a member serving one is misbehaving, and that goes on the record.
+                await audit_refusal_async(
+                    context.store,
+                    exc,
+                    now=context.clock.now(),
+                    actor=context.actor,
+                    source=peer.node_id,
+                )
+                context.log.warning("trust_list.refused", peer=peer.node_id, reason=str(exc))
                 continue
             if version <= context.trust.version:
                 continue

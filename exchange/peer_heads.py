@@ -40,7 +40,7 @@ from sqlalchemy import Connection
 from exchange.audit import AuditRecord
 from exchange.checkpoint import SignedTreeHead, TreeHead
 from exchange.clock import to_millis
-from exchange.errors import AuditError, PeerUnreachableError
+from exchange.errors import AuditError, PeerUnreachableError, StoreUnavailableError
 from exchange.merkle import ProofError, verify_consistency
 from exchange.runtime import NodeContext, Signal
 from exchange.store import audit_heads, audit_log, inbox
@@ -150,6 +150,13 @@ class PeerHeadWatcher:
     ) -> HeadCheck:
         try:
             return await self._compare(subject, offered, from_itself=from_itself)
+        except StoreUnavailableError as exc:
+            # Our store, not the peer: checked again next round. No traceback to render
+            # on the event loop for every peer while the database is away.
+            self.context.log.warning(
+                "audit.peer_check_deferred", peer=subject.node_id, error=str(exc)
+            )
+            return HeadCheck.FAILED
         except Exception as exc:
             # Whatever a peer sends must not stop the watching of every other peer.
             self.context.log.exception(

@@ -19,7 +19,12 @@ from exchange.store import audit_log, registry
 from exchange.store.engine import AsyncStore, Store
 from exchange.trust import SignedTrustList, TrustList, verify_update
 
-__all__ = ["current_trust_list", "install_trust_list", "install_trust_list_async"]
+__all__ = [
+    "audit_refusal_async",
+    "current_trust_list",
+    "install_trust_list",
+    "install_trust_list_async",
+]
 
 
 def held(connection: Connection) -> TrustList | None:
@@ -105,6 +110,13 @@ async def install_trust_list_async(
     try:
         return await store.write(lambda c: _install(c, candidate, now, actor, source))
     except TrustListError as exc:
-        refusal = _refusal(now, actor, source, exc)
-        await store.write(lambda connection: audit_log.append(connection, [refusal]))
+        await audit_refusal_async(store, exc, now=now, actor=actor, source=source)
         raise
+
+
+async def audit_refusal_async(
+    store: AsyncStore, exc: TrustListError, *, now: dt.datetime, actor: str, source: str
+) -> None:
+    """Audit a list refused before it could be verified (malformed or inconsistent)."""
+    refusal = _refusal(now, actor, source, exc)
+    await store.write(lambda connection: audit_log.append(connection, [refusal]))

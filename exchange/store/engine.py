@@ -36,7 +36,7 @@ __all__ = ["AsyncStore", "Store", "sqlite_url"]
 
 T = TypeVar("T")
 
-_SQLITE_BUSY_TIMEOUT_MS = 10_000
+_LOCK_TIMEOUT_MS = 10_000
 
 
 def sqlite_url(path: Path) -> str:
@@ -67,6 +67,17 @@ def _configure_sqlite(engine: Engine, synchronous: str, busy_timeout_ms: int) ->
         connection.exec_driver_sql(f"BEGIN {mode}")
 
 
+def _configure_postgresql(engine: Engine, lock_timeout_ms: int) -> None:
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # Without it a statement waits for a lock as long as its holder keeps it, and
+        # with it the store's one writer thread: every write of the node would hang.
+        cursor = dbapi_connection.cursor()
+        cursor.execute(f"SET lock_timeout = {int(lock_timeout_ms)}")
+        cursor.close()
+        dbapi_connection.commit()
+
+
 class Store:
     """A node's database, SQLite or PostgreSQL."""
 
@@ -80,13 +91,14 @@ class Store:
         *,
         pool_size: int = 8,
         sqlite_synchronous: str = "FULL",
-        sqlite_busy_timeout_ms: int = _SQLITE_BUSY_TIMEOUT_MS,
+        lock_timeout_ms: int = _LOCK_TIMEOUT_MS,
     ) -> Store:
         """Open the database at `url` (sqlite:///path or postgresql+psycopg://...).
 
         Args:
-            sqlite_busy_timeout_ms: SQLite only: how long a writer waits for the
-                database lock before `StoreUnavailableError`.
+            lock_timeout_ms: how long a statement waits for a lock another
+                session holds (SQLite's busy timeout, PostgreSQL's lock_timeout)
+                before `StoreUnavailableError`.
         """
         try:
             parsed = make_url(url)
@@ -101,11 +113,11 @@ class Store:
                 hide_parameters=True,
                 connect_args={
                     "check_same_thread": False,
-                    "timeout": sqlite_busy_timeout_ms / 1000,
+                    "timeout": lock_timeout_ms / 1000,
                 },
                 pool_size=pool_size,
             )
-            _configure_sqlite(engine, sqlite_synchronous, sqlite_busy_timeout_ms)
+            _configure_sqlite(engine, sqlite_synchronous, lock_timeout_ms)
         elif parsed.get_backend_name() == "postgresql":
             if parsed.drivername == "postgresql":
                 parsed = parsed.set(drivername="postgresql+psycopg")
@@ -116,6 +128,7 @@ class Store:
                 max_overflow=pool_size,
                 pool_pre_ping=True,
             )
+            _configure_postgresql(engine, lock_timeout_ms)
         else:
             raise ConfigError(
                 f"database_url: unsupported engine {parsed.get_backend_name()!r} "
@@ -171,10 +184,28 @@ def _unavailable(exc: DBAPIError) -> StoreUnavailableError | None:
     if not isinstance(exc, OperationalError):
         return None
     text = str(exc.orig).lower()
-    if "locked" in text or "busy" in text:
+    if "locked" in text or "busy" in text or "lock timeout" in text:
         return StoreUnavailableError("database is locked; retry")
     if "full" in text or "disk" in text:
         return StoreUnavailableError("database is full; retry when space is available")
+    return StoreUnavailableError("database unavailable; retry")
+
+
+def _sqlite_in_transaction(connection: Connection) -> bool:
+    return bool(connection.connection.dbapi_connection.in_transaction)  # type: ignore[union-attr]
+
+
+def _rolled_back(exc: Exception) -> StoreUnavailableError:
+    """The error for a transaction the database rolled back itself, named after its cause.
+
+    The failing write's savepoint rollback fails too ("no such savepoint"); what
+    made SQLite give up is the error that one was raised during.
+    """
+    cause: BaseException | None = exc
+    while cause is not None:
+        if isinstance(cause, DBAPIError) and "savepoint" not in str(cause.orig).lower():
+            return _unavailable(cause) or StoreUnavailableError("database unavailable; retry")
+        cause = cause.__context__
     return StoreUnavailableError("database unavailable; retry")
 
 
@@ -278,6 +309,11 @@ class AsyncStore:
                     with connection.begin_nested():
                         outcomes.append((True, write.fn(connection)))
                 except Exception as exc:  # reported to that caller alone
+                    if self.store.is_sqlite and not _sqlite_in_transaction(connection):
+                        # SQLite ended the whole transaction (a full disk, an I/O error), not
+                        # only this savepoint: the writes before it are gone, and those after
+                        # it would each commit on their own. The whole batch fails.
+                        raise _rolled_back(exc) from exc
                     translated = _unavailable(exc) if isinstance(exc, DBAPIError) else None
                     outcomes.append((False, translated or exc))
             return outcomes

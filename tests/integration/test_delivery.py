@@ -1,6 +1,7 @@
-"""The delivery worker against real peers: retries, expiry, rejections, odd receipts.
+"""The delivery worker against real peers: rejections, odd receipts, odd transports.
 
-Forged receipts are attacks: tests/adversarial/test_forged_receipts.py.
+A peer down for a long time (backoff, expiry) is a fault case: tests/faults/test_peer_down.py;
+forged receipts are attacks: tests/adversarial/test_forged_receipts.py.
 
 Node XA runs on a manual clock without its own worker; the test drives
 `DeliveryWorker.run_once` so that time and attempts are deterministic.
@@ -28,7 +29,6 @@ from exchange.harness import samples
 from exchange.receipt import Receipt, SignedReceipt
 from exchange.rpc.peers import PeerTransport
 from exchange.runtime import NodeContext
-from exchange.store import audit_log
 from exchange.trust import TrustedNode
 from tests.conftest import DatabaseFactory
 from tests.live import Federation, start_federation
@@ -76,70 +76,6 @@ async def _recipient(federation: Federation, message_id: str) -> apb.RecipientDe
     status = await federation.client(0).delivery_status(message_id)
     (only,) = status.recipients
     return only
-
-
-async def test_a_peer_down_is_retried_with_backoff_and_reached_when_back(
-    manual: tuple[Federation, ManualClock],
-) -> None:
-    federation, clock = manual
-    b = federation.sim(1).node_id
-    await federation.crash(b)
-    sent = await federation.client(0).submit(_referral(b))
-    worker = _worker(federation)
-    assert await worker.run_once() == 1
-    first = await _recipient(federation, sent.message_id)
-    assert (first.state, first.attempts) == (apb.DELIVERY_STATE_PENDING, 1)
-    assert first.last_error.startswith("UNAVAILABLE")
-    # Not due yet: the backoff holds the row back.
-    assert await worker.run_once() == 0
-    clock.advance(dt.timedelta(seconds=1))
-    assert await worker.run_once() == 1
-    second = await _recipient(federation, sent.message_id)
-    assert second.attempts == 2
-    assert second.next_attempt_at.ToDatetime(dt.UTC) > clock.now()
-    await federation.start(b)
-    # The channel notices the peer is back within its reconnect backoff (seconds).
-    for _ in range(50):
-        clock.advance(dt.timedelta(seconds=5))
-        await worker.run_once()
-        delivered = await _recipient(federation, sent.message_id)
-        if delivered.state != apb.DELIVERY_STATE_PENDING:
-            break
-        await asyncio.sleep(0.1)
-    assert delivered.state == apb.DELIVERY_STATE_DELIVERED
-    assert delivered.attempts >= 3
-    assert delivered.receipt.body
-
-
-async def test_past_expiry_the_sender_is_told_it_failed(
-    manual: tuple[Federation, ManualClock],
-) -> None:
-    federation, clock = manual
-    b = federation.sim(1).node_id
-    await federation.crash(b)
-    sent = await federation.client(0).submit(_referral(b, ttl_seconds=60))
-    worker = _worker(federation)
-    for _ in range(4):
-        await worker.run_once()
-        clock.advance(dt.timedelta(seconds=20))
-    failed = await _recipient(federation, sent.message_id)
-    assert failed.state == apb.DELIVERY_STATE_FAILED
-    assert failed.last_error == "expired before delivery"
-    async for event in federation.client(0).watch(0):
-        assert event.type == apb.INBOX_EVENT_TYPE_DELIVERY_FAILED
-        assert (event.message_id, event.peer_node_id) == (sent.message_id, b)
-        break
-    entries = await federation.node(0).context.store.read(
-        lambda c: audit_log.entries_after(c, 0, 100)
-    )
-    actions = [e.action for e in entries if e.message_id == sent.message_id]
-    # Every failed attempt is on the record, then the failure.
-    assert actions[0] == "notice.submitted"
-    assert actions[-1] == "delivery.failed"
-    assert set(actions[1:-1]) == {"delivery.attempt_failed"}
-    # Failed rows are never tried again.
-    clock.advance(dt.timedelta(hours=1))
-    assert await worker.run_once() == 0
 
 
 async def test_a_signed_rejection_ends_delivery_and_tells_the_sender(

@@ -8,7 +8,7 @@ import threading
 from collections.abc import Iterator
 
 import pytest
-from sqlalchemy import insert, select
+from sqlalchemy import event, insert, select
 from sqlalchemy.exc import IntegrityError
 
 from exchange.errors import ConfigError, StoreUnavailableError
@@ -63,7 +63,7 @@ def _url(store: Store) -> str:
 @pytest.fixture
 def impatient(store: Store) -> Iterator[Store]:
     """A second Store on the same database whose writers give up after 100 ms."""
-    opened = Store.open(_url(store), sqlite_busy_timeout_ms=100)
+    opened = Store.open(_url(store), lock_timeout_ms=100)
     try:
         yield opened
     finally:
@@ -230,3 +230,62 @@ async def test_writing_to_a_closed_store_is_refused_not_left_waiting(store):
     async_store.close()
     with pytest.raises(StoreUnavailableError, match="closed"):
         await async_store.write(trust_list(11))
+
+
+@pytest.mark.parametrize("databases", ["sqlite"], indirect=True)
+async def test_a_write_that_fills_sqlite_fails_its_whole_batch_none_is_told_it_committed(store):
+    """SQLite answers a full database by rolling back the whole transaction, not only the
+    failing write's savepoint: the writes batched before it are gone, and none after it
+    may commit on its own. Each caller must hear that its write failed."""
+    async_store = AsyncStore(store)
+    gate = threading.Event()
+
+    @event.listens_for(store.engine, "checkout")
+    def full(dbapi_connection, _record, _proxy):
+        # The database may not grow by a single page.
+        cursor = dbapi_connection.cursor()
+        pages = cursor.execute("PRAGMA page_count").fetchone()[0]
+        cursor.execute(f"PRAGMA max_page_count={pages}")
+        cursor.close()
+
+    def too_big(connection):
+        registry.insert_trust_list(
+            connection, version=6, signed=bytes(100_000), expires_at=2, installed_at=1
+        )
+
+    try:
+        held = asyncio.ensure_future(async_store.write(lambda _c: gate.wait(5)))
+        await asyncio.sleep(0.05)
+        writes = [
+            async_store.write(trust_list(5)),  # fits in a page the database has
+            async_store.write(too_big),  # needs new pages: the database is full
+            async_store.write(trust_list(7)),
+        ]
+        gate.set()
+        await held
+        outcomes = await asyncio.gather(*writes, return_exceptions=True)
+    finally:
+        async_store.close()
+        event.remove(store.engine, "checkout", full)
+
+    stored = store.read(lambda c: [row.version for row in c.execute(select(TRUST_LISTS.c.version))])
+    assert stored == []
+    assert [type(outcome) for outcome in outcomes] == [StoreUnavailableError] * 3
+    assert all("database is full" in str(outcome) for outcome in outcomes)
+
+
+@pytest.mark.parametrize("databases", ["postgresql"], indirect=True)
+def test_a_lock_held_elsewhere_makes_a_postgresql_write_unavailable_not_wait(store):
+    """PostgreSQL's writers give up on a held lock as SQLite's do (lock_timeout)."""
+    impatient = Store.open(_url(store), lock_timeout_ms=100)
+    holder = store.engine.connect()
+    try:
+        holder.exec_driver_sql("LOCK TABLE trust_lists IN EXCLUSIVE MODE")
+        with pytest.raises(StoreUnavailableError, match="database is locked; retry"):
+            impatient.write(trust_list(1))
+        holder.rollback()
+        assert impatient.write(trust_list(1)) == 1
+    finally:
+        holder.close()
+        impatient.dispose()
+    assert count_rows(store, "trust_lists") == 1

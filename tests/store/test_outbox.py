@@ -297,7 +297,7 @@ def test_sqlite_a_second_claimer_waits_for_the_first_transaction(store, notices)
     for _ in range(2):
         submit(store, notices.envelope())
     impatient = Store.open(
-        store.engine.url.render_as_string(hide_password=False), sqlite_busy_timeout_ms=50
+        store.engine.url.render_as_string(hide_password=False), lock_timeout_ms=50
     )
     try:
         with store.engine.connect() as first:

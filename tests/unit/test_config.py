@@ -93,7 +93,7 @@ def test_a_minimal_file_loads_with_the_documented_defaults(tmp_path):
         listen="127.0.0.1:7501", hosts=("localhost", "127.0.0.1")
     )
     assert config.store == StoreConfig(
-        database_url="sqlite:///exchange.db", sqlite_synchronous="FULL"
+        database_url="sqlite:///exchange.db", sqlite_synchronous="FULL", lock_timeout_seconds=10.0
     )
     assert config.delivery == DeliveryConfig(
         initial_backoff_seconds=1.0,
@@ -233,6 +233,9 @@ CHOICES = [
     pytest.param('[logging]\nformat = "xml"\n', "logging.format", id="log-format"),
     pytest.param(
         '[store]\nsqlite_synchronous = "OFF"\n', "store.sqlite_synchronous", id="sqlite-sync-off"
+    ),
+    pytest.param(
+        "[store]\nlock_timeout_seconds = 0\n", "store.lock_timeout_seconds", id="no-lock-wait"
     ),
     # Values that load alone but could not work together.
     pytest.param(

@@ -1,0 +1,215 @@
+"""A peer down for a long time: backoff within bounds, each notice delivered once on recovery,
+and past expiry the sender's authority is told it failed.
+
+All three nodes read one manual clock; XA runs with the production backoff
+(1 s doubling to 600 s) and without its own worker: the test drives
+`DeliveryWorker.run_once`, moving the clock to the moment the next row is due,
+so hours of outage pass in a few hundred attempts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from google.protobuf.duration_pb2 import Duration
+from sqlalchemy import func, select
+
+from exchange._proto.exchange.v1 import authority_pb2 as apb
+from exchange.clock import ManualClock, from_millis, to_millis
+from exchange.delivery import DeliveryWorker
+from exchange.harness import samples
+from exchange.node import Node
+from exchange.rpc.peers import PeerTransport
+from exchange.store import audit_log, outbox
+from exchange.store.tables import INBOX_EVENTS, NOTICES, RECEIPTS
+from tests.conftest import DatabaseFactory
+from tests.live import Federation, start_federation
+
+XA, XB = 0, 1
+INITIAL, MAXIMUM = 1.0, 600.0
+PRODUCTION_BACKOFF = (
+    f"[delivery]\ninitial_backoff_seconds = {INITIAL}\nmax_backoff_seconds = {MAXIMUM}\n"
+)
+OUTAGE = dt.timedelta(hours=3)
+
+
+@pytest.fixture
+async def down(
+    tmp_path: Path, databases: DatabaseFactory
+) -> AsyncIterator[tuple[Federation, ManualClock, DeliveryWorker]]:
+    """XB is down; XA, on the production backoff, delivers only when the test says."""
+    clock = ManualClock(dt.datetime.now(dt.UTC).replace(microsecond=0))
+    ids = ["xa-police", "xb-prosecution", "xc-childprotection"]
+    running = await start_federation(tmp_path, databases, clocks=dict.fromkeys(ids, clock))
+    transport: PeerTransport | None = None
+    try:
+        a = running.sim(XA)
+        await running.crash(a.node_id)
+        toml = a.directory / "node.toml"
+        text = toml.read_text()
+        # The simulation's fast retries give way to the production values.
+        start = text.index("[delivery]\n")
+        end = text.index("\n[", start + 1) + 1
+        toml.write_text(text[:start] + PRODUCTION_BACKOFF + text[end:])
+        node = await running.start(a.node_id, deliver=False)
+        assert node.config.delivery.max_backoff_seconds == MAXIMUM
+        await running.crash(running.sim(XB).node_id)
+        transport = PeerTransport(node.tls.channel_credentials())
+        yield running, clock, DeliveryWorker(node.context, transport)
+    finally:
+        if transport is not None:
+            await transport.close()
+        await running.close()
+
+
+def _referral(recipient: str, reference: str, ttl: dt.timedelta) -> apb.SubmitNoticeRequest:
+    request = samples.case_referral([recipient], reference, "Sent while the peer is down.")
+    request.time_to_live.CopyFrom(Duration(seconds=int(ttl.total_seconds())))
+    return request
+
+
+async def _row(federation: Federation, message_id: str) -> apb.RecipientDelivery:
+    (only,) = (await federation.client(XA).delivery_status(message_id)).recipients
+    return only
+
+
+async def _count(node: Node, table: object, message_id: str) -> int:
+    query = (
+        select(func.count())
+        .select_from(table)  # type: ignore[arg-type]
+        .where(table.c.message_id == message_id)  # type: ignore[attr-defined]
+    )
+    return await node.context.store.read(lambda c: int(c.execute(query).scalar_one()))
+
+
+async def _attempt_each_when_due(
+    federation: Federation,
+    clock: ManualClock,
+    worker: DeliveryWorker,
+    message_ids: list[str],
+    until: dt.datetime,
+) -> dict[str, list[tuple[dt.datetime, dt.datetime]]]:
+    """Run XA's worker at each moment a row falls due, until `until`; for each message, the
+    (attempted at, next attempt at) of every failed attempt."""
+    node = federation.node(XA)
+    schedule: dict[str, list[tuple[dt.datetime, dt.datetime]]] = {m: [] for m in message_ids}
+    while True:
+        due = await node.context.store.read(outbox.next_due_at)
+        if due is None or from_millis(due) >= until:
+            return schedule
+        clock.set(max(clock.now(), from_millis(due)))
+        assert await worker.run_once() >= 1
+        for message_id in message_ids:
+            row = await _row(federation, message_id)
+            if row.state == apb.DELIVERY_STATE_PENDING and row.attempts > len(schedule[message_id]):
+                assert row.attempts == len(schedule[message_id]) + 1, "one attempt at a time"
+                schedule[message_id].append((clock.now(), row.next_attempt_at.ToDatetime(dt.UTC)))
+
+
+def _assert_backoff(attempts: list[tuple[dt.datetime, dt.datetime]], expires: dt.datetime) -> None:
+    """Each wait is in [50 %, 100 %] of min(600 s, 1 s * 2**failures before), never past expiry."""
+    for failures, (attempted, next_at) in enumerate(attempts):
+        exponential = min(MAXIMUM, INITIAL * 2**failures)
+        wait = (next_at - attempted).total_seconds()
+        if next_at == expires:
+            assert wait <= exponential
+            continue
+        assert exponential * 0.5 - 0.001 <= wait <= exponential + 0.001, (failures, wait)
+
+
+async def test_a_peer_down_for_hours_is_retried_with_bounded_backoff_and_gets_each_notice_once(
+    down: tuple[Federation, ManualClock, DeliveryWorker],
+) -> None:
+    federation, clock, worker = down
+    a = federation.node(XA)
+    b_id = federation.sim(XB).node_id
+    sent = [
+        (await federation.client(XA).submit(_referral(b_id, f"XA-{i}", 3 * OUTAGE))).message_id
+        for i in range(2)
+    ]
+    start = clock.now()
+    schedule = await _attempt_each_when_due(federation, clock, worker, sent, start + OUTAGE)
+
+    # Bounded: at least one attempt per 600 s once the backoff is at its cap, at most one
+    # per 300 s, after the ten doublings that lead there.
+    doublings = 10
+    for message_id in sent:
+        attempts = schedule[message_id]
+        _assert_backoff(attempts, start + 3 * OUTAGE)
+        assert OUTAGE / dt.timedelta(seconds=MAXIMUM) <= len(attempts)
+        assert len(attempts) <= doublings + 1 + OUTAGE / dt.timedelta(seconds=MAXIMUM / 2)
+        row = await _row(federation, message_id)
+        assert row.state == apb.DELIVERY_STATE_PENDING
+        assert row.last_error.startswith("UNAVAILABLE")
+        assert not row.receipt.body
+
+    # XB comes back. Its channel reconnects within its own short backoff (real seconds).
+    b = await federation.start(b_id, deliver=False)
+    async with asyncio.timeout(60):  # hang protection only
+        while {(await _row(federation, m)).state for m in sent} != {apb.DELIVERY_STATE_DELIVERED}:
+            due = await a.context.store.read(outbox.next_due_at)
+            if due is not None:
+                clock.set(max(clock.now(), from_millis(due)))
+            if not await worker.run_once():
+                await asyncio.sleep(0.25)  # the channel's reconnect runs on real time
+
+    clock.advance(dt.timedelta(days=5))
+    assert await worker.run_once() == 0, "delivered rows are never sent again"
+    for message_id in sent:
+        assert await _count(b, NOTICES, message_id) == 1
+        assert await _count(b, INBOX_EVENTS, message_id) == 1
+        assert await _count(a, RECEIPTS, message_id) == 1
+        entries = await a.context.store.read(
+            lambda c, m=message_id: audit_log.entries_for_message(c, m)
+        )
+        actions = [e.action for e in entries]
+        assert actions.count("notice.delivered") == 1
+        assert actions.count("delivery.attempt_failed") >= len(schedule[message_id])
+
+
+async def test_past_expiry_the_senders_authority_is_told_delivery_failed(
+    down: tuple[Federation, ManualClock, DeliveryWorker],
+) -> None:
+    federation, clock, worker = down
+    a = federation.node(XA)
+    b_id = federation.sim(XB).node_id
+    ttl = dt.timedelta(hours=2)
+    submitted = await federation.client(XA).submit(_referral(b_id, "XA-9", ttl))
+    message_id = submitted.message_id
+    expires = submitted.expires_at.ToDatetime(dt.UTC)
+    assert expires - clock.now() == ttl
+
+    schedule = await _attempt_each_when_due(federation, clock, worker, [message_id], expires)
+    attempts = schedule[message_id]
+    _assert_backoff(attempts, expires)
+    assert attempts[-1][1] == expires, "the last wait ends at expiry, not past it"
+    clock.set(expires)
+    assert await worker.run_once() == 1
+    failed = await _row(federation, message_id)
+    assert failed.state == apb.DELIVERY_STATE_FAILED
+    assert failed.last_error == "expired before delivery"
+    assert to_millis(clock.now()) == to_millis(expires)
+
+    # The authority is told in its inbox, once.
+    async with asyncio.timeout(30):  # hang protection only
+        async for event in federation.client(XA).watch(0):
+            if event.message_id == message_id:
+                break
+    assert (event.type, event.peer_node_id) == (apb.INBOX_EVENT_TYPE_DELIVERY_FAILED, b_id)
+    assert await _count(a, INBOX_EVENTS, message_id) == 1
+    entries = await a.context.store.read(lambda c: audit_log.entries_for_message(c, message_id))
+    actions = [e.action for e in entries]
+    assert actions[0] == "notice.submitted"
+    assert actions[-1] == "delivery.failed"
+    assert actions[1:-1] == ["delivery.attempt_failed"] * len(attempts)
+
+    # XB comes back: the expired notice is never sent.
+    b = await federation.start(b_id, deliver=False)
+    clock.advance(dt.timedelta(hours=1))
+    assert await worker.run_once() == 0
+    assert await _count(b, NOTICES, message_id) == 0
+    assert (await _row(federation, message_id)).state == apb.DELIVERY_STATE_FAILED
