@@ -186,7 +186,9 @@ def _unavailable(exc: DBAPIError) -> StoreUnavailableError | None:
     text = str(exc.orig).lower()
     if "locked" in text or "busy" in text or "lock timeout" in text:
         return StoreUnavailableError("database is locked; retry")
-    if "full" in text or "disk" in text:
+    # SQLite's "database or disk is full", PostgreSQL's "No space left on device";
+    # not "disk I/O error", which says nothing about space.
+    if "is full" in text or "no space left" in text:
         return StoreUnavailableError("database is full; retry when space is available")
     return StoreUnavailableError("database unavailable; retry")
 

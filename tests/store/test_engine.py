@@ -9,11 +9,11 @@ from collections.abc import Iterator
 
 import pytest
 from sqlalchemy import event, insert, select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, OperationalError
 
 from exchange.errors import ConfigError, StoreUnavailableError
 from exchange.store import AsyncStore, registry
-from exchange.store.engine import Store
+from exchange.store.engine import Store, _unavailable
 from exchange.store.tables import ENVELOPES, TRUST_LISTS
 
 from ._builders import count_rows
@@ -289,3 +289,20 @@ def test_a_lock_held_elsewhere_makes_a_postgresql_write_unavailable_not_wait(sto
         holder.close()
         impatient.dispose()
     assert count_rows(store, "trust_lists") == 1
+
+
+@pytest.mark.parametrize(
+    ("driver_message", "told"),
+    [
+        ("database or disk is full", "database is full"),
+        ('could not extend file "base/1/2": No space left on device', "database is full"),
+        ("disk I/O error", "database unavailable"),
+        ("database is locked", "database is locked"),
+        ("canceling statement due to lock timeout", "database is locked"),
+    ],
+)
+def test_a_driver_error_is_told_as_what_it_means(driver_message: str, told: str) -> None:
+    error = OperationalError("INSERT ...", {}, Exception(driver_message))
+    unavailable = _unavailable(error)
+    assert unavailable is not None
+    assert str(unavailable).startswith(told)
