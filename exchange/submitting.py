@@ -19,7 +19,7 @@ from collections.abc import Callable, Sequence
 from sqlalchemy import Connection
 from sqlalchemy.exc import IntegrityError
 
-from exchange import disclosure, notices
+from exchange import disclosure, failpoints, notices
 from exchange._encoding import tagged_digest
 from exchange._proto.exchange.v1 import envelope_pb2, notices_pb2
 from exchange.audit import AuditRecord
@@ -714,6 +714,7 @@ class Submitter:
             if also is not None:
                 also(connection)
             audit_log.append(connection, [record, *extra_audit])
+            failpoints.reached("submit.before_commit")
             return outbox.Submission(
                 message_id=header.message_id,
                 recipient_node_ids=request.recipient_node_ids,
@@ -733,6 +734,7 @@ class Submitter:
             if earlier is None:
                 raise
             return _same_request(earlier, request_digest)
+        failpoints.reached("submit.after_commit")
         context.outbox_changed.fire()
         context.log.info(
             "notice.submitted",
