@@ -196,6 +196,12 @@ async def assert_exactly_once(
     recipient_id = federation.node_id(recipient)
     statuses = await delivered(federation, sender, message_ids)
     listed = await inbox_ids(federation, recipient)
+    async with federation.client(recipient) as reader:
+        for message_id in message_ids:
+            # What was stored before or after a crash opens: the content is whole.
+            opened = await reader.get_notice(message_id)
+            assert opened.summary.sender_node_id == federation.node_id(sender)
+            assert opened.notice.WhichOneof("body"), f"{message_id} opens to nothing"
     for message_id in message_ids:
         status = statuses[message_id]
         assert [r.recipient_node_id for r in status.recipients] == [recipient_id]
