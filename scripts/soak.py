@@ -23,7 +23,9 @@ sender's and its recipients' logs; no peer head was found inconsistent). The
 node processes' RSS is sampled every second; the spared node's must not grow
 by more than half (and 64 MiB) between the start and the end of the run.
 
-Prints the counts; exits 1 on any loss, duplicate, mismatch or growth.
+Prints the counts; exits 1 on any loss, duplicate, mismatch or growth. The seed
+fixes the choices (countries, types, victims, failpoints), not their interleaving
+with the nodes' timing: two runs with one seed differ in their counts.
 
 Usage (defaults finish in a few minutes on a small machine):
     scripts/soak [--countries 4] [--notices 2000] [--concurrency 32]
