@@ -29,9 +29,15 @@ import grpc
 import pytest
 
 from exchange._proto.exchange.v1 import authority_pb2 as apb
+from exchange._proto.exchange.v1 import notices_pb2 as npb
 from exchange.harness import samples
 from tests.conftest import DatabaseFactory
-from tests.faults.processes import ProcessFederation, assert_exactly_once, start_processes
+from tests.faults.processes import (
+    ProcessFederation,
+    assert_exactly_once,
+    delivered,
+    start_processes,
+)
 
 SENDER, RECIPIENT = 0, 1
 ITERATIONS = int(os.environ.get("EXCHANGE_CRASH_ITERATIONS", "2"))
@@ -177,6 +183,58 @@ async def test_recipient_killed_after_its_commit_before_replying_sends_the_origi
     await assert_exactly_once(processes, SENDER, RECIPIENT, [message_id])
     # What the sender holds is the receipt signed before the crash, not a new one.
     assert processes.rows(SENDER, "SELECT body FROM receipts") == [(first_receipt,)]
+
+
+async def test_reply_committed_before_a_crash_is_answered_on_retry_after_a_withdrawal(
+    processes: ProcessFederation,
+) -> None:
+    """The retry of a reply that was committed gets that reply, whatever happened since.
+
+    XB's authority acknowledges a referral; XB dies after the commit, before its
+    answer. XA withdraws the referral meanwhile. The authority's retry (same
+    request id) must be told the acknowledgement it already sent, not that the
+    referral is withdrawn: that would say it was not sent, while it is delivered.
+    """
+    await asyncio.gather(
+        processes.start(SENDER), processes.start(RECIPIENT, failpoint="submit.after_commit")
+    )
+    referral_id = await submit(processes, referral(processes, "to-be-acknowledged"))
+    await delivered(processes, SENDER, [referral_id])
+    acknowledge = apb.AcknowledgeRequest(
+        message_id=referral_id,
+        status=npb.ACKNOWLEDGEMENT_STATUS_ACCEPTED_FOR_ACTION,
+        client_request_id="ack-before-crash",
+    )
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        async with processes.client(RECIPIENT) as client:
+            await client.acknowledge(acknowledge)
+    assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert await processes.killed(RECIPIENT)
+    [(acknowledgement_id,)] = processes.rows(
+        RECIPIENT, "SELECT message_id FROM notices WHERE direction='outgoing'"
+    )
+
+    await processes.start(RECIPIENT)
+    async with processes.client(SENDER) as client:
+        withdrawal = await client.withdraw(
+            apb.WithdrawRequest(
+                message_id=referral_id,
+                reason=npb.WITHDRAWAL_REASON_SENT_IN_ERROR,
+                client_request_id="withdraw-it",
+            )
+        )
+    await delivered(processes, SENDER, [withdrawal.message_id])
+    [(confirmation_id,)] = processes.rows(
+        RECIPIENT,
+        "SELECT message_id FROM notices WHERE direction='outgoing' AND in_reply_to=:w",
+        w=withdrawal.message_id,
+    )
+
+    async with processes.client(RECIPIENT) as client:
+        retried = await client.acknowledge(acknowledge)
+    assert retried.message_id == acknowledgement_id
+    await delivered(processes, RECIPIENT, [confirmation_id])
+    await assert_exactly_once(processes, RECIPIENT, SENDER, [acknowledgement_id])
 
 
 # --- random kill points ---------------------------------------------------------------------
