@@ -114,6 +114,11 @@ class Submitter:
     async def submit(self, principal: Principal, request: OutgoingRequest) -> outbox.Submission:
         """Send a new notice (not a reply)."""
         _check_authored(request.notice)
+        # A retry gets the notice it committed (its answer lost to a crash or a cut), not
+        # judged anew: a deadline that was ahead then may have passed since.
+        earlier = await self._replayed(principal, request.client_request_id, request.digest(""))
+        if earlier is not None:
+            return earlier
         message_id = self._new_message_id()
         request, held = self._hold_back(request, message_id)
         kind = await self._validate(request)
@@ -131,8 +136,8 @@ class Submitter:
         _check_authored(request.notice)
         original = await self._received(in_reply_to, live=False)
         request = dataclasses.replace(request, recipient_node_ids=(original.sender_node_id,))
-        # A retry gets the reply it committed (its answer lost to a crash or a cut), even
-        # if the notice was withdrawn since: that reply was sent, and is being delivered.
+        # A retry gets the reply it committed (its answer lost to a crash or a cut), not
+        # judged anew: the notice may have been withdrawn since, or a deadline passed.
         earlier = await self._replayed(
             principal, request.client_request_id, request.digest(original.message_id)
         )

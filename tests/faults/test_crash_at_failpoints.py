@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import datetime as dt
 import os
 import random
 import uuid
@@ -28,6 +29,7 @@ from pathlib import Path
 import grpc
 import pytest
 
+from exchange import _wire
 from exchange._proto.exchange.v1 import authority_pb2 as apb
 from exchange._proto.exchange.v1 import notices_pb2 as npb
 from exchange.harness import samples
@@ -235,6 +237,35 @@ async def test_reply_committed_before_a_crash_is_answered_on_retry_after_a_withd
     assert retried.message_id == acknowledgement_id
     await delivered(processes, RECIPIENT, [confirmation_id])
     await assert_exactly_once(processes, RECIPIENT, SENDER, [acknowledgement_id])
+
+
+async def test_request_committed_before_a_crash_is_answered_on_retry_after_its_deadline(
+    processes: ProcessFederation,
+) -> None:
+    """The retry of a submission that was committed gets it, even once the request is due.
+
+    An urgent request due in seconds is committed; XA dies before answering and
+    is back only after the deadline. The retry must not be judged as a new
+    request (a deadline in the past is refused): it was sent, and is delivered.
+    """
+    await asyncio.gather(
+        processes.start(SENDER, failpoint="submit.after_commit"), processes.start(RECIPIENT)
+    )
+    deadline = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=5)
+    request = samples.assistance_request(
+        processes.node_id(RECIPIENT), "XA-2026-78", deadline, "Urgent, due in seconds."
+    )
+    request.notice.assistance_request.urgency = npb.URGENCY_URGENT
+    request.notice.assistance_request.response_deadline.CopyFrom(_wire.timestamp(deadline))
+    request.client_request_id = "urgent-before-crash"
+    await submit_into_a_crash(processes, request)
+    [(committed,)] = processes.rows(SENDER, "SELECT message_id FROM notices")
+
+    await processes.start(SENDER)
+    # The authority's retry comes once the deadline has passed (the wait is for the clock).
+    await asyncio.sleep(max(0.0, (deadline - dt.datetime.now(dt.UTC)).total_seconds()) + 0.5)
+    assert await submit(processes, request) == committed
+    await assert_exactly_once(processes, SENDER, RECIPIENT, [committed])
 
 
 # --- random kill points ---------------------------------------------------------------------
