@@ -28,6 +28,7 @@ from typing import Protocol
 
 from sqlalchemy import Connection
 
+from exchange import failpoints
 from exchange.audit import AuditRecord
 from exchange.clock import to_millis
 from exchange.composing import resign
@@ -174,6 +175,7 @@ class DeliveryWorker:
             # No valid key of ours: held until the stewards publish one.
             await self._retry(item, str(exc), now)
             return
+        failpoints.reached("deliver.before_send")
         try:
             signed = await self._transport.deliver(
                 peer, item.envelope, self._config.attempt_timeout_seconds
@@ -181,6 +183,7 @@ class DeliveryWorker:
         except PeerUnreachableError as exc:
             await self._retry(item, str(exc), context.clock.now())
             return
+        failpoints.reached("deliver.after_send")
         try:
             receipt = verify_receipt(
                 signed,

@@ -30,7 +30,7 @@ from collections.abc import Callable
 from sqlalchemy import Connection
 from sqlalchemy.exc import IntegrityError
 
-from exchange import disclosure, notices
+from exchange import disclosure, failpoints, notices
 from exchange._proto.exchange.v1 import envelope_pb2 as env_pb
 from exchange._proto.exchange.v1 import notices_pb2 as pb
 from exchange.audit import AuditRecord
@@ -581,6 +581,7 @@ class Receiver:
                         occurred_at=to_millis(now),
                     ),
                 )
+            failpoints.reached("receive.before_commit")
             return receipt
 
         try:
@@ -591,6 +592,7 @@ class Receiver:
             if earlier is None:
                 raise
             return earlier
+        failpoints.reached("receive.after_commit")
         context.inbox_changed.fire()
         context.peer_heard_from(header.sender_node_id)
         if effects.outgoing:

@@ -19,7 +19,7 @@ from collections.abc import Callable, Sequence
 from sqlalchemy import Connection
 from sqlalchemy.exc import IntegrityError
 
-from exchange import disclosure, notices
+from exchange import disclosure, failpoints, notices
 from exchange._encoding import tagged_digest
 from exchange._proto.exchange.v1 import envelope_pb2, notices_pb2
 from exchange.audit import AuditRecord
@@ -114,6 +114,11 @@ class Submitter:
     async def submit(self, principal: Principal, request: OutgoingRequest) -> outbox.Submission:
         """Send a new notice (not a reply)."""
         _check_authored(request.notice)
+        # A retry gets the notice it committed (its answer lost to a crash or a cut), not
+        # judged anew: a deadline that was ahead then may have passed since.
+        earlier = await self._replayed(principal, request.client_request_id, request.digest(""))
+        if earlier is not None:
+            return earlier
         message_id = self._new_message_id()
         request, held = self._hold_back(request, message_id)
         kind = await self._validate(request)
@@ -129,8 +134,16 @@ class Submitter:
         """Send a reply to a received notice, addressed to its sender."""
         validate_message_id(in_reply_to, "in_reply_to")
         _check_authored(request.notice)
-        original = await self._received(in_reply_to)
+        original = await self._received(in_reply_to, live=False)
         request = dataclasses.replace(request, recipient_node_ids=(original.sender_node_id,))
+        # A retry gets the reply it committed (its answer lost to a crash or a cut), not
+        # judged anew: the notice may have been withdrawn since, or a deadline passed.
+        earlier = await self._replayed(
+            principal, request.client_request_id, request.digest(original.message_id)
+        )
+        if earlier is not None:
+            return earlier
+        _check_live(original)
         message_id = self._new_message_id()
         request, held = self._hold_back(request, message_id)
         kind = await self._validate(request)
@@ -171,7 +184,8 @@ class Submitter:
         its retention; it may not be shared onward.
         """
         validate_message_id(message_id)
-        original = await self._received(message_id)
+        # Whether it is still live is checked by `respond`, after a retry is recognized.
+        original = await self._received(message_id, live=False)
         notice = notices_pb2.Notice(
             protection=_protocol_flags(),
             acknowledgement=notices_pb2.Acknowledgement(status=status, note=note),  # type: ignore[arg-type]
@@ -185,14 +199,14 @@ class Submitter:
         )
         return await self.respond(principal, message_id, request)
 
-    async def _received(self, message_id: str) -> NoticeRecord:
+    async def _received(self, message_id: str, *, live: bool = True) -> NoticeRecord:
+        """A notice this node received; unless `live` is False, not withdrawn or purged."""
         found = await self._context.store.read(lambda c: inbox.get_incoming(c, message_id))
         if found is None:
             raise NotFoundError(f"no received notice {message_id}")
-        record = found[0]
-        if record.state in (lifecycle.WITHDRAWN, lifecycle.PURGED):
-            raise PreconditionError(f"notice {message_id} is {record.state}")
-        return record
+        if live:
+            _check_live(found[0])
+        return found[0]
 
     # --- withdrawal ---------------------------------------------------------------------------
 
@@ -714,6 +728,7 @@ class Submitter:
             if also is not None:
                 also(connection)
             audit_log.append(connection, [record, *extra_audit])
+            failpoints.reached("submit.before_commit")
             return outbox.Submission(
                 message_id=header.message_id,
                 recipient_node_ids=request.recipient_node_ids,
@@ -733,6 +748,7 @@ class Submitter:
             if earlier is None:
                 raise
             return _same_request(earlier, request_digest)
+        failpoints.reached("submit.after_commit")
         context.outbox_changed.fire()
         context.log.info(
             "notice.submitted",
@@ -750,6 +766,11 @@ def _protocol_handling(retention_days: int) -> Handling:
         evidence_use=_K.EVIDENCE_USE_INTELLIGENCE_ONLY,
         retention_days=retention_days,
     )
+
+
+def _check_live(record: NoticeRecord) -> None:
+    if record.state in (lifecycle.WITHDRAWN, lifecycle.PURGED):
+        raise PreconditionError(f"notice {record.message_id} is {record.state}")
 
 
 def _check_authored(notice: notices_pb2.Notice) -> None:

@@ -29,14 +29,19 @@ class NodeProcess:
         self.log_path: Path = node.directory / "serve.log"
         self.starts = 0
 
-    def start(self) -> None:
-        """Start the node and wait until its authority port reports SERVING."""
+    def start(self, environ: dict[str, str] | None = None) -> None:
+        """Start the node and wait until its authority port reports SERVING.
+
+        Args:
+            environ: variables for this start only (a failpoint, say), over the
+                process's own.
+        """
         with self.log_path.open("ab") as log:
             self._process = subprocess.Popen(  # noqa: S603 (our own interpreter and module)
                 [sys.executable, "-m", "exchange", "serve", str(self.node.directory)],
                 stdout=log,
                 stderr=subprocess.STDOUT,
-                env={"EXCHANGE_LOG_LEVEL": "info", **self._environ},
+                env={"EXCHANGE_LOG_LEVEL": "info", **self._environ, **(environ or {})},
             )
         self.starts += 1
         self._wait_ready()
@@ -79,6 +84,22 @@ class NodeProcess:
         except subprocess.TimeoutExpired:
             self._process.kill()
             self._process.wait()
+
+    def wait_exit(self, timeout: float) -> int | None:
+        """Wait until the process has ended (killed at a failpoint, say); its exit status.
+
+        Returns None if it is still running after `timeout` seconds.
+        """
+        if self._process is None:
+            return None
+        try:
+            return self._process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            return None
+
+    @property
+    def pid(self) -> int | None:
+        return None if self._process is None else self._process.pid
 
     @property
     def running(self) -> bool:

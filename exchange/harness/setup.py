@@ -108,6 +108,8 @@ class CountrySpec:
     authority_name: str
     federation_port: int
     authority_port: int
+    # The port peers dial, when it is not the one the node listens on (a proxy's).
+    endpoint_port: int | None = None
 
 
 def sample_countries(count: int) -> list[CountrySpec]:
@@ -165,7 +167,8 @@ def build_federation(
             node_admin.NodeSpec(
                 node_id=spec.node_id,
                 country=spec.country,
-                endpoint=f"127.0.0.1:{spec.federation_port}",
+                endpoint=f"127.0.0.1:{spec.endpoint_port or spec.federation_port}",
+                federation_listen=f"127.0.0.1:{spec.federation_port}",
                 authority_listen=f"127.0.0.1:{spec.authority_port}",
                 authority_name=spec.authority_name,
                 database_url=database_url_for(spec.node_id)
