@@ -7,8 +7,10 @@ grace period and `start` loads it again from its directory, as a restart does.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import datetime as dt
+import io
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -19,6 +21,16 @@ from exchange.harness.setup import SimNode, build_federation, sample_countries
 from exchange.node import Node
 from exchange.rpc.client import AuthorityClient
 from tests.conftest import DatabaseFactory
+
+# A stop without grace takes well under a second; a hung one fails with the tasks' stacks.
+STOP_DEADLINE_SECONDS = 60
+
+
+def _task_stacks() -> str:
+    out = io.StringIO()
+    for task in asyncio.all_tasks():
+        task.print_stack(file=out)
+    return out.getvalue()
 
 
 @dataclasses.dataclass
@@ -51,7 +63,10 @@ class Federation:
 
     async def crash(self, node_id: str) -> None:
         node = self.running.pop(node_id)
-        await node.stop(grace=0)
+        try:
+            await asyncio.wait_for(node.stop(grace=0), STOP_DEADLINE_SECONDS)
+        except TimeoutError:
+            raise AssertionError(f"{node_id} did not stop:\n{_task_stacks()}") from None
 
     async def start(self, node_id: str, *, deliver: bool = True) -> Node:
         sim = next(n for n in self.nodes if n.node_id == node_id)
