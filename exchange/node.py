@@ -250,6 +250,7 @@ class Node:
             federation_credentials=self.tls.server_credentials(),
             authority_address=self.config.authority.listen,
             authority_credentials=self.authority_credentials,
+            log=context.log,
         )
         await context.health.watch(self._servers.set_serving)
         for conflict in await context.store.read(audit_heads.conflicts):
