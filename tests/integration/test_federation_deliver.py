@@ -23,7 +23,6 @@ from tests.peers import (
     craft_envelope,
     deliver_as,
     referral_notice,
-    refused_trust_list_call,
 )
 
 
@@ -195,13 +194,6 @@ async def test_message_id_of_another_sender_is_refused(federation: Federation) -
     assert "not bound to the sender" in (refused.value.details() or "")
     assert _receipt(await deliver_as(a, b, original), a, b, original).accepted
     assert len(await _events(b)) == 1
-
-
-async def test_federation_port_requires_a_client_certificate(federation: Federation) -> None:
-    a, b = federation.node(0), federation.node(1)
-    credentials = grpc.ssl_channel_credentials(root_certificates=a.tls.ca_pem)
-    refused = await refused_trust_list_call(b, credentials)
-    assert refused.code() == grpc.StatusCode.UNAVAILABLE
 
 
 async def test_a_repeat_after_expiry_still_gets_the_original_receipt(
