@@ -1,4 +1,4 @@
-"""Request bytes become messages inside the call, so undecodable bytes get a typed status.
+"""Request bytes become messages inside the call: sizes bounded, undecodable bytes typed.
 
 gRPC decodes a request before the servicer runs, and a decoding failure (bytes
 that are not the method's message, a string field that is not UTF-8) escapes
@@ -6,6 +6,16 @@ every servicer's error mapping: the caller gets UNKNOWN with the parser's text.
 This interceptor registers every method with identity deserialization and
 decodes in the call instead, so such a request is INVALID_ARGUMENT ("request:
 is not a valid <message>") through `_status`, like any other bad request.
+
+It also bounds each method's request before parsing. The ports take messages
+of up to MAX_MESSAGE_BYTES (a content hash referral is up to 12 MiB), but
+parsing multiplies a message's size: 14 MB of empty entries in a repeated field
+became over a gigabyte of objects. Only the methods that carry notices or
+registrations take large requests; every other one is refused above
+SMALL_REQUEST_BYTES with RESOURCE_EXHAUSTED, unparsed. A large request is
+parsed only once its caller is admitted (`Admit`: a valid token with the role
+for the method, or a member node's certificate), so a stranger cannot make the
+node parse 16 MiB; the handler checks the caller again, as for any call.
 """
 
 from __future__ import annotations
@@ -16,18 +26,35 @@ from typing import TYPE_CHECKING, Any
 
 import grpc
 
-from exchange.errors import ValidationError
+from exchange.errors import ResourceLimitError, ValidationError
 from exchange.rpc._status import status_from_errors
+from exchange.rpc.peers import MAX_MESSAGE_BYTES
 
-__all__ = ["DecodeRequests"]
+__all__ = ["LARGE_REQUESTS", "SMALL_REQUEST_BYTES", "DecodeRequests"]
+
+# 64 perceptual hashes of 1 KiB in one Query are the largest of the small requests.
+SMALL_REQUEST_BYTES = 256 * 1024
+LARGE_REQUESTS = frozenset(
+    {
+        "/exchange.v1.Federation/Deliver",
+        "/exchange.v1.Authority/SubmitNotice",
+        "/exchange.v1.Authority/Respond",
+        "/exchange.v1.Authority/RegisterIdentifiers",
+    }
+)
 
 Context = grpc.aio.ServicerContext[Any, Any]
 Deserializer = Callable[[bytes], Any]
+Admit = Callable[[Context, str], Awaitable[None]]
 if TYPE_CHECKING:  # generic in the stubs only
     Handler = grpc.RpcMethodHandler[Any, Any]
 
 
-def _decode(deserializer: Deserializer | None, data: bytes) -> Any:
+def _decode(deserializer: Deserializer | None, data: bytes, limit: int) -> Any:
+    if len(data) > limit:
+        raise ResourceLimitError(
+            f"request: {len(data)} bytes is over this method's limit of {limit}"
+        )
     if deserializer is None:
         return data
     try:
@@ -39,10 +66,17 @@ def _decode(deserializer: Deserializer | None, data: bytes) -> Any:
 
 
 class DecodeRequests(grpc.aio.ServerInterceptor):
-    """Decode requests in the call, turning undecodable bytes into INVALID_ARGUMENT."""
+    """Decode requests in the call, turning undecodable bytes into INVALID_ARGUMENT.
 
-    def __init__(self, log: Any) -> None:
+    Args:
+        admit: raises the call's refusal (an ExchangeError) unless its caller may
+            call the method (its name, e.g. "SubmitNotice"); awaited before a
+            request over SMALL_REQUEST_BYTES is parsed.
+    """
+
+    def __init__(self, log: Any, admit: Admit) -> None:
         self._log = log
+        self._admit = admit
         self._handlers: dict[str, Handler] = {}
 
     async def intercept_service(
@@ -57,18 +91,21 @@ class DecodeRequests(grpc.aio.ServerInterceptor):
             if handler is None:
                 return None  # UNIMPLEMENTED; not cached, the caller chooses the name
             # One wrapped handler per method that the server has.
-            wrapped = self._handlers[method] = self._wrap(handler)
+            limit = MAX_MESSAGE_BYTES if method in LARGE_REQUESTS else SMALL_REQUEST_BYTES
+            wrapped = self._handlers[method] = self._wrap(handler, method, limit)
         return wrapped
 
-    def _wrap(self, handler: Any) -> Handler:
+    def _wrap(self, handler: Any, method: str, limit: int) -> Handler:
         # Any: the stubs describe the synchronous server's handlers, these are grpc.aio's.
         deserializer = handler.request_deserializer
         serializer = handler.response_serializer
-        log = self._log
+        log, admit, name = self._log, self._admit, method.rsplit("/", 1)[-1]
 
         async def decoded(data: bytes, context: Context) -> Any:
             async with status_from_errors(context, log):
-                return _decode(deserializer, data)
+                if SMALL_REQUEST_BYTES < len(data) <= limit:
+                    await admit(context, name)
+                return _decode(deserializer, data, limit)
 
         if handler.unary_unary is not None:
             unary_unary = handler.unary_unary

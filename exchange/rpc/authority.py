@@ -9,6 +9,7 @@ from typing import Any, TypeVar
 
 import grpc
 
+from exchange import registering
 from exchange._proto.exchange.v1 import audit_pb2, authority_pb2_grpc, matching_pb2
 from exchange._proto.exchange.v1 import authority_pb2 as pb
 from exchange.auditing import AuditLog
@@ -62,6 +63,13 @@ class AuthorityService(authority_pb2_grpc.AuthorityServicer):
         self._audit = audit
         self._registrar = registrar
         self._querier = querier
+
+    async def admit(self, context: Context, method: str) -> None:
+        """Raise the refusal unless the caller may call `method` (before a large request is read).
+
+        Refusals are audited as for any call.
+        """
+        await self._principal(context, method)
 
     async def _principal(self, context: Context, method: str) -> Principal:
         """The caller, allowed to call `method`; a refusal is audited (see exchange.refusals)."""
@@ -258,6 +266,8 @@ class AuthorityService(authority_pb2_grpc.AuthorityServicer):
         self, request: pb.RegisterIdentifiersRequest, context: Context
     ) -> pb.RegisterIdentifiersResponse:
         async def handle(principal: Principal) -> pb.RegisterIdentifiersResponse:
+            # Before converting: 16 MiB of empty entries would be millions of objects.
+            registering.check_count(len(request.identifiers))
             done = await self._registrar.register(
                 principal,
                 request.case_reference,

@@ -63,6 +63,10 @@ class FederationService(federation_pb2_grpc.FederationServicer):
         self._audit = audit
         self._responder = responder
 
+    async def admit(self, context: grpc.aio.ServicerContext[Any, Any], method: str) -> None:
+        """Raise the refusal unless a member node is calling (before a large request is read)."""
+        tls_peer_node_id(context, self._node)
+
     async def Deliver(
         self, request: pb.DeliverRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.DeliverResponse:
