@@ -24,7 +24,7 @@ from exchange.clock import ManualClock
 from exchange.layout import NodeLayout
 from exchange.node import Node
 from exchange.rpc.peers import MAX_MESSAGE_BYTES, channel_options
-from exchange.store import audit_log
+from exchange.store import audit_log, outbox
 from exchange.store.tables import (
     ENVELOPES,
     INBOX_EVENTS,
@@ -154,6 +154,21 @@ async def stored(node: Node) -> dict[str, int]:
         }
 
     return await node.context.store.read(count)
+
+
+async def quiet(federation: Federation, seconds: float = 30) -> None:
+    """Wait until no node has a delivery pending (so that stores only change when asked)."""
+
+    def pending(connection: Connection) -> int:
+        query = select(func.count()).select_from(OUTBOX).where(OUTBOX.c.state == outbox.PENDING)
+        return int(connection.execute(query).scalar_one())
+
+    for _ in range(int(seconds / 0.05)):
+        counts = [await node.context.store.read(pending) for node in federation.running.values()]
+        if not any(counts):
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"deliveries still pending: {counts}")
 
 
 async def audit_size(node: Node) -> int:

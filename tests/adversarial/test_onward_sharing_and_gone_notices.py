@@ -19,7 +19,7 @@ from exchange._proto.exchange.v1 import authority_pb2 as apb
 from exchange._proto.exchange.v1 import envelope_pb2 as epb
 from exchange.clock import ManualClock
 from exchange.node import Node
-from tests.adversarial._calls import audit_size, audited_since, clocked_federation, stored
+from tests.adversarial._calls import audit_size, audited_since, clocked_federation, quiet, stored
 from tests.integration.test_lifecycle import (
     eventually,
     forward,
@@ -60,6 +60,7 @@ async def refused_forward(
         for i in range(3)
         if federation.sim(i).node_id == request.recipient_node_ids[0]
     )
+    await quiet(federation)
     before = await Before.take(forwarder, recipient)
     with pytest.raises(grpc.aio.AioRpcError) as refused:
         await federation.client(client).forward(request)
@@ -132,6 +133,7 @@ async def refused_read(federation: Federation, message_id: str, why: str) -> Non
     xb = federation.node(1)
     client = federation.client(1)
     state = {n.message_id: n.state for n in (await client.list_inbox()).notices}[message_id]
+    await quiet(federation)
     before, size = await stored(xb), await audit_size(xb)
     for _ in range(2):  # asking again changes nothing either
         with pytest.raises(grpc.aio.AioRpcError) as refused:

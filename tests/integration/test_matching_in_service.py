@@ -21,7 +21,6 @@ from exchange.admin import node as node_admin
 from exchange.identifiers import IdentifierType, normalize
 from exchange.match_keys import ACTIVE, INDEXING, RETIRED, MatchKeys, load_key_files
 from exchange.node import Node
-from exchange.registering import MAX_IDENTIFIERS
 from exchange.store import audit_log, match_index
 from exchange.store.tables import MATCH_INDEX
 from tests.live import Federation
@@ -184,20 +183,6 @@ async def test_a_bad_request_is_refused_naming_the_field(
         await federation.client(0).register_identifiers(bad)
     assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert (refused.value.details() or "").startswith(field)
-
-
-async def test_too_many_identifiers_in_one_call_is_resource_exhausted(
-    federation: Federation,
-) -> None:
-    many = apb.RegisterIdentifiersRequest(
-        case_reference="XA-1",
-        contact_point="desk",
-        identifiers=[mpb.IdentifierValue(type=mpb.IDENTIFIER_TYPE_PHONE, value=b"+4420790000")]
-        * (MAX_IDENTIFIERS + 1),
-    )
-    with pytest.raises(grpc.aio.AioRpcError) as refused:
-        await federation.client(0).register_identifiers(many)
-    assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
 
 
 async def test_a_reader_may_not_register(federation: Federation) -> None:
