@@ -103,6 +103,13 @@ TOKENS = [
         "unknown client",
         "unauthenticated",
     ),
+    (
+        "another-nodes-client",
+        lambda f, now: bearer(f.sim(0).case_worker_token),
+        "invalid token",
+        "unknown client",
+        "unauthenticated",
+    ),
     ("wrong-secret", _wrong_secret, "invalid token", "wrong secret", "client:case-management"),
     ("revoked", _revoked, "invalid token", "revoked client", "client:revoked-submitter"),
 ]

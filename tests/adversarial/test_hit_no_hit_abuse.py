@@ -203,3 +203,42 @@ async def test_malformed_group_elements_and_buckets_from_a_peer_are_invalid_argu
         "reason": "invalid request",
         "refusals": "1",
     }
+
+
+class _ForgingKey:
+    """A holder's OPRF key that answers every blinded element with `forged`."""
+
+    def __init__(self, forged: bytes) -> None:
+        self.forged = forged
+
+    def blind_evaluate(self, blinded: bytes) -> bytes:
+        return self.forged
+
+
+@pytest.mark.parametrize(
+    "forged",
+    [b"\xff" * 32, bytes(32), VALID[:31]],
+    ids=["not-a-point", "identity", "short"],
+)
+async def test_a_holder_answering_with_malformed_elements_is_unavailable_to_the_querier(
+    limits: Clocked, forged: bytes
+) -> None:
+    """The other direction: a malicious holder's evaluations are refused, never trusted."""
+    federation, _ = limits
+    xb = federation.sim(1).node_id
+    keys = federation.node(1).match_keys
+    version = keys.active_version
+    honest = keys.keys[version]
+    size = await audit_size(federation.node(0))
+    keys.keys[version] = _ForgingKey(forged)  # type: ignore[assignment]
+    try:
+        response = await federation.client(0).query(ask(UNKNOWN, UNKNOWN, peers=(xb,)))
+    finally:
+        keys.keys[version] = honest
+    assert [(a.outcome, a.hits) for a in response.answers] == [
+        (mpb.QUERY_OUTCOME_UNAVAILABLE, [])
+    ] * 2
+    assert "evaluated element" in response.answers[0].reason
+    (entry,) = await audited_since(federation.node(0), size)
+    assert entry.action == "match.queried"
+    assert refusal(entry.details_json)["unavailable"] == xb
