@@ -43,7 +43,7 @@ AUTHORITY = authority_pb2.DESCRIPTOR.services_by_name["Authority"]
 UNTYPED = frozenset({grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN})
 # A stream still open this long after the call was accepted and is waiting for events:
 # a refusal comes before the first event, at once.
-STREAM_OPEN_SECONDS = 0.2
+STREAM_OPEN_SECONDS = 0.1
 
 
 def _identity(data: bytes) -> bytes:
