@@ -240,7 +240,9 @@ class Node:
         await self.match_keys.sync()
         responder = MatchResponder(context, self.match_keys, self.peer_limiter, self.refusals)
         self._servers = await start_servers(
-            federation=FederationService(context, Receiver(context), audit, responder),
+            federation=FederationService(
+                context, Receiver(context), audit, responder, self.refusals
+            ),
             authority=AuthorityService(
                 context,
                 submitter=Submitter(context),

@@ -1,8 +1,10 @@
 """Refused calls on the audit record, without letting a flood grow the log.
 
 Authority calls refused for their credentials (no token, a malformed, unknown,
-wrong or revoked token, a role without the right) and hit/no-hit calls refused
-for a rate limit or a malformed request are counted under their kind: the
+wrong or revoked token, a role without the right), requests refused before
+they are read (too large, not the method's message: the authority port has not
+identified the caller yet) and hit/no-hit calls refused for a rate limit or a
+malformed request are counted under their kind: the
 reason, the method and the actor (a registered client, a member node, or
 "unauthenticated"). The first refusal of a kind is audited at once as
 `call.refused`; later ones within `window` are only counted, and the next
@@ -39,6 +41,7 @@ REASONS = frozenset(
         "role",
         "rate limit",
         "invalid request",
+        "too large",
     }
 )
 UNAUTHENTICATED = "unauthenticated"

@@ -16,6 +16,7 @@ SMALL_REQUEST_BYTES with RESOURCE_EXHAUSTED, unparsed. A large request is
 parsed only once its caller is admitted (`Admit`: a valid token with the role
 for the method, or a member node's certificate), so a stranger cannot make the
 node parse 16 MiB; the handler checks the caller again, as for any call.
+Refusals here are audited through `refused` (exchange.refusals bounds them).
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ LARGE_REQUESTS = frozenset(
 Context = grpc.aio.ServicerContext[Any, Any]
 Deserializer = Callable[[bytes], Any]
 Admit = Callable[[Context, str], Awaitable[None]]
+Refused = Callable[[Context, str, str], Awaitable[None]]
 if TYPE_CHECKING:  # generic in the stubs only
     Handler = grpc.RpcMethodHandler[Any, Any]
 
@@ -72,11 +74,14 @@ class DecodeRequests(grpc.aio.ServerInterceptor):
         admit: raises the call's refusal (an ExchangeError) unless its caller may
             call the method (its name, e.g. "SubmitNotice"); awaited before a
             request over SMALL_REQUEST_BYTES is parsed.
+        refused: records a request refused here, with the method's name and the
+            reason ("too large" or "invalid request").
     """
 
-    def __init__(self, log: Any, admit: Admit) -> None:
+    def __init__(self, log: Any, admit: Admit, refused: Refused) -> None:
         self._log = log
         self._admit = admit
+        self._refused = refused
         self._handlers: dict[str, Handler] = {}
 
     async def intercept_service(
@@ -99,13 +104,21 @@ class DecodeRequests(grpc.aio.ServerInterceptor):
         # Any: the stubs describe the synchronous server's handlers, these are grpc.aio's.
         deserializer = handler.request_deserializer
         serializer = handler.response_serializer
-        log, admit, name = self._log, self._admit, method.rsplit("/", 1)[-1]
+        log, admit, refused = self._log, self._admit, self._refused
+        name = method.rsplit("/", 1)[-1]
 
         async def decoded(data: bytes, context: Context) -> Any:
             async with status_from_errors(context, log):
                 if SMALL_REQUEST_BYTES < len(data) <= limit:
                     await admit(context, name)
-                return _decode(deserializer, data, limit)
+                try:
+                    return _decode(deserializer, data, limit)
+                except ResourceLimitError:
+                    await refused(context, name, "too large")
+                    raise
+                except ValidationError:
+                    await refused(context, name, "invalid request")
+                    raise
 
         if handler.unary_unary is not None:
             unary_unary = handler.unary_unary

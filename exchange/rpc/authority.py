@@ -71,6 +71,10 @@ class AuthorityService(authority_pb2_grpc.AuthorityServicer):
         """
         await self._principal(context, method)
 
+    async def refused_unread(self, context: Context, method: str, reason: str) -> None:
+        """Audit a request refused before it was read (its caller not yet authenticated)."""
+        await self._refusals.refused_anyway(method, reason, UNAUTHENTICATED)
+
     async def _principal(self, context: Context, method: str) -> Principal:
         """The caller, allowed to call `method`; a refusal is audited (see exchange.refusals)."""
         reason, record = "no token", None

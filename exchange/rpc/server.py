@@ -105,14 +105,16 @@ async def start_servers(
     """
     # One interceptor per server: each caches its own server's handlers.
     federation_server = grpc.aio.server(
-        options=_OPTIONS, interceptors=[DecodeRequests(log, federation.admit)]
+        options=_OPTIONS,
+        interceptors=[DecodeRequests(log, federation.admit, federation.refused_unread)],
     )
     federation_pb2_grpc.add_FederationServicer_to_server(federation, federation_server)
     federation_health = await _health(federation_server, FEDERATION_SERVICE)
     federation_port = _bind(federation_server, federation_address, federation_credentials)
 
     authority_server = grpc.aio.server(
-        options=_OPTIONS, interceptors=[DecodeRequests(log, authority.admit)]
+        options=_OPTIONS,
+        interceptors=[DecodeRequests(log, authority.admit, authority.refused_unread)],
     )
     authority_pb2_grpc.add_AuthorityServicer_to_server(authority, authority_server)
     authority_health = await _health(authority_server, AUTHORITY_SERVICE)

@@ -11,7 +11,11 @@ and engine, derandomized; `scripts/fuzz` runs 10,000 or more with fresh seeds.
 
 from __future__ import annotations
 
+import json
+import math
 import os
+import time
+from collections import Counter
 from collections.abc import AsyncIterator
 
 import grpc
@@ -28,6 +32,8 @@ from tests.adversarial._calls import (
     FEDERATION,
     UNTYPED,
     admin_token,
+    audit_size,
+    audited_since,
     authority_channel,
     bearer,
     federation_channel,
@@ -61,6 +67,8 @@ class Target:
         self.federation_channel = federation_channel(federation.node(0), self.node)
         self.authority_channel = authority_channel(federation, 1)
         self.metadata = bearer(admin_token(federation, 1, "fuzzer"))
+        self.audit_size = 0
+        self.started = time.monotonic()
 
     async def call(self, method: MethodDescriptor, data: bytes) -> grpc.StatusCode:
         on_federation = method.containing_service is FEDERATION
@@ -80,6 +88,7 @@ class Target:
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def target(module_federation: Federation) -> AsyncIterator[Target]:
     fuzzed = Target(module_federation)
+    fuzzed.audit_size = await audit_size(fuzzed.node)
     # Something in XB's inbox and audit log, so that reads and proofs have data to work on.
     xb = module_federation.sim(1).node_id
     await module_federation.client(0).submit(samples.case_referral([xb], "XA-1", "Seed."))
@@ -147,3 +156,16 @@ async def test_the_fuzzed_node_still_serves(target: Target) -> None:
     """Runs last in the module: nothing fuzzed above stopped either port."""
     assert await serving(target.node)
     assert await serving(target.federation.node(0))
+
+
+async def test_the_fuzzed_refusals_are_audited_without_flooding_the_log(target: Target) -> None:
+    """Runs last in the module: thousands of bad requests, at most one entry per kind and minute."""
+    entries = await audited_since(target.node, target.audit_size, "call.refused")
+    kinds = Counter(
+        (e.actor, json.loads(e.details_json)["method"], json.loads(e.details_json)["reason"])
+        for e in entries
+    )
+    assert ("node:xa-police", "Deliver", "invalid request") in kinds
+    assert ("unauthenticated", "SubmitNotice", "invalid request") in kinds
+    minutes = (time.monotonic() - target.started) / 60
+    assert max(kinds.values()) <= math.ceil(minutes) + 1, kinds

@@ -9,6 +9,7 @@ before they are copied. XB is the target; one federation per engine.
 
 from __future__ import annotations
 
+import json
 import resource
 import threading
 import time
@@ -116,11 +117,21 @@ async def test_a_large_request_to_a_method_that_takes_small_ones_is_refused_unpa
     module_federation: Federation, method
 ) -> None:
     """Bytes that would not even parse get RESOURCE_EXHAUSTED: they were never parsed."""
+    xb = module_federation.node(1)
     name = f"large-{method.containing_service.name}-{method.name}".lower()
     token = admin_token(module_federation, 1, name)
+    size = await audit_size(xb)
     path = f"/{method.containing_service.full_name}/{method.name}"
     code = await refused_raw(module_federation, path, b"\xff" * (SMALL_REQUEST_BYTES + 1), token)
     assert code == grpc.StatusCode.RESOURCE_EXHAUSTED
+    (entry,) = await audited_since(xb, size, "call.refused")
+    on_federation = method.containing_service is FEDERATION
+    assert entry.actor == ("node:xa-police" if on_federation else "unauthenticated")
+    assert json.loads(entry.details_json) == {
+        "method": method.name,
+        "reason": "too large",
+        "refusals": "1",
+    }
 
 
 # Fifteen million bytes of empty entries in a repeated field: millions of objects if parsed
