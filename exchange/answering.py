@@ -9,15 +9,18 @@ case references in clear).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+from collections.abc import AsyncIterator
 
 from sqlalchemy import Connection
 
 from exchange.audit import AuditRecord
-from exchange.errors import ValidationError
+from exchange.errors import ResourceLimitError, ValidationError
 from exchange.match_keys import MatchKeys
 from exchange.oprf import OprfError
 from exchange.ratelimit import RateLimiter
+from exchange.refusals import RefusalAudit
 from exchange.runtime import NodeContext
 from exchange.store import audit_log, match_index
 
@@ -33,8 +36,43 @@ class MatchResponder:
     context: NodeContext
     keys: MatchKeys
     limiter: RateLimiter
+    refusals: RefusalAudit
 
     async def evaluate(self, peer: str, blinded: list[bytes]) -> tuple[list[bytes], int]:
+        """The node's key applied to each blinded element, and the key version; refusals audited.
+
+        Raises:
+            ValidationError: none, more than MAX_BLINDED, or not valid elements.
+            ResourceLimitError: the peer's rate limit.
+        """
+        async with self._refusals_audited(peer, "EvaluateBlinded"):
+            return await self._evaluate(peer, blinded)
+
+    async def bucket(
+        self, peer: str, key_version: int, prefix: int, prefix_bits: int
+    ) -> list[tuple[bytes, bytes]]:
+        """(tag, sealed hit) of the entries under the prefix; refusals audited.
+
+        Raises:
+            ValidationError: a prefix width out of range, or an unknown key version.
+            ResourceLimitError: the peer's rate limit.
+        """
+        async with self._refusals_audited(peer, "GetBucket"):
+            return await self._bucket(peer, key_version, prefix, prefix_bits)
+
+    @contextlib.asynccontextmanager
+    async def _refusals_audited(self, peer: str, method: str) -> AsyncIterator[None]:
+        # A member node flooding or sending garbage is evidence; `refusals` keeps it bounded.
+        try:
+            yield
+        except ResourceLimitError:
+            await self.refusals.refused_anyway(method, "rate limit", f"node:{peer}", peer)
+            raise
+        except ValidationError:
+            await self.refusals.refused_anyway(method, "invalid request", f"node:{peer}", peer)
+            raise
+
+    async def _evaluate(self, peer: str, blinded: list[bytes]) -> tuple[list[bytes], int]:
         """The node's key applied to each blinded element, and the key version.
 
         Raises:
@@ -54,7 +92,7 @@ class MatchResponder:
         await self._audit(peer, "match.evaluated", {"elements": str(len(blinded))})
         return evaluated, version
 
-    async def bucket(
+    async def _bucket(
         self, peer: str, key_version: int, prefix: int, prefix_bits: int
     ) -> list[tuple[bytes, bytes]]:
         """(tag, sealed hit) of the entries under the prefix.

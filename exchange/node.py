@@ -50,6 +50,7 @@ from exchange.querying import Querier
 from exchange.ratelimit import RateLimiter
 from exchange.reading import Reader
 from exchange.receiving import Receiver
+from exchange.refusals import RefusalAudit
 from exchange.registering import Registrar
 from exchange.retention import PURGE_BATCH, purge_batch
 from exchange.rpc.authority import AuthorityService
@@ -145,6 +146,7 @@ class Node:
     # Hit/no-hit rate limits (set at start from [matching]; tests may tighten them).
     peer_limiter: RateLimiter | None = None
     client_limiter: RateLimiter | None = None
+    refusals: RefusalAudit | None = None
     # To load keys rotated in while running (exchange node rotate-keys).
     _passphrase: bytes | None = None
 
@@ -241,22 +243,27 @@ class Node:
         self.client_limiter = RateLimiter(
             "query", matching_limits.client_identifiers_per_minute, context.clock
         )
+        self.refusals = RefusalAudit(context)
         await self.match_keys.sync()
-        responder = MatchResponder(context, self.match_keys, self.peer_limiter)
+        responder = MatchResponder(context, self.match_keys, self.peer_limiter, self.refusals)
         self._servers = await start_servers(
-            federation=FederationService(context, Receiver(context), audit, responder),
+            federation=FederationService(
+                context, Receiver(context), audit, responder, self.refusals
+            ),
             authority=AuthorityService(
                 context,
                 submitter=Submitter(context),
                 reader=Reader(context),
                 audit=audit,
                 registrar=Registrar(context, self.match_keys),
-                querier=Querier(context, self._transport, self.client_limiter),
+                querier=Querier(context, self._transport, self.client_limiter, self.refusals),
+                refusals=self.refusals,
             ),
             federation_address=self.config.federation.listen,
             federation_credentials=self.tls.server_credentials(),
             authority_address=self.config.authority.listen,
             authority_credentials=self.authority_credentials,
+            log=context.log,
         )
         await context.health.watch(self._servers.set_serving)
         for conflict in await context.store.read(audit_heads.conflicts):

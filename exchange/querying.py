@@ -9,7 +9,7 @@ and contact point), no hit, or unavailable (not reached, refused, too slow).
 
 The client is rate limited by the number of identifiers it asks about; the
 query is audited with the client, the counts and which peers had hits, never
-the identifiers.
+the identifiers; a query over the limit is audited as refused (exchange.refusals).
 """
 
 from __future__ import annotations
@@ -25,10 +25,11 @@ from sqlalchemy import Connection
 from exchange import matching
 from exchange.audit import AuditRecord
 from exchange.clients import Principal
-from exchange.errors import AuditError, PeerUnreachableError, ValidationError
+from exchange.errors import AuditError, PeerUnreachableError, ResourceLimitError, ValidationError
 from exchange.identifiers import Identifier
 from exchange.oprf import OprfError
 from exchange.ratelimit import RateLimiter
+from exchange.refusals import RefusalAudit
 from exchange.registering import RawIdentifier, normalized
 from exchange.runtime import NodeContext
 from exchange.store import audit_log
@@ -71,6 +72,7 @@ class Querier:
     context: NodeContext
     transport: MatchTransport
     limiter: RateLimiter
+    refusals: RefusalAudit
 
     async def query(
         self,
@@ -94,7 +96,11 @@ class Querier:
             )
         wanted = [normalized(raw, i) for i, raw in enumerate(identifiers)]
         peers = self._peers(peer_node_ids)
-        self.limiter.take(principal.client_id, len(wanted))
+        try:
+            self.limiter.take(principal.client_id, len(wanted))
+        except ResourceLimitError:
+            await self.refusals.refused_anyway("Query", "rate limit", principal.actor)
+            raise
         timeout = deadline_ms / 1000
         answers = await asyncio.gather(*(self._ask(peer, wanted, timeout) for peer in peers))
         flat = [answer for per_peer in answers for answer in per_peer]

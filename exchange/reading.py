@@ -45,6 +45,13 @@ def _page_size(value: int, default: int, maximum: int) -> int:
     return value
 
 
+def _sequence(value: int, field: str) -> int:
+    # The contract's uint64 goes beyond the stores' signed 64-bit integers.
+    if not 0 <= value < 2**63:
+        raise ValidationError(field, "must be below 2^63")
+    return value
+
+
 def _encode_cursor(record: NoticeRecord) -> str:
     raw = f"{record.received_at}:{record.message_id}".encode()
     return base64.urlsafe_b64encode(raw).decode()
@@ -140,6 +147,7 @@ class Reader:
 
     async def events(self, after: int) -> AsyncIterator[inbox.InboxEvent]:
         """Inbox events after `after`, then new ones as they are committed; never ends."""
+        after = _sequence(after, "after_sequence")
         context = self._context
         while True:
             snapshot = context.inbox_changed.snapshot()
@@ -209,6 +217,7 @@ class Reader:
 
     async def audit_entries(self, after: int, page_size: int) -> list[LoggedEntry]:
         limit = _page_size(page_size, 100, MAX_AUDIT_PAGE)
+        after = _sequence(after, "after_sequence")
         return await self._context.store.read(lambda c: audit_log.entries_after(c, after, limit))
 
 

@@ -32,7 +32,7 @@ from exchange.oprf import ServerKey
 from exchange.runtime import NodeContext
 from exchange.store import audit_log, match_index
 
-__all__ = ["MAX_IDENTIFIERS", "RawIdentifier", "Registrar", "Registration"]
+__all__ = ["MAX_IDENTIFIERS", "RawIdentifier", "Registrar", "Registration", "check_count"]
 
 MAX_IDENTIFIERS = 10_000
 # A batch this large is evaluated in a worker thread (about 0.13 ms each).
@@ -84,10 +84,7 @@ class Registrar:
             raise ValidationError("contact_point", "must be 1 to 128 printable characters")
         if not identifiers:
             raise ValidationError("identifiers", "give at least one identifier")
-        if len(identifiers) > MAX_IDENTIFIERS:
-            raise ResourceLimitError(
-                f"identifiers: at most {MAX_IDENTIFIERS} in one call, got {len(identifiers)}"
-            )
+        check_count(len(identifiers))
         wanted = [normalized(raw, i) for i, raw in enumerate(identifiers)]
         hit = matching.Hit(case_reference, contact_point)
         for _ in range(3):
@@ -173,6 +170,16 @@ class Registrar:
             )
             for identifier in identifiers
         ]
+
+
+def check_count(count: int) -> None:
+    """Refuse more than MAX_IDENTIFIERS in one call (callers check before converting them).
+
+    Raises:
+        ResourceLimitError: too many.
+    """
+    if count > MAX_IDENTIFIERS:
+        raise ResourceLimitError(f"identifiers: at most {MAX_IDENTIFIERS} in one call, got {count}")
 
 
 def normalized(raw: RawIdentifier, index: int) -> Identifier:

@@ -9,13 +9,15 @@ from typing import Any, TypeVar
 
 import grpc
 
+from exchange import registering
 from exchange._proto.exchange.v1 import audit_pb2, authority_pb2_grpc, matching_pb2
 from exchange._proto.exchange.v1 import authority_pb2 as pb
 from exchange.auditing import AuditLog
 from exchange.clients import Principal, authenticate, parse_token
-from exchange.errors import AuthenticationError
+from exchange.errors import AuthenticationError, PermissionDeniedError
 from exchange.querying import Querier
 from exchange.reading import Reader
+from exchange.refusals import UNAUTHENTICATED, RefusalAudit
 from exchange.registering import Registrar
 from exchange.rpc import convert
 from exchange.rpc._status import guarded, status_from_errors
@@ -52,20 +54,49 @@ class AuthorityService(authority_pb2_grpc.AuthorityServicer):
         audit: AuditLog,
         registrar: Registrar,
         querier: Querier,
+        refusals: RefusalAudit,
     ) -> None:
         self._node = node
+        self._refusals = refusals
         self._submitter = submitter
         self._reader = reader
         self._audit = audit
         self._registrar = registrar
         self._querier = querier
 
+    async def admit(self, context: Context, method: str) -> None:
+        """Raise the refusal unless the caller may call `method` (before a large request is read).
+
+        Refusals are audited as for any call.
+        """
+        await self._principal(context, method)
+
+    async def refused_unread(self, context: Context, method: str, reason: str) -> None:
+        """Audit a request refused before it was read (its caller not yet authenticated)."""
+        await self._refusals.refused_anyway(method, reason, UNAUTHENTICATED)
+
     async def _principal(self, context: Context, method: str) -> Principal:
-        token = bearer_token(context.invocation_metadata())
-        client_id, _ = parse_token(token)
-        record = await self._node.store.read(lambda c: registry.find_client(c, client_id))
-        principal = authenticate(token, lambda _: record)
-        principal.require(method)
+        """The caller, allowed to call `method`; a refusal is audited (see exchange.refusals)."""
+        reason, record = "no token", None
+        try:
+            token = bearer_token(context.invocation_metadata())
+            reason = "malformed token"
+            client_id, _ = parse_token(token)
+            record = await self._node.store.read(lambda c: registry.find_client(c, client_id))
+            reason = (
+                "unknown client"
+                if record is None
+                else "revoked client"
+                if record.revoked_at is not None
+                else "wrong secret"
+            )
+            principal = authenticate(token, lambda _: record)
+            reason = "role"
+            principal.require(method)
+        except (AuthenticationError, PermissionDeniedError):
+            actor = UNAUTHENTICATED if record is None else f"client:{record.name}"
+            await self._refusals.refused_anyway(method, reason, actor)
+            raise
         return principal
 
     async def _call(
@@ -239,6 +270,8 @@ class AuthorityService(authority_pb2_grpc.AuthorityServicer):
         self, request: pb.RegisterIdentifiersRequest, context: Context
     ) -> pb.RegisterIdentifiersResponse:
         async def handle(principal: Principal) -> pb.RegisterIdentifiersResponse:
+            # Before converting: 16 MiB of empty entries would be millions of objects.
+            registering.check_count(len(request.identifiers))
             done = await self._registrar.register(
                 principal,
                 request.case_reference,

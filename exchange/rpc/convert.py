@@ -14,7 +14,8 @@ from exchange.audit import LoggedEntry, canonical_details
 from exchange.auditing import InclusionProof
 from exchange.checkpoint import SignedTreeHead
 from exchange.clock import from_millis, to_millis
-from exchange.envelope import Handling
+from exchange.disclosure import MAX_RESTRICTED_SECTIONS
+from exchange.envelope import MAX_RECIPIENTS, Handling
 from exchange.errors import ValidationError
 from exchange.identifiers import IdentifierType
 from exchange.querying import Answer, Outcome
@@ -70,11 +71,16 @@ def _ttl(message: Duration) -> dt.timedelta:
 
 def outgoing_request(request: pb.SubmitNoticeRequest | pb.RespondRequest) -> OutgoingRequest:
     """The OutgoingRequest of a SubmitNotice or Respond call (a reply's recipient comes later)."""
+    recipients = request.recipient_node_ids if isinstance(request, pb.SubmitNoticeRequest) else ()
+    # Counted before anything is copied: a 16 MiB request may hold millions of empty entries.
+    if len(recipients) > MAX_RECIPIENTS:
+        raise ValidationError("recipient_node_ids", f"must name 1 to {MAX_RECIPIENTS} nodes")
+    if len(request.restricted_sections) > MAX_RESTRICTED_SECTIONS:
+        raise ValidationError("restricted_sections", f"at most {MAX_RESTRICTED_SECTIONS} sections")
     if not request.HasField("handling"):
         raise ValidationError("handling", "is required")
     if not request.HasField("notice"):
         raise ValidationError("notice", "is required")
-    recipients = request.recipient_node_ids if isinstance(request, pb.SubmitNoticeRequest) else ()
     return OutgoingRequest(
         recipient_node_ids=tuple(recipients),
         case_reference=request.case_reference,

@@ -16,6 +16,7 @@ from exchange.auditing import AuditLog
 from exchange.envelope import Envelope
 from exchange.errors import AuthenticationError
 from exchange.receiving import Receiver
+from exchange.refusals import RefusalAudit
 from exchange.rpc import convert
 from exchange.rpc._status import guarded
 from exchange.runtime import NodeContext
@@ -57,11 +58,24 @@ class FederationService(federation_pb2_grpc.FederationServicer):
         receiver: Receiver,
         audit: AuditLog,
         responder: MatchResponder,
+        refusals: RefusalAudit,
     ) -> None:
         self._node = node
+        self._refusals = refusals
         self._receiver = receiver
         self._audit = audit
         self._responder = responder
+
+    async def admit(self, context: grpc.aio.ServicerContext[Any, Any], method: str) -> None:
+        """Raise the refusal unless a member node is calling (before a large request is read)."""
+        tls_peer_node_id(context, self._node)
+
+    async def refused_unread(
+        self, context: grpc.aio.ServicerContext[Any, Any], method: str, reason: str
+    ) -> None:
+        """Audit a member node's request refused before it was read."""
+        peer = tls_peer_node_id(context, self._node)
+        await self._refusals.refused_anyway(method, reason, f"node:{peer}", peer)
 
     async def Deliver(
         self, request: pb.DeliverRequest, context: grpc.aio.ServicerContext[Any, Any]

@@ -7,6 +7,7 @@ so integrators can explore the API with standard tools.
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -18,6 +19,7 @@ from exchange._proto.exchange.v1 import (
     federation_pb2,
     federation_pb2_grpc,
 )
+from exchange.rpc._decoding import DecodeRequests
 from exchange.rpc.authority import AuthorityService
 from exchange.rpc.federation import FederationService
 from exchange.rpc.peers import MAX_MESSAGE_BYTES
@@ -93,18 +95,27 @@ async def start_servers(
     federation_credentials: grpc.ServerCredentials,
     authority_address: str,
     authority_credentials: grpc.ServerCredentials | None,
+    log: Any,
 ) -> RunningServers:
     """Bind and start both servers.
 
     Args:
         authority_credentials: None only for --insecure-loopback (checked by the caller).
+        log: the node's logger, for requests that fail in an unexpected way.
     """
-    federation_server = grpc.aio.server(options=_OPTIONS)
+    # One interceptor per server: each caches its own server's handlers.
+    federation_server = grpc.aio.server(
+        options=_OPTIONS,
+        interceptors=[DecodeRequests(log, federation.admit, federation.refused_unread)],
+    )
     federation_pb2_grpc.add_FederationServicer_to_server(federation, federation_server)
     federation_health = await _health(federation_server, FEDERATION_SERVICE)
     federation_port = _bind(federation_server, federation_address, federation_credentials)
 
-    authority_server = grpc.aio.server(options=_OPTIONS)
+    authority_server = grpc.aio.server(
+        options=_OPTIONS,
+        interceptors=[DecodeRequests(log, authority.admit, authority.refused_unread)],
+    )
     authority_pb2_grpc.add_AuthorityServicer_to_server(authority, authority_server)
     authority_health = await _health(authority_server, AUTHORITY_SERVICE)
     reflection.enable_server_reflection(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import datetime as dt
 from collections.abc import Callable
 
 import grpc
@@ -13,7 +12,6 @@ from sqlalchemy import func, select
 
 from exchange._proto.exchange.v1 import authority_pb2 as apb
 from exchange._proto.exchange.v1 import notices_pb2 as npb
-from exchange.admin import node as node_admin
 from exchange.harness import samples
 from exchange.node import Node
 from exchange.rpc.client import AuthorityClient
@@ -131,53 +129,6 @@ async def test_sending_to_oneself_is_refused(federation: Federation) -> None:
     with pytest.raises(grpc.aio.AioRpcError) as refused:
         await federation.client(0).submit(_referral(federation.sim(0).node_id))
     assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-
-
-@pytest.mark.parametrize(
-    "token",
-    ["", "not-a-token", "exn_" + "0" * 32 + "_" + "A" * 43],
-    ids=["no token", "malformed token", "unknown client"],
-)
-async def test_calls_without_a_valid_token_are_unauthenticated(
-    federation: Federation, token: str
-) -> None:
-    with pytest.raises(grpc.aio.AioRpcError) as refused:
-        await federation.client(0, token=token).list_inbox()
-    assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
-
-
-async def test_a_revoked_token_stops_working_at_once(federation: Federation) -> None:
-    sim = federation.sim(0)
-    token = node_admin.add_client(
-        sim.directory, "temporary", ["reader"], now=dt.datetime.now(dt.UTC)
-    )
-    client = federation.client(0, token=token)
-    await client.list_inbox()
-    node_admin.revoke_client(sim.directory, "temporary", now=dt.datetime.now(dt.UTC))
-    with pytest.raises(grpc.aio.AioRpcError) as refused:
-        await client.list_inbox()
-    assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
-
-
-async def test_roles_are_enforced(federation: Federation) -> None:
-    sim = federation.sim(0)
-    reader = federation.client(
-        0,
-        token=node_admin.add_client(
-            sim.directory, "reader-only", ["reader"], now=dt.datetime.now(dt.UTC)
-        ),
-    )
-    with pytest.raises(grpc.aio.AioRpcError) as refused:
-        await reader.submit(_referral(federation.sim(1).node_id))
-    assert refused.value.code() == grpc.StatusCode.PERMISSION_DENIED
-    assert "submitter" in (refused.value.details() or "")
-    with pytest.raises(grpc.aio.AioRpcError) as refused:
-        await federation.auditor(0).get_notice(OTHER_ID)
-    assert refused.value.code() == grpc.StatusCode.PERMISSION_DENIED
-    with pytest.raises(grpc.aio.AioRpcError) as refused:
-        await federation.client(0).audit_entries()
-    assert refused.value.code() == grpc.StatusCode.PERMISSION_DENIED
-    assert (await federation.auditor(0).audit_entries()).entries
 
 
 async def test_authority_port_refuses_plaintext(federation: Federation) -> None:

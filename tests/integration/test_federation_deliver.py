@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import grpc
-
 from exchange._proto.exchange.v1 import envelope_pb2, federation_pb2
 from exchange.envelope import Envelope, Header
 from exchange.harness import samples
@@ -16,7 +14,6 @@ from tests.peers import (
     craft_envelope,
     deliver_as,
     referral_notice,
-    refused_trust_list_call,
 )
 
 
@@ -91,10 +88,3 @@ async def test_reply_to_a_notice_never_sent_is_rejected(federation: Federation) 
     )
     receipt = _receipt(await deliver_as(a, b, envelope), a, b, envelope)
     assert receipt.rejection == envelope_pb2.REJECTION_REASON_INVALID_NOTICE
-
-
-async def test_federation_port_requires_a_client_certificate(federation: Federation) -> None:
-    a, b = federation.node(0), federation.node(1)
-    credentials = grpc.ssl_channel_credentials(root_certificates=a.tls.ca_pem)
-    refused = await refused_trust_list_call(b, credentials)
-    assert refused.code() == grpc.StatusCode.UNAVAILABLE

@@ -249,32 +249,6 @@ async def test_a_grant_that_does_not_match_the_commitment_is_rejected(
 # --- onward sharing -----------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(
-    ("sharing", "why"),
-    [
-        (epb.ONWARD_SHARING_NONE, "forbids onward sharing"),
-        (epb.ONWARD_SHARING_WITHIN_RECEIVING_AUTHORITY, "within this authority only"),
-        (epb.ONWARD_SHARING_WITH_ORIGINATOR_CONSENT, "no signed consent"),
-    ],
-    ids=["none", "within-authority", "consent-not-yet-given"],
-)
-async def test_forwarding_against_the_handling_code_is_refused_and_audited(
-    federation: Federation, sharing: int, why: str
-) -> None:
-    a, b = federation.client(0), federation.client(1)
-    xc = federation.sim(2).node_id
-    sent = await a.submit(referral([federation.sim(1).node_id], sharing))
-    await received(b, sent.message_id)
-    with pytest.raises(grpc.aio.AioRpcError) as refused:
-        await b.forward(forward(sent.message_id, xc))
-    assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION
-    assert why in (refused.value.details() or "")
-    entries = await federation.node(1).context.store.read(
-        lambda c: audit_log.entries_after(c, 0, 1000)
-    )
-    assert [e.message_id for e in entries if e.action == "forward.refused"] == [sent.message_id]
-
-
 async def test_forwarding_with_the_originators_signed_consent(federation: Federation) -> None:
     a, b, c = federation.client(0), federation.client(1), federation.client(2)
     xa, xb, xc = (federation.sim(i).node_id for i in range(3))

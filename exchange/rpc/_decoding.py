@@ -1,0 +1,168 @@
+"""Request bytes become messages inside the call: sizes bounded, undecodable bytes typed.
+
+gRPC decodes a request before the servicer runs, and a decoding failure (bytes
+that are not the method's message, a string field that is not UTF-8) escapes
+every servicer's error mapping: the caller gets UNKNOWN with the parser's text.
+This interceptor registers every method with identity deserialization and
+decodes in the call instead, so such a request is INVALID_ARGUMENT ("request:
+is not a valid <message>") through `_status`, like any other bad request.
+
+It also bounds each method's request before parsing. The ports take messages
+of up to MAX_MESSAGE_BYTES (a content hash referral is up to 12 MiB), but
+parsing multiplies a message's size: 14 MB of empty entries in a repeated field
+became over a gigabyte of objects. Only the methods that carry notices or
+registrations take large requests; every other one is refused above
+SMALL_REQUEST_BYTES with RESOURCE_EXHAUSTED, unparsed. A large request is
+parsed only once its caller is admitted (`Admit`: a valid token with the role
+for the method, or a member node's certificate), so a stranger cannot make the
+node parse 16 MiB; the handler checks the caller again, as for any call.
+Refusals here are audited through `refused` (exchange.refusals bounds them).
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+import grpc
+
+from exchange.errors import ResourceLimitError, ValidationError
+from exchange.rpc._status import status_from_errors
+from exchange.rpc.peers import MAX_MESSAGE_BYTES
+
+__all__ = ["LARGE_REQUESTS", "SMALL_REQUEST_BYTES", "DecodeRequests"]
+
+# 64 perceptual hashes of 1 KiB in one Query are the largest of the small requests.
+SMALL_REQUEST_BYTES = 256 * 1024
+LARGE_REQUESTS = frozenset(
+    {
+        "/exchange.v1.Federation/Deliver",
+        "/exchange.v1.Authority/SubmitNotice",
+        "/exchange.v1.Authority/Respond",
+        "/exchange.v1.Authority/RegisterIdentifiers",
+    }
+)
+
+Context = grpc.aio.ServicerContext[Any, Any]
+Deserializer = Callable[[bytes], Any]
+Admit = Callable[[Context, str], Awaitable[None]]
+Refused = Callable[[Context, str, str], Awaitable[None]]
+if TYPE_CHECKING:  # generic in the stubs only
+    Handler = grpc.RpcMethodHandler[Any, Any]
+
+
+def _decode(deserializer: Deserializer | None, data: bytes, limit: int) -> Any:
+    if len(data) > limit:
+        raise ResourceLimitError(
+            f"request: {len(data)} bytes is over this method's limit of {limit}"
+        )
+    if deserializer is None:
+        return data
+    try:
+        return deserializer(data)
+    except Exception:  # the parser's error says nothing the caller needs
+        name = getattr(getattr(deserializer, "__self__", None), "DESCRIPTOR", None)
+        what = f"a valid {name.full_name} message" if name is not None else "a valid message"
+        raise ValidationError("request", f"is not {what}") from None
+
+
+class DecodeRequests(grpc.aio.ServerInterceptor):
+    """Decode requests in the call, turning undecodable bytes into INVALID_ARGUMENT.
+
+    Args:
+        admit: raises the call's refusal (an ExchangeError) unless its caller may
+            call the method (its name, e.g. "SubmitNotice"); awaited before a
+            request over SMALL_REQUEST_BYTES is parsed.
+        refused: records a request refused here, with the method's name and the
+            reason ("too large" or "invalid request").
+    """
+
+    def __init__(self, log: Any, admit: Admit, refused: Refused) -> None:
+        self._log = log
+        self._admit = admit
+        self._refused = refused
+        self._handlers: dict[str, Handler] = {}
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Handler | None]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> Handler | None:
+        method = handler_call_details.method
+        wrapped = self._handlers.get(method)
+        if wrapped is None:
+            handler = await continuation(handler_call_details)
+            if handler is None:
+                return None  # UNIMPLEMENTED; not cached, the caller chooses the name
+            # One wrapped handler per method that the server has.
+            limit = MAX_MESSAGE_BYTES if method in LARGE_REQUESTS else SMALL_REQUEST_BYTES
+            wrapped = self._handlers[method] = self._wrap(handler, method, limit)
+        return wrapped
+
+    def _wrap(self, handler: Any, method: str, limit: int) -> Handler:
+        # Any: the stubs describe the synchronous server's handlers, these are grpc.aio's.
+        deserializer = handler.request_deserializer
+        serializer = handler.response_serializer
+        log, admit, refused = self._log, self._admit, self._refused
+        name = method.rsplit("/", 1)[-1]
+
+        async def decoded(data: bytes, context: Context) -> Any:
+            async with status_from_errors(context, log):
+                if SMALL_REQUEST_BYTES < len(data) <= limit:
+                    await admit(context, name)
+                try:
+                    return _decode(deserializer, data, limit)
+                except ResourceLimitError:
+                    await refused(context, name, "too large")
+                    raise
+                except ValidationError:
+                    await refused(context, name, "invalid request")
+                    raise
+
+        if handler.unary_unary is not None:
+            unary_unary = handler.unary_unary
+
+            async def call_unary_unary(data: bytes, context: Context) -> Any:
+                return await unary_unary(await decoded(data, context), context)
+
+            return grpc.unary_unary_rpc_method_handler(
+                call_unary_unary, response_serializer=serializer
+            )
+        if handler.unary_stream is not None:
+            unary_stream = handler.unary_stream
+            if inspect.isasyncgenfunction(unary_stream):
+
+                async def stream_unary_stream(data: bytes, context: Context) -> AsyncIterator[Any]:
+                    async for response in unary_stream(await decoded(data, context), context):
+                        yield response
+
+                return grpc.unary_stream_rpc_method_handler(
+                    stream_unary_stream, response_serializer=serializer
+                )
+
+            # A handler that writes with context.write (health's Watch) stays a coroutine.
+            async def write_unary_stream(data: bytes, context: Context) -> None:
+                await unary_stream(await decoded(data, context), context)
+
+            return grpc.unary_stream_rpc_method_handler(
+                write_unary_stream, response_serializer=serializer
+            )
+        if handler.stream_stream is not None and inspect.isasyncgenfunction(handler.stream_stream):
+            stream_stream = handler.stream_stream
+
+            async def call_stream_stream(
+                requests: AsyncIterator[bytes], context: Context
+            ) -> AsyncIterator[Any]:
+                async def each() -> AsyncIterator[Any]:
+                    async for data in requests:
+                        yield await decoded(data, context)
+
+                async for response in stream_stream(each(), context):
+                    yield response
+
+            return grpc.stream_stream_rpc_method_handler(
+                call_stream_stream, response_serializer=serializer
+            )
+        unchanged: Handler = handler
+        return unchanged  # no stream-unary method is served; no other stream-stream kind
