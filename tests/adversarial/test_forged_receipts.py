@@ -40,10 +40,9 @@ from tests.adversarial.test_tampering import bits, flipped
 from tests.conftest import DatabaseFactory
 from tests.live import Federation, start_federation
 from tests.peers import craft_envelope, deliver_as, referral_notice
+from tests.unit.test_bit_flips import UNAUTHENTIC_RECEIPT
 
 F = VerificationFailure
-# What a receipt that proves nothing may fail with at the sender.
-UNAUTHENTIC_RECEIPT = frozenset({F.MALFORMED, F.RECEIPT_MISMATCH, F.UNKNOWN_KEY, F.BAD_SIGNATURE})
 
 
 @dataclasses.dataclass

@@ -42,26 +42,12 @@ from tests.adversarial._envelopes import refused_delivery, trace
 from tests.conftest import DatabaseFactory
 from tests.live import Federation
 from tests.peers import deliver_as
+from tests.unit.test_bit_flips import UNAUTHENTIC_HEADER
 
 F = VerificationFailure
 EXHAUSTIVE = os.environ.get("EXCHANGE_EXHAUSTIVE_FLIPS") == "1"
 PAYLOAD_STRIDE = 53  # bits: a prime, so the bit position within a byte keeps moving
 
-# A tampered header must fail at or before the signature check: nothing later may
-# treat it as authentic (not for this node, expired, unreadable ...).
-UNAUTHENTIC_HEADER = frozenset(
-    {
-        F.MALFORMED,
-        F.UNSUPPORTED_PROTOCOL,
-        F.UNSUPPORTED_SUITE,
-        F.UNKNOWN_SENDER,
-        F.SENDER_MISMATCH,
-        F.UNKNOWN_KEY,
-        F.BAD_SIGNATURE,
-    }
-)
-# What a tampered receipt may fail with at the sender.
-UNAUTHENTIC_RECEIPT = frozenset({F.MALFORMED, F.RECEIPT_MISMATCH, F.UNKNOWN_KEY, F.BAD_SIGNATURE})
 EXPECTED = {
     "header": UNAUTHENTIC_HEADER,
     "sealed_payload": frozenset({F.PAYLOAD_DIGEST_MISMATCH}),

@@ -25,8 +25,9 @@ CAPTURED = envelope(created_at=T0 - dt.timedelta(microseconds=123_456))
 CAPTURED_RECEIPT = signed_receipt(CAPTURED, received_at=T0 + dt.timedelta(microseconds=654_321))
 TRUST = federation()
 
-# What a tampered header may fail with: anything before or at the signature check,
-# never a verdict that treats the header as authentic (NOT_A_RECIPIENT, EXPIRED, ...).
+# What a tampered header may fail with, here and on live nodes (tests/adversarial): anything
+# before or at the signature check, never a verdict that treats the header as authentic
+# (NOT_A_RECIPIENT, EXPIRED, ...).
 UNAUTHENTIC_HEADER = frozenset(
     {
         F.MALFORMED,
