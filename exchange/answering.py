@@ -13,8 +13,6 @@ import contextlib
 import dataclasses
 from collections.abc import AsyncIterator
 
-from sqlalchemy import Connection
-
 from exchange.audit import AuditRecord
 from exchange.errors import ResourceLimitError, ValidationError
 from exchange.match_keys import MatchKeys
@@ -128,8 +126,4 @@ class MatchResponder:
             peer_node_id=peer,
             details=details,
         )
-
-        def commit(connection: Connection) -> None:
-            audit_log.append(connection, [record])
-
-        await self.context.store.write(commit)
+        await audit_log.record(self.context.store, record)

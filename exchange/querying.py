@@ -20,8 +20,6 @@ import enum
 from collections.abc import Sequence
 from typing import Protocol
 
-from sqlalchemy import Connection
-
 from exchange import matching
 from exchange.audit import AuditRecord
 from exchange.clients import Principal
@@ -188,8 +186,4 @@ class Querier:
                 "unavailable": ",".join(unavailable)[:500],
             },
         )
-
-        def commit(connection: Connection) -> None:
-            audit_log.append(connection, [record])
-
-        await self.context.store.write(commit)
+        await audit_log.record(self.context.store, record)

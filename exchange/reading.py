@@ -168,7 +168,7 @@ class Reader:
             peer_node_id=record.sender_node_id,
             details={"state": record.state},
         )
-        await self._context.store.write(lambda c: audit_log.append(c, [entry]))
+        await audit_log.record(self._context.store, entry)
         if record.state == lifecycle.WITHDRAWN:
             raise PreconditionError(f"notice {record.message_id} was withdrawn by its originator")
         raise PreconditionError(

@@ -216,7 +216,7 @@ class Receiver:
                 "first_received_at": first.received_at.isoformat(),
             },
         )
-        await context.store.write(lambda c: audit_log.append(c, [record]))
+        await audit_log.record(context.store, record)
         return receipt
 
     def _sign_anew(self, first: Receipt, digest: bytes, now: dt.datetime) -> SignedReceipt:
@@ -253,7 +253,7 @@ class Receiver:
                 "first_envelope_digest": first.envelope_digest.hex(),
             },
         )
-        await context.store.write(lambda c: audit_log.append(c, [record]))
+        await audit_log.record(context.store, record)
         return receipt
 
     async def _open_and_validate(
@@ -616,5 +616,5 @@ class Receiver:
             peer_node_id=peer_node_id or "",
             details={"reason": reason, "envelope_digest": envelope.digest().hex()},
         )
-        await self._context.store.write(lambda c: audit_log.append(c, [record]))
+        await audit_log.record(self._context.store, record)
         self._context.log.warning("envelope.refused", peer=peer_node_id, reason=reason)

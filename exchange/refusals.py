@@ -22,8 +22,6 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 
-from sqlalchemy import Connection
-
 from exchange.audit import AuditRecord
 from exchange.errors import StoreUnavailableError
 from exchange.runtime import NodeContext
@@ -87,12 +85,8 @@ class RefusalAudit:
             peer_node_id=peer_node_id,
             details={"method": method, "reason": reason, "refusals": str(unwritten + 1)},
         )
-
-        def commit(connection: Connection) -> None:
-            audit_log.append(connection, [record])
-
         try:
-            await self.context.store.write(commit)
+            await audit_log.record(self.context.store, record)
         except BaseException:
             if written_at is None:
                 del self._kinds[key]

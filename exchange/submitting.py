@@ -586,7 +586,7 @@ class Submitter:
             peer_node_id=origin_node_id,
             details={"to": ",".join(recipients), "reason": why[:200]},
         )
-        await self._context.store.write(lambda c: audit_log.append(c, [record]))
+        await audit_log.record(self._context.store, record)
 
     async def _open_received(self, record: NoticeRecord) -> notices_pb2.Notice:
         """Open a received notice for the node's own use (not a disclosure to a person)."""

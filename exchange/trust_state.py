@@ -119,4 +119,4 @@ async def audit_refusal_async(
 ) -> None:
     """Audit a list refused before it could be verified (malformed or inconsistent)."""
     refusal = _refusal(now, actor, source, exc)
-    await store.write(lambda connection: audit_log.append(connection, [refusal]))
+    await audit_log.record(store, refusal)

@@ -20,6 +20,7 @@ from sqlalchemy import Connection, Row, bindparam, insert, select, tuple_, updat
 
 from exchange import merkle
 from exchange.audit import AuditRecord, LoggedEntry
+from exchange.store.engine import AsyncStore
 from exchange.store.tables import AUDIT_ENTRIES as _entries
 from exchange.store.tables import AUDIT_HEAD as _head
 from exchange.store.tables import AUDIT_NODES as _nodes
@@ -63,6 +64,11 @@ def _locked_frontier(connection: Connection) -> merkle.Frontier:
 def lock(connection: Connection) -> None:
     """Take the audit lock now, for a transaction that must not interleave with another."""
     _locked_frontier(connection)
+
+
+async def record(store: AsyncStore, *records: AuditRecord) -> None:
+    """Append `records` in a transaction of their own: an event with nothing else to write."""
+    await store.write(lambda connection: append(connection, records))
 
 
 def append(connection: Connection, records: Sequence[AuditRecord]) -> list[int]:
