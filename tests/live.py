@@ -11,6 +11,7 @@ import asyncio
 import dataclasses
 import datetime as dt
 import io
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -24,6 +25,7 @@ from tests.conftest import DatabaseFactory
 
 # A stop without grace takes well under a second; a hung one fails with the tasks' stacks.
 STOP_DEADLINE_SECONDS = 60
+SLOW_STOP_SECONDS = 10
 
 
 def _task_stacks() -> str:
@@ -63,10 +65,15 @@ class Federation:
 
     async def crash(self, node_id: str) -> None:
         node = self.running.pop(node_id)
-        try:
-            await asyncio.wait_for(node.stop(grace=0), STOP_DEADLINE_SECONDS)
-        except TimeoutError:
-            raise AssertionError(f"{node_id} did not stop:\n{_task_stacks()}") from None
+        stopping = asyncio.ensure_future(node.stop(grace=0))
+        done, _ = await asyncio.wait({stopping}, timeout=SLOW_STOP_SECONDS)
+        if not done:
+            print(f"{node_id} slow to stop:\n{_task_stacks()}", file=sys.stderr)
+            try:
+                await asyncio.wait_for(stopping, STOP_DEADLINE_SECONDS - SLOW_STOP_SECONDS)
+            except TimeoutError:
+                raise AssertionError(f"{node_id} did not stop:\n{_task_stacks()}") from None
+        stopping.result()
 
     async def start(self, node_id: str, *, deliver: bool = True) -> Node:
         sim = next(n for n in self.nodes if n.node_id == node_id)
