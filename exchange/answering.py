@@ -9,12 +9,10 @@ case references in clear).
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-from collections.abc import AsyncIterator
 
 from exchange.audit import AuditRecord
-from exchange.errors import ResourceLimitError, ValidationError
+from exchange.errors import ValidationError
 from exchange.match_keys import MatchKeys
 from exchange.oprf import OprfError
 from exchange.ratelimit import RateLimiter
@@ -43,7 +41,8 @@ class MatchResponder:
             ValidationError: none, more than MAX_BLINDED, or not valid elements.
             ResourceLimitError: the peer's rate limit.
         """
-        async with self._refusals_audited(peer, "EvaluateBlinded"):
+        # A member node flooding or sending garbage is evidence; `refusals` keeps it bounded.
+        async with self.refusals.audited("EvaluateBlinded", f"node:{peer}", peer):
             return await self._evaluate(peer, blinded)
 
     async def bucket(
@@ -55,20 +54,8 @@ class MatchResponder:
             ValidationError: a prefix width out of range, or an unknown key version.
             ResourceLimitError: the peer's rate limit.
         """
-        async with self._refusals_audited(peer, "GetBucket"):
+        async with self.refusals.audited("GetBucket", f"node:{peer}", peer):
             return await self._bucket(peer, key_version, prefix, prefix_bits)
-
-    @contextlib.asynccontextmanager
-    async def _refusals_audited(self, peer: str, method: str) -> AsyncIterator[None]:
-        # A member node flooding or sending garbage is evidence; `refusals` keeps it bounded.
-        try:
-            yield
-        except ResourceLimitError:
-            await self.refusals.refused_anyway(method, "rate limit", f"node:{peer}", peer)
-            raise
-        except ValidationError:
-            await self.refusals.refused_anyway(method, "invalid request", f"node:{peer}", peer)
-            raise
 
     async def _evaluate(self, peer: str, blinded: list[bytes]) -> tuple[list[bytes], int]:
         """The node's key applied to each blinded element, and the key version.

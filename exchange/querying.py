@@ -23,7 +23,7 @@ from typing import Protocol
 from exchange import matching
 from exchange.audit import AuditRecord
 from exchange.clients import Principal
-from exchange.errors import AuditError, PeerUnreachableError, ResourceLimitError, ValidationError
+from exchange.errors import AuditError, PeerUnreachableError, ValidationError
 from exchange.identifiers import Identifier
 from exchange.oprf import OprfError
 from exchange.ratelimit import RateLimiter
@@ -94,11 +94,8 @@ class Querier:
             )
         wanted = [normalized(raw, i) for i, raw in enumerate(identifiers)]
         peers = self._peers(peer_node_ids)
-        try:
+        async with self.refusals.audited("Query", principal.actor):
             self.limiter.take(principal.client_id, len(wanted))
-        except ResourceLimitError:
-            await self.refusals.refused_anyway("Query", "rate limit", principal.actor)
-            raise
         timeout = deadline_ms / 1000
         answers = await asyncio.gather(*(self._ask(peer, wanted, timeout) for peer in peers))
         flat = [answer for per_peer in answers for answer in per_peer]

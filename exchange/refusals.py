@@ -19,11 +19,13 @@ node stops are lost; the log still shows that the kind was refused.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as dt
+from collections.abc import AsyncIterator
 
 from exchange.audit import AuditRecord
-from exchange.errors import StoreUnavailableError
+from exchange.errors import ResourceLimitError, StoreUnavailableError, ValidationError
 from exchange.runtime import NodeContext
 from exchange.store import audit_log
 
@@ -106,3 +108,15 @@ class RefusalAudit:
             await self.refused(method, reason, actor, peer_node_id)
         except StoreUnavailableError:
             self.context.log.warning("call.refusal_not_audited", method=method, reason=reason)
+
+    @contextlib.asynccontextmanager
+    async def audited(self, method: str, actor: str, peer_node_id: str = "") -> AsyncIterator[None]:
+        """Audit a rate limit or a malformed request raised inside, then let it propagate."""
+        try:
+            yield
+        except ResourceLimitError:
+            await self.refused_anyway(method, "rate limit", actor, peer_node_id)
+            raise
+        except ValidationError:
+            await self.refused_anyway(method, "invalid request", actor, peer_node_id)
+            raise
