@@ -7,6 +7,7 @@ from typing import Annotated, Any
 
 import typer
 
+from exchange.admin import backup as backups
 from exchange.admin import node as admin
 from exchange.cli._output import console, print_json, table
 from exchange.clients import ROLES
@@ -58,6 +59,55 @@ def migrate(directory: Directory) -> None:
     """Bring the node's database schema to the newest version."""
     before, after = admin.migrate_node(directory)
     console.print(f"schema {before or 'empty'} -> {after}")
+
+
+def _print_backup(summary: backups.BackupSummary, verb: str, as_json: bool) -> None:
+    if as_json:
+        print_json(
+            {
+                "path": str(summary.path),
+                "engine": summary.engine,
+                "node_id": summary.node_id,
+                "audit_size": summary.audit_size,
+                "audit_root": summary.audit_root,
+                "schema_revision": summary.schema_revision,
+                "size_bytes": summary.size_bytes,
+            }
+        )
+        return
+    console.print(
+        f"{verb} {summary.path} ({summary.engine}, {summary.size_bytes:,} bytes): "
+        f"audit log of {summary.audit_size} entries, root {summary.audit_root or '-'}, "
+        f"schema {summary.schema_revision}"
+    )
+
+
+@app.command()
+def backup(
+    directory: Directory,
+    to: Annotated[Path, typer.Option("--to", help="The backup file to write (must not exist).")],
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Write a consistent backup of the node's store (not its keys) while it runs."""
+    _print_backup(backups.backup(directory, to), "backed up to", as_json)
+
+
+@app.command()
+def restore(
+    directory: Directory,
+    source: Annotated[Path, typer.Option("--from", help="A file written by `node backup`.")],
+    yes: Annotated[bool, typer.Option("--yes", help="Do not ask for confirmation.")] = False,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Replace the node's store with a backup. Stop the node first."""
+    if not yes:
+        typer.confirm(
+            "Replace the node's store with the backup? Everything after the backup is lost, "
+            "and peers holding a newer audit head will report the log rewound.",
+            abort=True,
+        )
+    restored = backups.restore(directory, source, now=SystemClock().now())
+    _print_backup(restored, "restored from", as_json)
 
 
 @app.command("update-trust")

@@ -31,6 +31,7 @@ __all__ = [
     "insert_outgoing",
     "next_due_at",
     "record_receipt",
+    "release_leases",
     "replace_envelope",
     "retry_later",
     "superseded_envelopes",
@@ -420,3 +421,17 @@ def _delivery(row: Any) -> DeliveryRecord:
         last_error=row.last_error,
         receipt=None if row.body is None else SignedReceipt(bytes(row.body), bytes(row.signature)),
     )
+
+
+def release_leases(connection: Connection, now: int) -> int:
+    """Make every pending row claimable at once: their leases belong to processes now gone.
+
+    Only for a store no process serves from (after a restore): a lease is how a
+    running worker keeps its rows to itself.
+    """
+    result = connection.execute(
+        update(OUTBOX)
+        .where(OUTBOX.c.state == PENDING, OUTBOX.c.lease_until > 0)
+        .values(lease_until=0, updated_at=now)
+    )
+    return result.rowcount
