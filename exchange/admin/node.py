@@ -7,7 +7,7 @@ import base64
 import dataclasses
 import datetime as dt
 import json
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric import ed25519, x25519
@@ -268,12 +268,30 @@ def _audit_rotation(directory: Path, details: dict[str, str], now: dt.datetime |
         store.dispose()
 
 
-def migrate_node(directory: Path) -> tuple[str | None, str]:
-    """Migrate the node's store to the newest schema; returns (before, after)."""
+def migrate_node(
+    directory: Path, *, on_progress: Callable[[int, int], None] | None = None
+) -> tuple[str | None, str]:
+    """Migrate the node's store to the newest schema; returns (before, after).
+
+    Args:
+        on_progress: called with (revisions applied, revisions to apply), first
+            with none applied, then after each.
+    """
     store = open_store(directory)
     try:
         before = migrate.current_revision(store)
-        migrate.upgrade(store)
+        pending = migrate.pending_revisions(store)
+        applied = 0
+        if on_progress is not None:
+            on_progress(applied, pending)
+
+        def one_more() -> None:
+            nonlocal applied
+            applied += 1
+            if on_progress is not None:
+                on_progress(applied, pending)
+
+        migrate.upgrade(store, on_revision=one_more)
         return before, migrate.head_revision()
     finally:
         store.dispose()
@@ -336,14 +354,22 @@ def revoke_client(directory: Path, name: str, *, now: dt.datetime) -> None:
         store.dispose()
 
 
-def purge(directory: Path, *, now: dt.datetime) -> int:
-    """Purge every notice whose retention has ended; returns how many."""
+def purge(
+    directory: Path, *, now: dt.datetime, on_progress: Callable[[int], None] | None = None
+) -> int:
+    """Purge every notice whose retention has ended; returns how many.
+
+    Args:
+        on_progress: told how many more were purged after each batch (one transaction).
+    """
     store = open_store(directory)
     total = 0
     try:
         while True:
             purged = store.write(lambda c: purge_batch(c, now=now, actor=ADMIN))
             total += purged
+            if on_progress is not None:
+                on_progress(purged)
             if purged < PURGE_BATCH:
                 break
         if total:

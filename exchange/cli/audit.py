@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -22,9 +22,10 @@ from sqlalchemy.exc import IntegrityError
 from exchange import _wire
 from exchange._proto.exchange.v1 import audit_pb2, envelope_pb2
 from exchange.admin.node import ADMIN, open_store
-from exchange.audit import AuditRecord, check_log
+from exchange.audit import AuditRecord, LoggedEntry, check_log
 from exchange.checkpoint import SignedTreeHead, TreeHead
 from exchange.cli._output import console, fail, print_json
+from exchange.cli._progress import Advance, progress
 from exchange.clock import Clock, SystemClock, to_millis
 from exchange.config import load_node_config, passphrase_from_env
 from exchange.envelope import Envelope
@@ -183,6 +184,20 @@ class _LogOutcome:
     bad_heads: list[str]
 
 
+def _counted(entries: Iterator[LoggedEntry], advance: Advance) -> Iterator[LoggedEntry]:
+    """The entries, telling `advance` every thousand (and the rest when the reader stops)."""
+    count = 0
+    try:
+        for entry in entries:
+            count += 1
+            yield entry
+            if count == 1000:
+                advance(count)
+                count = 0
+    finally:
+        advance(count)
+
+
 def _verify_log(directory: Path, outside: list[SignedTreeHead], *, as_json: bool) -> None:
     node_id = load_node_config(directory).node_id
 
@@ -195,7 +210,8 @@ def _verify_log(directory: Path, outside: list[SignedTreeHead], *, as_json: bool
                 heads.append(signed.verify(trust, node_id, now=None))
             except AuditError as exc:
                 bad_heads.append(str(exc))
-        checked = check_log(audit_log.iter_entries(connection), heads)
+        with progress("verifying the audit log", audit_log.size(connection)) as advance:
+            checked = check_log(_counted(audit_log.iter_entries(connection), advance), heads)
         first_bad, problem = checked.first_bad_sequence, checked.problem
         counted = audit_log.size(connection)
         if checked.ok and counted != checked.entries:

@@ -14,6 +14,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
+import grpc
 import typer
 from google.protobuf import json_format
 from google.protobuf.message import Message
@@ -22,6 +23,8 @@ from exchange._proto.exchange.v1 import authority_pb2 as pb
 from exchange._proto.exchange.v1 import envelope_pb2, matching_pb2, notices_pb2
 from exchange.addresses import is_loopback
 from exchange.cli._output import console, fail, message_dict, print_message, table
+from exchange.cli._progress import progress
+from exchange.registering import MAX_IDENTIFIERS
 from exchange.rpc.client import AuthorityClient
 
 app = typer.Typer(help="Call a node's authority API as an authority system.")
@@ -304,7 +307,38 @@ def register(context: typer.Context, request_file: Path) -> None:
     """Register a case's identifiers for hit/no-hit matching (RegisterIdentifiersRequest JSON;
     values are base64, as protobuf's JSON mapping writes bytes)."""
     request = _load(request_file, pb.RegisterIdentifiersRequest())
-    print_message(_run(context, lambda c: c.register_identifiers(request)))
+    print_message(_run(context, lambda c: _register_in_batches(c, request)))
+
+
+async def _register_in_batches(
+    client: AuthorityClient, request: pb.RegisterIdentifiersRequest
+) -> pb.RegisterIdentifiersResponse:
+    """Send a file of any size in calls of at most MAX_IDENTIFIERS, showing progress.
+
+    Registration is idempotent per (identifier, case): after a failure, running the
+    same file again registers what is missing and counts the rest as already there.
+    """
+    identifiers = list(request.identifiers)
+    total = pb.RegisterIdentifiersResponse()
+    with progress("registering identifiers", len(identifiers)) as advance:
+        for start in range(0, max(len(identifiers), 1), MAX_IDENTIFIERS):
+            batch = pb.RegisterIdentifiersRequest(
+                case_reference=request.case_reference,
+                contact_point=request.contact_point,
+                identifiers=identifiers[start : start + MAX_IDENTIFIERS],
+            )
+            try:
+                response = await client.register_identifiers(batch)
+            except grpc.aio.AioRpcError as exc:
+                fail(
+                    f"{exc.code().name}: {exc.details()} (identifiers {start:,} to "
+                    f"{start + len(batch.identifiers) - 1:,}; the {start:,} before are "
+                    "registered: run the same file again to finish)"
+                )
+            total.registered += response.registered
+            total.already_registered += response.already_registered
+            advance(len(batch.identifiers))
+    return total
 
 
 @app.command()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -10,6 +11,7 @@ import typer
 from exchange.admin import backup as backups
 from exchange.admin import node as admin
 from exchange.cli._output import console, print_json, table
+from exchange.cli._progress import Advance, progress
 from exchange.clients import ROLES
 from exchange.clock import SystemClock, from_millis
 from exchange.config import passphrase_from_env
@@ -57,7 +59,18 @@ def init(
 @app.command()
 def migrate(directory: Directory) -> None:
     """Bring the node's database schema to the newest version."""
-    before, after = admin.migrate_node(directory)
+    with contextlib.ExitStack() as stack:
+        advance: Advance | None = None
+        done = 0
+
+        def step(applied: int, pending: int) -> None:
+            nonlocal advance, done
+            if advance is None:
+                advance = stack.enter_context(progress("migrating the store", pending))
+            advance(applied - done)
+            done = applied
+
+        before, after = admin.migrate_node(directory, on_progress=step)
     console.print(f"schema {before or 'empty'} -> {after}")
 
 
@@ -183,7 +196,8 @@ def purge(
     """Delete the content of notices whose retention has ended (tombstones remain)."""
     if not yes:
         typer.confirm("Purge the content of every notice past its retention?", abort=True)
-    purged = admin.purge(directory, now=SystemClock().now())
+    with progress("purging notices past their retention") as advance:
+        purged = admin.purge(directory, now=SystemClock().now(), on_progress=advance)
     if as_json:
         print_json({"purged": purged})
     else:

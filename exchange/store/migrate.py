@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +15,13 @@ from alembic.script import ScriptDirectory
 from exchange.store.engine import Store
 from exchange.store.tables import metadata
 
-__all__ = ["current_revision", "head_revision", "schema_differences", "upgrade"]
+__all__ = [
+    "current_revision",
+    "head_revision",
+    "pending_revisions",
+    "schema_differences",
+    "upgrade",
+]
 
 _SCRIPTS = Path(__file__).parent / "migrations"
 
@@ -25,15 +32,29 @@ def _config() -> Config:
     return config
 
 
-def upgrade(store: Store, revision: str = "head") -> None:
-    """Bring the schema up to `revision` in one transaction."""
+def upgrade(
+    store: Store, revision: str = "head", *, on_revision: Callable[[], None] | None = None
+) -> None:
+    """Bring the schema up to `revision` in one transaction.
+
+    Args:
+        on_revision: called after each revision is applied (inside the transaction).
+    """
     config = _config()
     with store.engine.connect() as connection:
         if store.is_sqlite:
             connection.execution_options(sqlite_begin="IMMEDIATE")
         with connection.begin():
             config.attributes["connection"] = connection
+            config.attributes["on_revision"] = on_revision
             command.upgrade(config, revision)
+
+
+def pending_revisions(store: Store) -> int:
+    """How many revisions `upgrade` to head would apply."""
+    scripts = ScriptDirectory.from_config(_config())
+    current = current_revision(store)
+    return sum(1 for _ in scripts.iterate_revisions("head", current))
 
 
 def head_revision() -> str:

@@ -103,7 +103,8 @@ def refused(*arguments: str | Path) -> str:
     result = audit(*arguments)
     assert result.exit_code == 1, (result.output, result.exception)
     if isinstance(result.exception, SystemExit):
-        assert result.stderr.startswith("error:"), result.stderr
+        # Progress lines may come first; the error is a line of its own.
+        assert any(line.startswith("error:") for line in result.stderr.splitlines()), result.stderr
         return result.stderr
     return str(result.exception)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import json
 import os
@@ -109,3 +110,32 @@ def test_register_and_query_identifiers_from_the_shell(running: list[SimNode]) -
     assert hit["hits"] == [
         {"case_reference": "XB-2026-0042", "contact_point": "XB Prosecution Service, OPSC desk"}
     ]
+
+
+def test_registering_a_file_of_any_size_in_batches_with_progress(
+    running: list[SimNode], tmp_path: Path
+) -> None:
+    xb = running[1]
+    count = 25_000  # three calls: 10,000 + 10,000 + 5,000
+    phones = [
+        {
+            "type": "IDENTIFIER_TYPE_PHONE",
+            "value": base64.b64encode(f"+999 {n:09}".encode()).decode(),
+        }
+        for n in range(count)
+    ]
+    request = tmp_path / "many.json"
+    request.write_text(
+        json.dumps(
+            {"caseReference": "XB-2026-0077", "contactPoint": "XB OPSC desk", "identifiers": phones}
+        )
+    )
+    first = run_client(xb, "register", request)
+    assert first.returncode == 0, first.stderr
+    assert json.loads(first.stdout) == {"registered": count}
+    # Not a terminal: plain progress lines on stderr, the last one complete.
+    assert first.stderr.splitlines()[-1].startswith(
+        "registering identifiers: 25,000/25,000 (100%) done"
+    )
+    # Idempotent: the same file again registers nothing new.
+    assert client(xb, "register", request) == {"already_registered": count}
