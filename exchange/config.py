@@ -10,6 +10,7 @@ containers and tests:
     EXCHANGE_FEDERATION_LISTEN   federation.listen
     EXCHANGE_AUTHORITY_LISTEN    authority.listen
     EXCHANGE_LOG_LEVEL           logging.level
+    EXCHANGE_METRICS_LISTEN      metrics.listen
     EXCHANGE_KEY_PASSPHRASE      passphrase of the private key files (never in the file)
 """
 
@@ -34,6 +35,7 @@ __all__ = [
     "FederationConfig",
     "LoggingConfig",
     "MatchingConfig",
+    "MetricsConfig",
     "NodeConfig",
     "NodeSection",
     "ReceiveConfig",
@@ -169,6 +171,18 @@ class LoggingConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class MetricsConfig:
+    """[metrics]: the Prometheus endpoint (exchange.metrics).
+
+    Off unless `listen` is set (host:port). Keep it on a loopback or management
+    address: the figures are not personal, but volumes per peer are still the
+    authority's business.
+    """
+
+    listen: str = ""
+
+
+@dataclasses.dataclass(frozen=True)
 class NodeConfig:
     """A node's whole configuration; paths are resolved against `directory`."""
 
@@ -184,6 +198,7 @@ class NodeConfig:
     audit: AuditConfig = AuditConfig()
     matching: MatchingConfig = MatchingConfig()
     logging: LoggingConfig = LoggingConfig()
+    metrics: MetricsConfig = MetricsConfig()
 
     @property
     def node_id(self) -> str:
@@ -214,12 +229,14 @@ _SECTIONS: Mapping[str, type[Any]] = {
     "audit": AuditConfig,
     "matching": MatchingConfig,
     "logging": LoggingConfig,
+    "metrics": MetricsConfig,
 }
 _ENV_OVERRIDES = {
     "EXCHANGE_DATABASE_URL": ("store", "database_url"),
     "EXCHANGE_FEDERATION_LISTEN": ("federation", "listen"),
     "EXCHANGE_AUTHORITY_LISTEN": ("authority", "listen"),
     "EXCHANGE_LOG_LEVEL": ("logging", "level"),
+    "EXCHANGE_METRICS_LISTEN": ("metrics", "listen"),
 }
 
 S = TypeVar("S")
@@ -310,9 +327,16 @@ def load_node_config(directory: Path, environ: Mapping[str, str] | None = None) 
     _check_store(config.store, path)
     _check_delivery(config.delivery, path)
     _check_trust(config.trust, path)
+    if config.metrics.listen and not _is_host_port(config.metrics.listen):
+        raise ConfigError(f"{path}: metrics.listen: expected host:port, or empty for off")
     if config.retention.purge_interval_seconds < 1:
         raise ConfigError(f"{path}: retention.purge_interval_seconds: expected at least 1")
     return config
+
+
+def _is_host_port(address: str) -> bool:
+    host, sep, port = address.rpartition(":")
+    return bool(sep and host and port.isdigit() and int(port) < 65536)
 
 
 def _check_store(store: StoreConfig, path: Path) -> None:

@@ -43,6 +43,7 @@ from exchange.identity import NodeIdentity
 from exchange.layout import NodeLayout
 from exchange.logs import get_logger
 from exchange.match_keys import MatchKeys, load_key_files
+from exchange.metrics import MetricsEndpoint, NodeMetrics
 from exchange.oprf import ServerKey
 from exchange.oprf_keys import write_oprf_key
 from exchange.peer_heads import PeerHeadWatcher, report_conflict
@@ -149,6 +150,8 @@ class Node:
     refusals: RefusalAudit | None = None
     # To load keys rotated in while running (exchange node rotate-keys).
     _passphrase: bytes | None = None
+    # The Prometheus endpoint, when [metrics] listen is set.
+    _metrics: MetricsEndpoint | None = None
 
     @staticmethod
     def load(
@@ -283,12 +286,26 @@ class Node:
             self._tasks.append(
                 asyncio.create_task(DeliveryWorker(context, self._transport).run(), name="delivery")
             )
+        if self.config.metrics.listen:
+            self._metrics = await asyncio.to_thread(self._serve_metrics)
         context.log.info(
             "node.started",
             federation_port=self._servers.federation_port,
             authority_port=self._servers.authority_port,
+            metrics_port=self._metrics.port if self._metrics else None,
             trust_list_version=context.trust.version,
         )
+
+    def _serve_metrics(self) -> MetricsEndpoint:
+        host, _, port = self.config.metrics.listen.rpartition(":")
+        context = self.context
+        metrics = NodeMetrics(context.store.store, context.clock, context.health.problems)
+        return MetricsEndpoint(metrics, host.strip("[]"), int(port))
+
+    @property
+    def metrics_port(self) -> int | None:
+        """The metrics endpoint's port (bound to port 0 in tests), if it is on."""
+        return self._metrics.port if self._metrics else None
 
     async def stop(self, grace: float = 5.0) -> None:
         """Stop gracefully: refuse new calls, finish those in flight, stop the worker."""
@@ -302,6 +319,9 @@ class Node:
         self._tasks.clear()
         if self._transport is not None:
             await self._transport.close()
+        if self._metrics is not None:
+            await asyncio.to_thread(self._metrics.close)
+            self._metrics = None
         # Waits for store threads to finish their statement: off the event loop.
         await asyncio.to_thread(self.context.store.close)
         self.context.log.info("node.stopped")

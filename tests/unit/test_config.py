@@ -62,6 +62,9 @@ fetch_interval_seconds = 60
 [logging]
 level = "debug"
 format = "json"
+
+[metrics]
+listen = "127.0.0.1:9464"
 """
 
 
@@ -121,6 +124,7 @@ def test_every_key_can_be_set(tmp_path):
     assert config.receive == ReceiveConfig(60, 7)
     assert config.trust == TrustConfig(14, 60.0)
     assert config.logging == LoggingConfig("debug", "json")
+    assert config.metrics.listen == "127.0.0.1:9464"
     # An integer where a number is expected is taken as a float.
     assert isinstance(config.delivery.max_backoff_seconds, float)
 
@@ -260,6 +264,10 @@ CHOICES = [
         "delivery.initial_backoff_seconds",
         id="no-backoff",
     ),
+    pytest.param('[metrics]\nlisten = "9464"\n', "metrics.listen", id="metrics-without-host"),
+    pytest.param(
+        '[metrics]\nlisten = "127.0.0.1:99999"\n', "metrics.listen", id="metrics-port-out-of-range"
+    ),
 ]
 
 
@@ -284,6 +292,9 @@ OVERRIDES = [
         "EXCHANGE_AUTHORITY_LISTEN", "0.0.0.0:9501", lambda c: c.authority.listen, id="authority"
     ),
     pytest.param("EXCHANGE_LOG_LEVEL", "warning", lambda c: c.logging.level, id="log-level"),
+    pytest.param(
+        "EXCHANGE_METRICS_LISTEN", "127.0.0.1:9464", lambda c: c.metrics.listen, id="metrics"
+    ),
 ]
 
 
