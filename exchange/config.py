@@ -87,6 +87,8 @@ class StoreConfig:
     # How long a write waits for a lock another session holds (SQLite's busy
     # timeout, PostgreSQL's lock_timeout) before the caller is told UNAVAILABLE.
     lock_timeout_seconds: float = 10.0
+    # How often a running node checks that its store answers (health).
+    probe_interval_seconds: float = 5.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -342,6 +344,8 @@ def _is_host_port(address: str) -> bool:
 def _check_store(store: StoreConfig, path: Path) -> None:
     if store.sqlite_synchronous not in ("FULL", "NORMAL", "EXTRA"):
         raise ConfigError(f"{path}: store.sqlite_synchronous: expected FULL, NORMAL or EXTRA")
+    if not 0 < store.probe_interval_seconds <= 300:
+        raise ConfigError(f"{path}: store.probe_interval_seconds: expected above 0, at most 300")
     if not 0 < store.lock_timeout_seconds <= 600:
         raise ConfigError(f"{path}: store.lock_timeout_seconds: expected above 0, at most 600")
 

@@ -21,10 +21,13 @@ from typing import Any
 
 from exchange.logs import get_logger
 
-__all__ = ["TRUST_LIST_STALE", "HealthConditions"]
+__all__ = ["STORE_UNREACHABLE", "TRUST_LIST_STALE", "HealthConditions"]
 
 # The held trust list is expired or older than [trust] max_age_days: sending stops.
 TRUST_LIST_STALE = "trust_list_stale"
+
+# The store does not answer reads (exchange.store_probe).
+STORE_UNREACHABLE = "store_unreachable"
 
 Listener = Callable[[bool], Awaitable[None]]
 

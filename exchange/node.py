@@ -62,6 +62,7 @@ from exchange.rpc.tls import NodeTls, authority_server_credentials
 from exchange.runtime import NodeContext
 from exchange.store import audit_heads, migrate
 from exchange.store.engine import AsyncStore, Store
+from exchange.store_probe import probe_store
 from exchange.submitting import Submitter
 from exchange.trust import TrustList
 from exchange.trust_state import (
@@ -282,6 +283,11 @@ class Node:
         self._tasks.append(asyncio.create_task(self._follow_trust(), name="trust"))
         self._tasks.append(asyncio.create_task(self._rotate_match_keys(), name="match-keys"))
         self._tasks.append(asyncio.create_task(self._purge_periodically(), name="retention"))
+        self._tasks.append(
+            asyncio.create_task(
+                probe_store(context, self.config.store.probe_interval_seconds), name="store-probe"
+            )
+        )
         if deliver:
             self._tasks.append(
                 asyncio.create_task(DeliveryWorker(context, self._transport).run(), name="delivery")

@@ -29,14 +29,17 @@ from sqlalchemy import Table, create_engine, func, select, text
 
 from exchange._proto.exchange.v1 import authority_pb2 as apb
 from exchange.harness import samples
+from exchange.health import STORE_UNREACHABLE
 from exchange.node import Node
 from exchange.runtime import Signal
 from exchange.store.tables import INBOX_EVENTS, NOTICES, OUTBOX
 from tests.conftest import REQUIRE_POSTGRES
+from tests.integration.test_lifecycle import eventually
 from tests.live import Federation, start_federation
 
 NOTICES_SENT = 40
 LEASE = "[delivery]\nattempt_timeout_seconds = 5.0\nlease_seconds = 6.0\n"
+PROBE = "[store]\nprobe_interval_seconds = 0.5\n"
 
 
 def _bin_directory() -> Path | None:
@@ -159,7 +162,8 @@ async def on_private_cluster(tmp_path: Path) -> AsyncIterator[tuple[Federation, 
                 xa = running.sim(0)
                 await running.crash(xa.node_id)
                 toml = xa.directory / "node.toml"
-                toml.write_text(toml.read_text().replace("[delivery]\n", LEASE, 1))
+                text = toml.read_text().replace("[delivery]\n", LEASE, 1)
+                toml.write_text(text.replace("[store]\n", PROBE, 1))
                 await running.start(xa.node_id)
                 yield running, cluster
             finally:
@@ -208,6 +212,14 @@ async def test_postgresql_restarted_under_load_the_nodes_reconnect_and_lose_noth
         await federation.client(0).submit(request(NOTICES_SENT // 2))
     assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
     assert "database" in (refused.value.details() or "")
+    # The node says so on its health service, with the reason for its operators.
+    health = federation.client(0)
+
+    async def not_serving() -> bool:
+        return not await health.serving()
+
+    await eventually(not_serving, seconds=30)
+    assert "database" in a.context.health.problems()[STORE_UNREACHABLE]
     # More submissions wait for it (retrying, as a client does), and it comes back.
     rest = asyncio.gather(
         *(
@@ -217,6 +229,8 @@ async def test_postgresql_restarted_under_load_the_nodes_reconnect_and_lose_noth
     )
     await asyncio.to_thread(cluster.start)
     sent = [*first, *await rest]
+    await eventually(health.serving, seconds=30)
+    assert STORE_UNREACHABLE not in a.context.health.problems()
     # A retried request id gets the original notice, not a second one.
     assert len(set(sent)) == NOTICES_SENT
     assert await _submit_until_taken(federation, request(0)) == sent[0]
