@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import sys
 from collections.abc import Sequence
@@ -23,8 +24,15 @@ def fail(message: str) -> NoReturn:
     raise SystemExit(1)
 
 
+def _plain(value: Any) -> Any:
+    """Times as ISO 8601 text: the one non-JSON type our reports hold."""
+    if isinstance(value, dt.datetime):
+        return value.isoformat()
+    raise TypeError(f"{type(value).__name__} is not JSON")
+
+
 def print_json(value: Any) -> None:
-    sys.stdout.write(json.dumps(value, indent=2, sort_keys=True) + "\n")
+    sys.stdout.write(json.dumps(value, indent=2, sort_keys=True, default=_plain) + "\n")
 
 
 def message_dict(message: Message) -> dict[str, Any]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -10,6 +11,7 @@ import typer
 
 from exchange.admin import backup as backups
 from exchange.admin import node as admin
+from exchange.admin.node_status import node_status
 from exchange.cli._output import console, print_json, table
 from exchange.cli._progress import Advance, progress
 from exchange.clients import ROLES
@@ -121,6 +123,51 @@ def restore(
         )
     restored = backups.restore(directory, source, now=SystemClock().now())
     _print_backup(restored, "restored from", as_json)
+
+
+@app.command()
+def status(
+    directory: Directory,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """One look at a node: health, peers reachable, outbox by peer, trust list, audit head."""
+    now = SystemClock().now()
+    report = node_status(directory, now=now, passphrase=passphrase_from_env())
+    if as_json:
+        print_json(dataclasses.asdict(report) | {"pending": report.pending})
+        return
+    healthy = report.health == "SERVING" and not report.problems
+    colour = "green" if healthy else "red"
+    console.print(f"[bold]{report.node_id}[/]: [{colour}]{report.health}[/]")
+    for problem in report.problems:
+        console.print(f"  [red]problem:[/] {problem}", highlight=False)
+    if report.trust_list_version is not None:
+        console.print(
+            f"  trust list v{report.trust_list_version}, "
+            f"expires {report.trust_list_expires_at:%Y-%m-%d %H:%M} UTC"
+        )
+    head = "no signed head yet"
+    if report.audit_head_at is not None:
+        age = (now - report.audit_head_at).total_seconds()
+        head = f"newest signed head at {report.audit_head_size:,}, {age:.0f} s ago"
+    console.print(f"  audit log: {report.audit_entries:,} entries, {head}")
+    console.print(
+        f"  overdue requests: {report.overdue_by_us} owed by us, {report.overdue_to_us} to us"
+    )
+    table(
+        f"peers ({report.pending:,} notices waiting)",
+        ["peer", "endpoint", "reachable", "waiting", "oldest waiting since"],
+        [
+            (
+                p.node_id,
+                p.endpoint,
+                "yes" if p.reachable else f"no: {p.error}",
+                f"{p.pending:,}",
+                f"{p.oldest_pending_at:%Y-%m-%d %H:%M:%S}" if p.oldest_pending_at else "",
+            )
+            for p in report.peers
+        ],
+    )
 
 
 @app.command("update-trust")
