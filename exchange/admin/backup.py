@@ -85,15 +85,7 @@ def backup(directory: Path, destination: Path) -> BackupSummary:
         partial.rename(destination)
     finally:
         partial.unlink(missing_ok=True)
-    return BackupSummary(
-        path=destination,
-        engine=engine,
-        node_id=config.node_id,
-        audit_size=size,
-        audit_root=root,
-        schema_revision=revision,
-        size_bytes=destination.stat().st_size,
-    )
+    return _summary(destination, engine, config.node_id, revision, (size, root))
 
 
 def restore(directory: Path, source: Path, *, now: dt.datetime) -> BackupSummary:
@@ -130,14 +122,21 @@ def restore(directory: Path, source: Path, *, now: dt.datetime) -> BackupSummary
         size, root = store.read(_audit_head)
     finally:
         store.dispose()
+    return _summary(source, engine, config.node_id, revision, (size, root))
+
+
+def _summary(
+    path: Path, engine: str, node_id: str, revision: str | None, head: tuple[int, str]
+) -> BackupSummary:
+    size, root = head
     return BackupSummary(
-        path=source,
+        path=path,
         engine=engine,
-        node_id=config.node_id,
+        node_id=node_id,
         audit_size=size,
         audit_root=root,
         schema_revision=revision,
-        size_bytes=source.stat().st_size,
+        size_bytes=path.stat().st_size,
     )
 
 

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -23,25 +21,15 @@ from exchange.harness import samples
 from exchange.store import audit_log
 from exchange.store.engine import Store
 from tests.conftest import DatabaseFactory
+from tests.integration.test_cli import run
 from tests.integration.test_lifecycle import delivered, received
 from tests.live import Federation, start_federation
 
 pytestmark = pytest.mark.slow
 
 
-def exchange(*arguments: str | Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "exchange", *map(str, arguments)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-        env={**os.environ, "COLUMNS": "200"},
-    )
-
-
 def summary(*arguments: str | Path) -> dict[str, object]:
-    result = exchange(*arguments, "--json")
+    result = run(*arguments, "--json")
     assert result.returncode == 0, result.stderr
     parsed: dict[str, object] = json.loads(result.stdout)
     return parsed
@@ -129,7 +117,7 @@ async def test_a_restored_backup_delivers_what_was_waiting(
 async def test_a_backup_never_overwrites_a_file(two_nodes: Federation, tmp_path: Path) -> None:
     existing = tmp_path / "precious"
     existing.write_bytes(b"not to be overwritten")
-    result = exchange("node", "backup", two_nodes.sim(0).directory, "--to", existing)
+    result = run("node", "backup", two_nodes.sim(0).directory, "--to", existing)
     assert result.returncode == 1
     assert "exists" in result.stderr
     assert existing.read_bytes() == b"not to be overwritten"
@@ -146,11 +134,11 @@ async def test_restoring_a_file_that_is_no_backup_changes_nothing(
     before = audit_head(directory)
     bogus = tmp_path / "bogus.backup"
     bogus.write_bytes(b"PGDMP? no: " + os.urandom(4096))
-    result = exchange("node", "restore", directory, "--from", bogus, "--yes")
+    result = run("node", "restore", directory, "--from", bogus, "--yes")
     assert result.returncode == 1
     assert result.stderr.startswith("error:")
     assert str(bogus) in result.stderr
     assert audit_head(directory) == before
-    missing = exchange("node", "restore", directory, "--from", tmp_path / "absent", "--yes")
+    missing = run("node", "restore", directory, "--from", tmp_path / "absent", "--yes")
     assert missing.returncode == 1
     assert "no such backup file" in missing.stderr
