@@ -306,8 +306,12 @@ async def submit(settings: Settings) -> MeasureResult:
 
 async def _open_loop(
     count: int, rate: float, call: Callable[[float], Coroutine[Any, Any, None]]
-) -> None:
-    """Start `call(scheduled)` at a fixed schedule, whether earlier calls finished or not."""
+) -> float:
+    """Start `call(scheduled)` at a fixed schedule, whether earlier calls finished or not.
+
+    Returns the rate the calls completed at: below the offered rate, the
+    latencies measured grow with the queue, as they would for real clients.
+    """
     tasks: list[asyncio.Task[None]] = []
     start = time.perf_counter() + 0.05
     for i in range(count):
@@ -317,6 +321,7 @@ async def _open_loop(
             await asyncio.sleep(delay)
         tasks.append(asyncio.create_task(call(scheduled)))
     await asyncio.gather(*tasks)
+    return count / (time.perf_counter() - start)
 
 
 async def latency(settings: Settings) -> MeasureResult:
@@ -349,7 +354,7 @@ async def latency(settings: Settings) -> MeasureResult:
                     submitted = await sender.submit(request)
                     sent[submitted.message_id] = scheduled
 
-                await _open_loop(count, rate, one)
+                completed = await _open_loop(count, rate, one)
                 if not (len(seen) >= count + 5 and all(m in seen for m in sent)):
                     await asyncio.wait_for(everything.wait(), settings.timeout)
             finally:
@@ -359,6 +364,7 @@ async def latency(settings: Settings) -> MeasureResult:
             "p50_ms": statistics.median(latencies),
             "p99_ms": _percentile(latencies, 0.99),
             "max_ms": max(latencies),
+            "submits_completed_per_second": completed,
         }
 
     async def ceiling(sims: list[SimNode], bare: _Bare, _figure: dict[str, Any]) -> dict[str, Any]:
@@ -372,11 +378,12 @@ async def latency(settings: Settings) -> MeasureResult:
             await client.sink(request, metadata=metadata)
             latencies.append((time.perf_counter() - scheduled) * 1000)
 
-        await _open_loop(count, rate, one)
+        completed = await _open_loop(count, rate, one)
         return {
             "p50_ms": statistics.median(latencies),
             "p99_ms": _percentile(latencies, 0.99),
             "max_ms": max(latencies),
+            "calls_completed_per_second": completed,
         }
 
     figure, ceil, peak = await _run_with_nodes(settings, 2, measure, ceiling)
