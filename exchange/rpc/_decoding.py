@@ -8,14 +8,14 @@ decodes in the call instead, so such a request is INVALID_ARGUMENT ("request:
 is not a valid <message>") through `_status`, like any other bad request.
 
 It also bounds each method's request before parsing. The ports take messages
-of up to MAX_MESSAGE_BYTES (a content hash referral is up to 12 MiB), but
+of up to MAX_MESSAGE_BYTES (a content hash referral is up to 20 MiB), but
 parsing multiplies a message's size: 14 MB of empty entries in a repeated field
 became over a gigabyte of objects. Only the methods that carry notices or
 registrations take large requests; every other one is refused above
 SMALL_REQUEST_BYTES with RESOURCE_EXHAUSTED, unparsed. A large request is
 parsed only once its caller is admitted (`Admit`: a valid token with the role
 for the method, or a member node's certificate), so a stranger cannot make the
-node parse 16 MiB; the handler checks the caller again, as for any call.
+node parse 24 MiB; the handler checks the caller again, as for any call.
 Refusals here are audited through `refused` (exchange.refusals bounds them).
 """
 
