@@ -3018,11 +3018,19 @@ def _single_refusals() -> list[RefusalCase]:
             "is listed twice",
         ),
         refusal_case(
-            test_a_referral_of_200001_hashes_is_refused,
+            test_a_referral_of_500001_hashes_is_refused,
             "",
             "content_hash_referral",
-            sha256_hashes(200_001),
+            sha256_hashes(500_001),
             f"{H}.hashes",
-            "at most 200000 entries",
+            "at most 500000 entries",
+        ),
+        refusal_case(
+            test_hash_values_over_16_mib_are_refused,
+            "",
+            "content_hash_referral",
+            hashes_of(pb.HASH_ALGORITHM_PHOTODNA, 34, 500_000),
+            f"{H}.hashes",
+            "more than 16 MiB of hash values",
         ),
     ]
