@@ -19,6 +19,7 @@ __all__ = [
     "insert_notice",
     "load_envelope",
     "notice_columns",
+    "retained_until",
     "stored_digest",
 ]
 
@@ -83,6 +84,14 @@ _OPTIONAL_COLUMNS: dict[str, Any] = {
 }
 
 
+_DAY_MS = 86_400_000
+
+
+def retained_until(received_at: int | None, created_at: int, retention_days: int) -> int:
+    """When a notice's retention ends: counted from receipt, or from creation when sent."""
+    return (received_at if received_at is not None else created_at) + retention_days * _DAY_MS
+
+
 def notice_columns(header: Header) -> dict[str, Any]:
     """The notices-table columns that come from an envelope header."""
     return {
@@ -118,7 +127,11 @@ def insert_notice(
     Raises:
         sqlalchemy.exc.IntegrityError: the message id is already stored.
     """
-    connection.execute(_INSERT_NOTICE, {**_OPTIONAL_COLUMNS, **notice_columns(header), **columns})
+    row = {**_OPTIONAL_COLUMNS, **notice_columns(header), **columns}
+    row["retain_until"] = retained_until(
+        row["received_at"], row["created_at"], row["retention_days"]
+    )
+    connection.execute(_INSERT_NOTICE, row)
     connection.execute(
         _INSERT_ENVELOPE,
         {
