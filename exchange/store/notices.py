@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from typing import Any
 
 from sqlalchemy import Connection, Row, bindparam, insert, select
@@ -19,6 +20,7 @@ __all__ = [
     "insert_notice",
     "load_envelope",
     "notice_columns",
+    "notice_row",
     "retained_until",
     "stored_digest",
 ]
@@ -109,6 +111,19 @@ def notice_columns(header: Header) -> dict[str, Any]:
     }
 
 
+def notice_row(header: Header, columns: Mapping[str, Any]) -> dict[str, Any]:
+    """The whole notices-table row of `header` and the path's `columns`.
+
+    Every insert goes through here: it sets when the notice's retention ends,
+    which the purge scanner reads.
+    """
+    row = {**_OPTIONAL_COLUMNS, **notice_columns(header), **columns}
+    row["retain_until"] = retained_until(
+        row["received_at"], row["created_at"], row["retention_days"]
+    )
+    return row
+
+
 def insert_notice(
     connection: Connection,
     header: Header,
@@ -127,11 +142,7 @@ def insert_notice(
     Raises:
         sqlalchemy.exc.IntegrityError: the message id is already stored.
     """
-    row = {**_OPTIONAL_COLUMNS, **notice_columns(header), **columns}
-    row["retain_until"] = retained_until(
-        row["received_at"], row["created_at"], row["retention_days"]
-    )
-    connection.execute(_INSERT_NOTICE, row)
+    connection.execute(_INSERT_NOTICE, notice_row(header, columns))
     connection.execute(
         _INSERT_ENVELOPE,
         {
