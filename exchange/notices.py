@@ -89,8 +89,9 @@ REPLY_RULES: Mapping[int, ReplyRule] = {
     _K.NOTICE_KIND_DISCLOSURE_GRANT: ReplyRule(frozenset({_K.NOTICE_KIND_DISCLOSURE_REQUEST})),
 }
 
-# A content hash referral carries up to 200,000 hashes (about 8 MB).
-MAX_NOTICE_BYTES = 12 * 1024 * 1024
+# The largest notice: a content hash referral of at most 500,000 hashes and 16 MiB of
+# hash values, with at most 8 bytes of framing per entry (under 20 MB in all).
+MAX_NOTICE_BYTES = 20 * 1024 * 1024
 
 
 def kind_name(kind: int) -> str:

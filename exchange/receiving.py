@@ -114,7 +114,7 @@ class Receiver:
         now = context.clock.now()
         try:
             if len(envelope.sealed_payload) > MAX_SEALED_PAYLOAD:
-                raise ResourceLimitError("sealed payload exceeds 12 MiB")
+                raise ResourceLimitError(f"sealed payload exceeds {MAX_SEALED_PAYLOAD} bytes")
             # An expired list may no longer say who is a member: accept nothing.
             trust = context.usable_trust(now)
             check = check_envelope(

@@ -8,21 +8,22 @@ decodes in the call instead, so such a request is INVALID_ARGUMENT ("request:
 is not a valid <message>") through `_status`, like any other bad request.
 
 It also bounds each method's request before parsing. The ports take messages
-of up to MAX_MESSAGE_BYTES (a content hash referral is up to 12 MiB), but
-parsing multiplies a message's size: 14 MB of empty entries in a repeated field
-became over a gigabyte of objects. Only the methods that carry notices or
-registrations take large requests; every other one is refused above
-SMALL_REQUEST_BYTES with RESOURCE_EXHAUSTED, unparsed. A large request is
-parsed only once its caller is admitted (`Admit`: a valid token with the role
-for the method, or a member node's certificate), so a stranger cannot make the
-node parse 16 MiB; the handler checks the caller again, as for any call.
+of up to MAX_MESSAGE_BYTES (a content hash referral of 500,000 hashes is 19 MB),
+but parsing multiplies a message's size: 14 MB of empty entries in a repeated
+field became over a gigabyte of objects. Only the methods that carry notices
+take requests that large; registrations keep their own bound
+(REGISTRATION_BYTES); every other method is refused above SMALL_REQUEST_BYTES
+with RESOURCE_EXHAUSTED, unparsed. A large request is parsed only once its
+caller is admitted (`Admit`: a valid token with the role for the method, or a
+member node's certificate), so a stranger cannot make the node parse 24 MiB;
+the handler checks the caller again, as for any call.
 Refusals here are audited through `refused` (exchange.refusals bounds them).
 """
 
 from __future__ import annotations
 
 import inspect
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 import grpc
@@ -31,18 +32,21 @@ from exchange.errors import ResourceLimitError, ValidationError
 from exchange.rpc._status import status_from_errors
 from exchange.rpc.peers import MAX_MESSAGE_BYTES
 
-__all__ = ["LARGE_REQUESTS", "SMALL_REQUEST_BYTES", "DecodeRequests"]
+__all__ = ["LARGE_REQUESTS", "REGISTRATION_BYTES", "SMALL_REQUEST_BYTES", "DecodeRequests"]
 
 # 64 perceptual hashes of 1 KiB in one Query are the largest of the small requests.
 SMALL_REQUEST_BYTES = 256 * 1024
-LARGE_REQUESTS = frozenset(
-    {
-        "/exchange.v1.Federation/Deliver",
-        "/exchange.v1.Authority/SubmitNotice",
-        "/exchange.v1.Authority/Respond",
-        "/exchange.v1.Authority/RegisterIdentifiers",
-    }
-)
+# 10,000 identifiers of up to 1 KiB (perceptual hashes) with their framing: the bound the
+# registrations had before notices grew; 24 MiB of empty entries would parse to 800 MiB.
+REGISTRATION_BYTES = 16 * 1024 * 1024
+# The methods that take more than SMALL_REQUEST_BYTES, and how much. Respond may
+# carry any substantive notice, a content hash referral included.
+LARGE_REQUESTS: Mapping[str, int] = {
+    "/exchange.v1.Federation/Deliver": MAX_MESSAGE_BYTES,
+    "/exchange.v1.Authority/SubmitNotice": MAX_MESSAGE_BYTES,
+    "/exchange.v1.Authority/Respond": MAX_MESSAGE_BYTES,
+    "/exchange.v1.Authority/RegisterIdentifiers": REGISTRATION_BYTES,
+}
 
 Context = grpc.aio.ServicerContext[Any, Any]
 Deserializer = Callable[[bytes], Any]
@@ -96,7 +100,7 @@ class DecodeRequests(grpc.aio.ServerInterceptor):
             if handler is None:
                 return None  # UNIMPLEMENTED; not cached, the caller chooses the name
             # One wrapped handler per method that the server has.
-            limit = MAX_MESSAGE_BYTES if method in LARGE_REQUESTS else SMALL_REQUEST_BYTES
+            limit = LARGE_REQUESTS.get(method, SMALL_REQUEST_BYTES)
             wrapped = self._handlers[method] = self._wrap(handler, method, limit)
         return wrapped
 

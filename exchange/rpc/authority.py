@@ -270,7 +270,7 @@ class AuthorityService(authority_pb2_grpc.AuthorityServicer):
         self, request: pb.RegisterIdentifiersRequest, context: Context
     ) -> pb.RegisterIdentifiersResponse:
         async def handle(principal: Principal) -> pb.RegisterIdentifiersResponse:
-            # Before converting: 16 MiB of empty entries would be millions of objects.
+            # Before converting: 24 MiB of empty entries would be millions of objects.
             registering.check_count(len(request.identifiers))
             done = await self._registrar.register(
                 principal,

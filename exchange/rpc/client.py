@@ -37,7 +37,7 @@ class AuthorityClient:
         server_name: str | None = None,
         timeout: float = DEFAULT_TIMEOUT,
     ) -> None:
-        # A content hash referral is up to 12 MiB: the default 4 MiB would refuse it.
+        # A content hash referral is up to 20 MiB: the default 4 MiB would refuse it.
         options: list[tuple[str, object]] = [
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),

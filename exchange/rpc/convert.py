@@ -72,7 +72,7 @@ def _ttl(message: Duration) -> dt.timedelta:
 def outgoing_request(request: pb.SubmitNoticeRequest | pb.RespondRequest) -> OutgoingRequest:
     """The OutgoingRequest of a SubmitNotice or Respond call (a reply's recipient comes later)."""
     recipients = request.recipient_node_ids if isinstance(request, pb.SubmitNoticeRequest) else ()
-    # Counted before anything is copied: a 16 MiB request may hold millions of empty entries.
+    # Counted before anything is copied: a 24 MiB request may hold millions of empty entries.
     if len(recipients) > MAX_RECIPIENTS:
         raise ValidationError("recipient_node_ids", f"must name 1 to {MAX_RECIPIENTS} nodes")
     if len(request.restricted_sections) > MAX_RESTRICTED_SECTIONS:

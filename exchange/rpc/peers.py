@@ -29,7 +29,8 @@ _UNREACHABLE = frozenset(
     }
 )
 
-MAX_MESSAGE_BYTES = 16 * 1024 * 1024
+# The largest notice (20 MiB) and what a request or an envelope adds around it.
+MAX_MESSAGE_BYTES = 24 * 1024 * 1024
 
 
 def channel_options(node_id: str) -> list[tuple[str, object]]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from sqlalchemy import Connection, Row, and_, bindparam, insert, or_, select, update
+from sqlalchemy import Connection, Row, bindparam, insert, select, tuple_, update
 
 from exchange.envelope import Envelope, Header
 from exchange.receipt import SignedReceipt
@@ -40,19 +40,17 @@ _OWN_RECEIPT = select(RECEIPTS.c.body, RECEIPTS.c.signature).where(
 )
 _INSERT_RECEIPT = insert(RECEIPTS)
 _VISIBLE = (NOTICES.c.direction == INCOMING, NOTICES.c.state != REJECTED)
+# The order of ix_notices_inbox, read backwards: a page is a range of that index.
 _NEWEST_FIRST = (NOTICES.c.received_at.desc(), NOTICES.c.message_id.desc())
 _FIRST_PAGE = select(NOTICES).where(*_VISIBLE).order_by(*_NEWEST_FIRST).limit(bindparam("limit"))
+# A row value comparison, not (a < x OR a = x AND b < y): both engines seek the
+# index to the cursor with it, where the OR made them walk every newer notice.
 _NEXT_PAGE = (
     select(NOTICES)
     .where(
         *_VISIBLE,
-        or_(
-            NOTICES.c.received_at < bindparam("received_at"),
-            and_(
-                NOTICES.c.received_at == bindparam("received_at"),
-                NOTICES.c.message_id < bindparam("message_id"),
-            ),
-        ),
+        tuple_(NOTICES.c.received_at, NOTICES.c.message_id)
+        < tuple_(bindparam("received_at"), bindparam("message_id")),
     )
     .order_by(*_NEWEST_FIRST)
     .limit(bindparam("limit"))

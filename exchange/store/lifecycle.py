@@ -8,13 +8,10 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from sqlalchemy import (
-    BigInteger,
     Connection,
     bindparam,
-    cast,
     delete,
     exists,
-    func,
     insert,
     select,
     update,
@@ -329,26 +326,21 @@ class Purgeable:
     digest: bytes
 
 
-_DAY_MS = 86_400_000
-
-
 def due_for_purge(connection: Connection, *, now: int, limit: int) -> list[Purgeable]:
     """Notices whose retention has ended (counted from receipt, or creation when sent).
 
     An outgoing notice still being delivered is left alone: its bytes are needed.
     """
-    # From receipt for what came in, from creation for what went out.
-    kept_since = func.coalesce(NOTICES.c.received_at, NOTICES.c.created_at)
-    # BIGINT arithmetic: days * 86,400,000 overflows PostgreSQL's 32-bit integer.
-    retained_until = kept_since + cast(NOTICES.c.retention_days, BigInteger) * _DAY_MS
+    # retain_until was set when the notice was stored (store.notices.retained_until)
+    # and is cleared by the purge: a range of its index, however large the store.
     delivering = exists().where(
         OUTBOX.c.message_id == NOTICES.c.message_id, OUTBOX.c.state == "pending"
     )
     rows = connection.execute(
         select(NOTICES.c.message_id, NOTICES.c.direction, ENVELOPES.c.digest)
         .join(ENVELOPES, ENVELOPES.c.message_id == NOTICES.c.message_id)
-        .where(NOTICES.c.state != PURGED, retained_until <= now, ~delivering)
-        .order_by(NOTICES.c.created_at)
+        .where(NOTICES.c.retain_until <= now, NOTICES.c.state != PURGED, ~delivering)
+        .order_by(NOTICES.c.retain_until)
         .limit(limit)
     )
     return [Purgeable(row.message_id, row.direction, bytes(row.digest)) for row in rows]
@@ -359,7 +351,7 @@ def purge(connection: Connection, message_id: str, now: int) -> bool:
     result = connection.execute(
         update(NOTICES)
         .where(NOTICES.c.message_id == message_id, NOTICES.c.state != PURGED)
-        .values(state=PURGED, purged_at=now)
+        .values(state=PURGED, purged_at=now, retain_until=None)
     )
     if result.rowcount != 1:
         return False

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from typing import Any
 
 from sqlalchemy import Connection, Row, bindparam, insert, select
@@ -19,6 +20,8 @@ __all__ = [
     "insert_notice",
     "load_envelope",
     "notice_columns",
+    "notice_row",
+    "retained_until",
     "stored_digest",
 ]
 
@@ -83,6 +86,14 @@ _OPTIONAL_COLUMNS: dict[str, Any] = {
 }
 
 
+_DAY_MS = 86_400_000
+
+
+def retained_until(received_at: int | None, created_at: int, retention_days: int) -> int:
+    """When a notice's retention ends: counted from receipt, or from creation when sent."""
+    return (received_at if received_at is not None else created_at) + retention_days * _DAY_MS
+
+
 def notice_columns(header: Header) -> dict[str, Any]:
     """The notices-table columns that come from an envelope header."""
     return {
@@ -98,6 +109,19 @@ def notice_columns(header: Header) -> dict[str, Any]:
         "evidence_use": header.handling.evidence_use,
         "retention_days": header.handling.retention_days,
     }
+
+
+def notice_row(header: Header, columns: Mapping[str, Any]) -> dict[str, Any]:
+    """The whole notices-table row of `header` and the path's `columns`.
+
+    Every insert goes through here: it sets when the notice's retention ends,
+    which the purge scanner reads.
+    """
+    row = {**_OPTIONAL_COLUMNS, **notice_columns(header), **columns}
+    row["retain_until"] = retained_until(
+        row["received_at"], row["created_at"], row["retention_days"]
+    )
+    return row
 
 
 def insert_notice(
@@ -118,7 +142,7 @@ def insert_notice(
     Raises:
         sqlalchemy.exc.IntegrityError: the message id is already stored.
     """
-    connection.execute(_INSERT_NOTICE, {**_OPTIONAL_COLUMNS, **notice_columns(header), **columns})
+    connection.execute(_INSERT_NOTICE, notice_row(header, columns))
     connection.execute(
         _INSERT_ENVELOPE,
         {

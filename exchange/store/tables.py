@@ -69,7 +69,15 @@ class NoticeRow(SQLModel, table=True):
     __tablename__ = "notices"
     __table_args__ = (
         UniqueConstraint("client_id", "client_request_id", name="uq_notices_client_request"),
-        Index("ix_notices_direction_received", "direction", "received_at"),
+        # The inbox's order (newest first, message id breaking ties), so that any
+        # page is an index range read, however many notices the store holds.
+        Index("ix_notices_inbox", "direction", "received_at", "message_id"),
+        Index("ix_notices_retain_until", "retain_until"),
+        # The replies to a notice (withdrawals, answers) and overdue requests: as
+        # many columns as the queries test, or a planner without statistics
+        # (SQLite's) takes the inbox index and reads every notice of a direction.
+        Index("ix_notices_replies", "in_reply_to", "kind", "direction"),
+        Index("ix_notices_deadline", "direction", "response_deadline"),
     )
 
     message_id: str = Field(primary_key=True, max_length=36)
@@ -79,7 +87,7 @@ class NoticeRow(SQLModel, table=True):
     # Comma-separated node ids (a node id never contains a comma).
     recipient_node_ids: str = Field(max_length=2048)
     case_reference: str = Field(max_length=64)
-    in_reply_to: str | None = Field(default=None, max_length=36, index=True)
+    in_reply_to: str | None = Field(default=None, max_length=36)
     created_at: int = Field(sa_type=BigInteger)
     expires_at: int = Field(sa_type=BigInteger)
     received_at: int | None = Field(default=None, sa_type=BigInteger)
@@ -93,6 +101,9 @@ class NoticeRow(SQLModel, table=True):
     response_deadline: int | None = Field(default=None, sa_type=BigInteger)
     # When retention ended and the content was deleted (a tombstone remains).
     purged_at: int | None = Field(default=None, sa_type=BigInteger)
+    # When retention ends (from receipt for what came in, from creation for what
+    # went out); None once purged, so the purge scanner reads only what is due.
+    retain_until: int | None = Field(default=None, sa_type=BigInteger)
     # A forwarded copy this node sent: the message id of the notice it copies.
     origin_message_id: str | None = Field(default=None, max_length=36, index=True)
     # Outgoing only: the authority client that submitted, and its idempotency key.
@@ -208,7 +219,12 @@ class OutboxRow(SQLModel, table=True):
     __tablename__ = "outbox"
     __table_args__ = (
         UniqueConstraint("message_id", "recipient_node_id", name="uq_outbox_message_recipient"),
-        Index("ix_outbox_due", "state", "next_attempt_at"),
+        # claim_due's order (next_attempt_at, then id): a claim reads the first due
+        # rows of the index, without sorting every pending row of a backlog.
+        Index("ix_outbox_due", "state", "next_attempt_at", "id"),
+        # One notice's rows in one state (still delivering? delivered to whom?):
+        # without it SQLite reads every pending or delivered row for each notice.
+        Index("ix_outbox_message_state", "message_id", "state"),
     )
 
     id: int | None = Field(default=None, primary_key=True, sa_type=_ID)

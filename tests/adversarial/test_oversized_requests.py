@@ -23,10 +23,11 @@ from google.protobuf.message import Message
 from exchange._proto.exchange.v1 import authority_pb2 as apb
 from exchange._proto.exchange.v1 import matching_pb2 as mpb
 from exchange._proto.exchange.v1 import notices_pb2 as npb
+from exchange.disclosure import MAX_HASHES
 from exchange.envelope import Envelope
 from exchange.harness import samples
 from exchange.registering import MAX_IDENTIFIERS
-from exchange.rpc._decoding import LARGE_REQUESTS, SMALL_REQUEST_BYTES
+from exchange.rpc._decoding import LARGE_REQUESTS, REGISTRATION_BYTES, SMALL_REQUEST_BYTES
 from exchange.rpc.peers import MAX_MESSAGE_BYTES
 from tests.adversarial._calls import (
     AUTHORITY,
@@ -103,6 +104,21 @@ async def test_a_message_over_the_ports_limit_is_resource_exhausted(
     assert await serving(xb)
 
 
+@pytest.mark.parametrize(("path", "limit"), sorted(LARGE_REQUESTS.items()))
+async def test_a_request_over_its_methods_limit_is_resource_exhausted_and_stores_nothing(
+    module_federation: Federation, path: str, limit: int
+) -> None:
+    """Notices take the port's largest message; registrations keep a bound of their own."""
+    federation = module_federation
+    xb = federation.node(1)
+    before = await stored(xb)
+    code = await refused_raw(
+        federation, path, b"\x0a" + b"\x00" * limit, federation.sim(1).case_worker_token
+    )
+    assert code == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert await stored(xb) == before
+
+
 SMALL = [
     m
     for m in [*FEDERATION.methods, *AUTHORITY.methods]
@@ -134,10 +150,11 @@ async def test_a_large_request_to_a_method_that_takes_small_ones_is_refused_unpa
     }
 
 
-# Fifteen million bytes of empty entries in a repeated field: millions of objects if parsed
-# and copied (over a gigabyte for RegisterIdentifiers before the fix).
-EMPTY_RECIPIENTS = b"\x0a\x00" * 7_500_000  # SubmitNoticeRequest.recipient_node_ids
-EMPTY_IDENTIFIERS = b"\x1a\x00" * 7_500_000  # RegisterIdentifiersRequest.identifiers
+# A port's largest message of empty entries in a repeated field: millions of objects if
+# parsed and copied (over a gigabyte for 7.5 million identifiers before the fix).
+# SubmitNoticeRequest.recipient_node_ids, RegisterIdentifiersRequest.identifiers:
+EMPTY_RECIPIENTS = b"\x0a\x00" * (MAX_MESSAGE_BYTES // 2 - 8)
+EMPTY_IDENTIFIERS = b"\x1a\x00" * (REGISTRATION_BYTES // 2 - 8)
 
 
 @pytest.mark.parametrize(
@@ -156,7 +173,7 @@ async def test_a_stranger_cannot_make_the_node_parse_a_large_request(
     with peak_growth() as peak:
         code = await refused_raw(module_federation, path, data, None)
     assert code == grpc.StatusCode.UNAUTHENTICATED
-    # gRPC holds the bytes received (a few copies of 15 MB); nothing is parsed.
+    # gRPC holds the bytes received (a few copies of up to 24 MiB); nothing is parsed.
     assert peak[0] < 160 * 2**20, f"grew {peak[0] // 2**20} MiB"
     assert await stored(xb) == before
     assert [e.action for e in await audited_since(xb, size)] == ["call.refused"]
@@ -194,7 +211,8 @@ async def test_millions_of_empty_entries_are_counted_not_copied(
             )
     assert refused.value.code() == code
     assert (refused.value.details() or "").startswith(field)
-    # Parsing takes a few hundred MiB for 7.5 million entries; copying them took over a GiB.
+    # Parsing takes a few hundred MiB for 8 to 12 million entries; copying 7.5 million took
+    # over a GiB.
     assert peak[0] < 768 * 2**20, f"grew {peak[0] // 2**20} MiB"
     assert await stored(xb) == before
 
@@ -283,8 +301,8 @@ OVERSIZED_FIELDS: list[tuple[str, Callable[[Federation], Message], Call, str, st
         "notice.case_referral.summary",
     ),
     (
-        "200001-hashes",
-        _hash_referral(200_001),
+        "500001-hashes",
+        _hash_referral(MAX_HASHES + 1),
         lambda c, r: c.submit(r),
         "INVALID_ARGUMENT",
         "notice.content_hash_referral.hashes",

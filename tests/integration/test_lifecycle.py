@@ -19,6 +19,7 @@ from exchange._proto.exchange.v1 import authority_pb2 as apb
 from exchange._proto.exchange.v1 import envelope_pb2 as epb
 from exchange._proto.exchange.v1 import notices_pb2 as npb
 from exchange.clock import ManualClock
+from exchange.disclosure import MAX_HASHES
 from exchange.harness import samples
 from exchange.ids import new_message_id
 from exchange.receipt import Receipt
@@ -680,14 +681,15 @@ async def test_an_overdue_request_names_each_recipient_that_has_not_answered(
     assert not (await b.overdue()).requests
 
 
-async def test_a_notice_over_four_mebibytes_crosses_the_authority_api_and_the_federation(
+async def test_a_referral_of_500000_hashes_crosses_the_authority_api_and_the_federation(
     federation: Federation,
 ) -> None:
+    """The largest referral (19 MB, over the 16 MiB that gRPC ports took before) goes end to end."""
     a, b = federation.client(0), federation.client(1)
-    hashes = [index.to_bytes(32, "big") for index in range(150_000)]
+    hashes = [index.to_bytes(32, "big") for index in range(MAX_HASHES)]
     request = samples.content_hash_referral(federation.sim(1).node_id, "XA-2026-4", hashes)
-    assert request.ByteSize() > 4 * 2**20
+    assert request.ByteSize() > 16 * 2**20
     sent = await a.submit(request)
     await delivered(a, sent.message_id)
     opened = await b.get_notice(sent.message_id)
-    assert len(opened.notice.content_hash_referral.hashes) == 150_000
+    assert [h.value for h in opened.notice.content_hash_referral.hashes] == hashes

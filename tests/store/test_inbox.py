@@ -8,7 +8,7 @@ import pytest
 from sqlalchemy.exc import IntegrityError
 
 from exchange.receipt import SignedReceipt
-from exchange.store import inbox, outbox
+from exchange.store import inbox, lifecycle, outbox
 from exchange.store.engine import Store
 from exchange.store.notices import INCOMING, find_notice
 
@@ -268,3 +268,22 @@ def test_an_event_sequence_is_stored_once(store):
         store.write(lambda c: inbox.insert_event(c, event(1, "other")))
 
     assert store.read(lambda c: inbox.events_after(c, 0, 10)) == [event(1)]
+
+
+def test_a_received_notice_is_due_for_purge_when_its_retention_ends_then_never_again(
+    store, notices
+):
+    signed = notices.envelope()
+    receive(store, signed, at=START + dt.timedelta(hours=1))
+    ends = T0 + 3_600_000 + signed.header.handling.retention_days * 86_400_000
+
+    def due(now: int) -> list[str]:
+        return [
+            p.message_id
+            for p in store.read(lambda c: lifecycle.due_for_purge(c, now=now, limit=10))
+        ]
+
+    assert due(ends - 1) == []
+    assert due(ends) == [signed.message_id]
+    assert store.write(lambda c: lifecycle.purge(c, signed.message_id, ends))
+    assert due(ends + 86_400_000) == []

@@ -152,3 +152,49 @@ def test_a_chain_altered_before_the_upgrade_stops_it_and_changes_nothing(databas
         assert migrate.current_revision(store) == "0003"
     finally:
         store.dispose()
+
+
+def test_notices_stored_before_0009_get_the_end_of_their_retention(databases):
+    """The purge scanner reads retain_until: a notice stored before it existed is still purged."""
+    store = Store.open(databases.new_url(), sqlite_synchronous="NORMAL")
+    columns = (
+        "message_id, direction, kind, sender_node_id, recipient_node_ids, case_reference,"
+        " created_at, expires_at, received_at, onward_sharing, evidence_use, retention_days,"
+        " state"
+    )
+    day = 86_400_000
+    # (message id, direction, received_at, retention_days, state)
+    old = [
+        ("m-in", "incoming", T_OLD + 5_000, 30, "received"),
+        ("m-out", "outgoing", None, 400, "sent"),
+        ("m-purged", "incoming", T_OLD, 1, "purged"),
+    ]
+    try:
+        migrate.upgrade(store, "0008")
+        for message_id, direction, received_at, days, state in old:
+            store.write(
+                lambda c, m=message_id, d=direction, r=received_at, n=days, s=state: c.execute(
+                    text(
+                        f"INSERT INTO notices ({columns}) VALUES "
+                        "(:m, :d, 1, 'xa-police', 'xb-police', 'XA-1', :t, :t, :r, 1, 1, :n, :s)"
+                    ),
+                    {"m": m, "d": d, "t": T_OLD, "r": r, "n": n, "s": s},
+                )
+            )
+        migrate.upgrade(store)
+        kept = dict(
+            store.read(
+                lambda c: c.execute(text("SELECT message_id, retain_until FROM notices")).all()
+            )
+        )
+        # 400 days in milliseconds is past 2^31: the backfill computes in BIGINT.
+        assert kept == {
+            "m-in": T_OLD + 5_000 + 30 * day,
+            "m-out": T_OLD + 400 * day,
+            "m-purged": None,
+        }
+    finally:
+        store.dispose()
+
+
+T_OLD = 1_700_000_000_000

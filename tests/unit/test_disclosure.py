@@ -1516,43 +1516,130 @@ def test_content_hash_referral_accepts(mutation):
     accepted("content_hash_referral", mutation)
 
 
-def sha256_hashes(count: int) -> pb.Notice:
+def hashes_of(algorithm: int, size: int, count: int) -> pb.Notice:
     notice = content_hash_referral()
     hashes = notice.content_hash_referral.hashes
     del hashes[:]
     hashes.extend(
-        pb.ContentHash(algorithm=pb.HASH_ALGORITHM_SHA256, value=n.to_bytes(32, "big"))
+        pb.ContentHash(algorithm=algorithm, value=n.to_bytes(size, "big"))  # type: ignore[arg-type]
         for n in range(count)
     )
     return notice
 
 
-def test_a_referral_of_10000_sha256_hashes_passes():
-    notice = sha256_hashes(10_000)
+def sha256_hashes(count: int) -> pb.Notice:
+    return hashes_of(pb.HASH_ALGORITHM_SHA256, 32, count)
+
+
+@pytest.fixture(scope="module")
+def bulk() -> pb.Notice:
+    """The largest referral of SHA-256 hashes a node accepts (copied by each test)."""
+    return sha256_hashes(disclosure.MAX_HASHES)
+
+
+def test_a_referral_of_500000_sha256_hashes_passes(bulk: pb.Notice) -> None:
+    assert disclosure.MAX_HASHES == 500_000
+    assert validate_notice(bulk, now=NOW) == K.NOTICE_KIND_CONTENT_HASH_REFERRAL
+
+
+def test_a_referral_of_500001_hashes_is_refused() -> None:
+    error = refusal(sha256_hashes(500_001))
+
+    assert (error.field, error.reason) == (f"{H}.hashes", "at most 500000 entries")
+
+
+def _entry(index: int, **fields: Any) -> Callable[[pb.Notice], None]:
+    def change(notice: pb.Notice) -> None:
+        entry = notice.content_hash_referral.hashes[index]
+        entry.Clear()
+        entry.MergeFrom(pb.ContentHash(**fields))
+
+    return change
+
+
+# One bad entry deep among 500,000: the whole list is checked column by column in
+# one pass, and the refusal still names the first entry that breaks a rule.
+BAD_ENTRY_AMONG_500000 = [
+    pytest.param(
+        _entry(499_999, algorithm=pb.HASH_ALGORITHM_SHA256, value=(7).to_bytes(32, "big")),
+        f"{H}.hashes[499999]",
+        "is listed twice",
+        id="last-repeats-the-eighth",
+    ),
+    pytest.param(
+        _entry(300_000, algorithm=99, value=bytes(32)),
+        f"{H}.hashes[300000].algorithm",
+        "99 is not a HashAlgorithm code",
+        id="unknown-algorithm",
+    ),
+    pytest.param(
+        _entry(250_000, value=bytes(32)),
+        f"{H}.hashes[250000].algorithm",
+        "is required",
+        id="no-algorithm",
+    ),
+    pytest.param(
+        _entry(123_456, algorithm=pb.HASH_ALGORITHM_SHA256),
+        f"{H}.hashes[123456].value",
+        "is required",
+        id="no-value",
+    ),
+    pytest.param(
+        _entry(400_000, algorithm=pb.HASH_ALGORITHM_SHA256, value=bytes(257)),
+        f"{H}.hashes[400000].value",
+        "must be 1 to 256 bytes",
+        id="value-over-any-algorithm",
+    ),
+    pytest.param(
+        _entry(499_998, algorithm=pb.HASH_ALGORITHM_MD5, value=bytes(32)),
+        f"{H}.hashes[499998].value",
+        "must be 16 to 16 bytes",
+        id="md5-of-32-among-sha256",
+    ),
+]
+
+
+@pytest.mark.parametrize(("change", "field", "reason"), BAD_ENTRY_AMONG_500000)
+def test_one_bad_entry_among_500000_is_named(
+    bulk: pb.Notice, change: Callable[[pb.Notice], None], field: str, reason: str
+) -> None:
+    notice = pb.Notice()
+    notice.CopyFrom(bulk)
+    change(notice)
+
+    error = refusal(notice)
+
+    assert (error.field, error.reason) == (field, reason)
+
+
+def test_500000_hashes_of_mixed_algorithms_pass() -> None:
+    notice = sha256_hashes(400_000)
+    notice.content_hash_referral.hashes.extend(
+        pb.ContentHash(algorithm=pb.HASH_ALGORITHM_MD5, value=n.to_bytes(16, "big"))
+        for n in range(100_000)
+    )
 
     assert validate_notice(notice, now=NOW) == K.NOTICE_KIND_CONTENT_HASH_REFERRAL
 
 
-def test_a_referral_of_200001_hashes_is_refused():
-    error = refusal(sha256_hashes(200_001))
+def test_hash_values_over_16_mib_are_refused() -> None:
+    # 500,000 PhotoDNA values of 34 bytes: 17,000,000 bytes, over 16 MiB.
+    error = refusal(hashes_of(pb.HASH_ALGORITHM_PHOTODNA, 34, 500_000))
 
-    assert (error.field, error.reason) == (f"{H}.hashes", "at most 200000 entries")
-
-
-def test_a_referral_within_its_policy_fits_the_largest_notice_a_recipient_decodes():
-    # 90,000 PhotoDNA hashes of 144 bytes (its real size): well under 200,000, about 13.7 MB.
-    notice = content_hash_referral()
-    hashes = notice.content_hash_referral.hashes
-    del hashes[:]
-    hashes.extend(
-        pb.ContentHash(algorithm=pb.HASH_ALGORITHM_PHOTODNA, value=n.to_bytes(144, "big"))
-        for n in range(90_000)
+    assert (error.field, error.reason) == (
+        f"{H}.hashes",
+        "more than 16 MiB of hash values: split the referral",
     )
-    try:
-        validate_notice(notice, now=NOW)
-    except ValidationError:
-        return  # refused before sealing: the limits agree
-    decode_notice(encode_notice(notice))
+
+
+def test_the_largest_referral_a_policy_accepts_fits_the_largest_notice_a_recipient_decodes():
+    # 500,000 PhotoDNA values of 33 bytes: 16,500,000 bytes of values, the most
+    # entries with the most bytes each that the policy accepts.
+    notice = hashes_of(pb.HASH_ALGORITHM_PHOTODNA, 33, 500_000)
+    notice.content_hash_referral.summary = "s" * 500
+    validate_notice(notice, now=NOW)
+
+    assert len(decode_notice(encode_notice(notice)).content_hash_referral.hashes) == 500_000
 
 
 # --- Withdrawal --------------------------------------------------------------------------------
@@ -2931,11 +3018,19 @@ def _single_refusals() -> list[RefusalCase]:
             "is listed twice",
         ),
         refusal_case(
-            test_a_referral_of_200001_hashes_is_refused,
+            test_a_referral_of_500001_hashes_is_refused,
             "",
             "content_hash_referral",
-            sha256_hashes(200_001),
+            sha256_hashes(500_001),
             f"{H}.hashes",
-            "at most 200000 entries",
+            "at most 500000 entries",
+        ),
+        refusal_case(
+            test_hash_values_over_16_mib_are_refused,
+            "",
+            "content_hash_referral",
+            hashes_of(pb.HASH_ALGORITHM_PHOTODNA, 34, 500_000),
+            f"{H}.hashes",
+            "more than 16 MiB of hash values",
         ),
     ]

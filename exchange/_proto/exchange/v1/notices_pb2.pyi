@@ -1626,8 +1626,9 @@ class ContentHashReferral(_message.Message):
     summary: _builtins.str
     @_builtins.property
     def hashes(self) -> _containers.RepeatedCompositeFieldContainer[Global___ContentHash]:
-        """1 to 200,000 hashes, each value valid for its algorithm and listed once,
-        at most 8 MiB of hash values in one notice.
+        """1 to 500,000 hashes, each value valid for its algorithm and listed once,
+        at most 16 MiB of hash values in one notice (500,000 SHA-256 hashes are
+        16,000,000 bytes). Larger sets are split over several referrals.
         """
 
     @_builtins.property
