@@ -54,7 +54,7 @@ class Settings:
     latency_rate: float = 100.0
     fanout_nodes: int = 20
     fanout_repeats: int = 5
-    bulk_hashes: int = 200_000
+    bulk_hashes: int = 500_000
     growth_small: int = 1_000
     growth_large: int = 1_000_000
     growth_queries: int = 300
