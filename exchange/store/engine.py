@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import fcntl
 import queue
 import threading
 from collections.abc import Callable, Iterator
@@ -31,6 +32,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, OperationalError
 
 from exchange.errors import ConfigError, StoreUnavailableError
+from exchange.store import coordination
 
 __all__ = ["AsyncStore", "Store", "sqlite_url"]
 
@@ -142,10 +144,49 @@ class Store:
             with self.engine.connect() as connection:
                 if self.is_sqlite and write:
                     connection.execution_options(sqlite_begin="IMMEDIATE")
+                coordination.forget_marked(connection)
                 with connection.begin():
                     yield connection
+                    # Last before commit: the other processes of the node hear of it at commit.
+                    coordination.send_marked(connection)
         except DBAPIError as exc:
             raise _unavailable(exc) or exc from exc
+
+    def hold_serving(self) -> Callable[[], None]:
+        """Claim the store for one `serve` process; returns the release.
+
+        SQLite serves one process: its writers would queue on the file lock, and
+        the processes would not hear of each other's changes. A second `serve` on
+        the same file is refused while the first holds an exclusive lock on a
+        file beside it (released by the kernel if the process dies, even by
+        SIGKILL). PostgreSQL serves several processes of the node: nothing to hold.
+
+        Raises:
+            ConfigError: another process serves this SQLite store.
+        """
+        if not self.is_sqlite:
+            return lambda: None
+        database = self.engine.url.database
+        assert database, "checked at open"
+        path = Path(f"{database}.serve-lock")
+        handle = path.open("a+b")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.close()
+            raise ConfigError(
+                f"another `exchange serve` is running on the SQLite store {database}; "
+                "SQLite serves one process per node (run several on PostgreSQL)"
+            ) from None
+        except BaseException:
+            handle.close()
+            raise
+
+        def release() -> None:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+            handle.close()
+
+        return release
 
     def write(self, fn: Callable[[Connection], T]) -> T:
         """Run `fn` in one write transaction; commit if it returns, roll back if it raises."""
