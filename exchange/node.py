@@ -72,7 +72,7 @@ from exchange.rpc.peers import PeerTransport
 from exchange.rpc.server import RunningServers, start_servers
 from exchange.rpc.tls import NodeTls, authority_server_credentials
 from exchange.runtime import NodeContext
-from exchange.store import audit_heads, coordination, migrate
+from exchange.store import audit_heads, audit_log, coordination, migrate
 from exchange.store.engine import AsyncStore, Store
 from exchange.store_probe import probe_store
 from exchange.submitting import Submitter
@@ -213,7 +213,8 @@ class Node:
         context = NodeContext(
             config=config,
             identity=identity,
-            store=AsyncStore(store),
+            # The node's processes take the audit lock before any other (engine.AsyncStore).
+            store=AsyncStore(store, lock_first=audit_log.lock),
             clock=clock or SystemClock(),
             trust=trust,
             policy=ReceivePolicy(

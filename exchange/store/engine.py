@@ -280,8 +280,27 @@ class AsyncStore:
     sleeps of up to 100 ms.
     """
 
-    def __init__(self, store: Store, *, readers: int = 4, max_batch: int = 64) -> None:
+    def __init__(
+        self,
+        store: Store,
+        *,
+        readers: int = 4,
+        max_batch: int = 64,
+        lock_first: Callable[[Connection], None] | None = None,
+    ) -> None:
+        """
+        Args:
+            lock_first: on PostgreSQL, a lock every batch takes before anything
+                else (the node's audit lock). A batch holds the locks of its
+                earlier writes while a later one waits, and with several
+                processes of one node that wait can close a cycle: one batch
+                appended to the audit log (holding its lock) and then inserts
+                the client_request_id or message id that another process's
+                uncommitted batch inserted, which in turn waits for the audit
+                lock. Taking that lock first gives every batch one order.
+        """
         self.store = store
+        self._lock_first = None if store.is_sqlite else lock_first
         self._max_batch = max_batch
         self._readers = ThreadPoolExecutor(max_workers=readers, thread_name_prefix="store-read")
         self._queue: queue.SimpleQueue[_Write | None] = queue.SimpleQueue()
@@ -344,6 +363,8 @@ class AsyncStore:
             return
 
         def run(connection: Connection) -> list[tuple[bool, Any]]:
+            if self._lock_first is not None:
+                self._lock_first(connection)
             if len(batch) == 1:
                 return [(True, batch[0].fn(connection))]
             outcomes: list[tuple[bool, Any]] = []
