@@ -253,10 +253,9 @@ class Node:
         Args:
             deliver: False leaves the outbox alone (for tests that drive it).
         """
-        context = self.context
-        # Refused before anything binds: a second `serve` on one SQLite file.
-        self._release_store = context.store.store.hold_serving()
         try:
+            # Refused before anything binds: a second `serve` on one SQLite file.
+            self._release_store = self.context.store.store.hold_serving()
             await self._start(deliver)
         except BaseException:
             await self.stop(grace=0)
