@@ -23,6 +23,7 @@ from exchange.harness import samples
 from exchange.harness.setup import SimNode, build_federation, free_port, sample_countries
 from exchange.node import Node
 from exchange.rpc.client import AuthorityClient
+from exchange.store import coordination
 from tests.adversarial._envelopes import Trace, audited, trace
 from tests.conftest import DatabaseFactory
 from tests.peers import craft_envelope, deliver_as, referral_notice
@@ -134,3 +135,32 @@ async def test_a_second_serve_on_one_sqlite_store_is_refused(running: Running) -
     third = _second_process(running.sims[1])
     await third.start(deliver=False)
     await third.stop(grace=0)
+
+
+async def _leaders(nodes: list[Node], count: int) -> list[Node]:
+    """Wait until exactly `count` of `nodes` lead (a heartbeat or two); returns them."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 10 * coordination.HEARTBEAT_SECONDS
+    while len(leading := [node for node in nodes if node.leads]) != count:
+        assert loop.time() < deadline, f"{len(leading)} of {len(nodes)} lead, not {count}"
+        await asyncio.sleep(0.05)
+    return leading
+
+
+@pytest.mark.parametrize("databases", ["postgresql"], indirect=True)
+async def test_one_process_leads_and_another_takes_over_when_it_stops(running: Running) -> None:
+    first = running.nodes[1]
+    second = _second_process(running.sims[1])
+    await second.start(deliver=False)
+    try:
+        (leader,) = await _leaders([first, second], 1)
+        # XA's processes lead XA's jobs: a lock per node, not one for the database.
+        await _leaders([running.nodes[0]], 1)
+        follower = second if leader is first else first
+        await leader.stop(grace=0)
+        if leader is first:
+            running.nodes.remove(first)
+        assert await _leaders([follower], 1) == [follower]
+    finally:
+        if second.session is not None:
+            await second.stop(grace=0)
