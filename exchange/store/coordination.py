@@ -4,9 +4,11 @@ Several processes may serve one node on one PostgreSQL database; SQLite
 serves one process (`Store.hold_serving`). Two things cross processes here:
 
 - **Change notifications.** A transaction that inserts an inbox event or an
-  outbox row marks it (`mark_changed`); the store sends one `pg_notify` per
-  marked channel just before that transaction commits (`send_marked`), and
-  PostgreSQL delivers it at commit, or never if it rolls back. Each process's
+  outbox row is marked (`notify_inserts` watches every INSERT the engine runs
+  into those two tables, whichever module issues it, so no writer can forget);
+  the store sends one `pg_notify` per marked channel just before that
+  transaction commits (`send_marked`), and PostgreSQL delivers it at commit,
+  or never if it rolls back. Each process's
   `ProcessSession` LISTENs on one connection of its own and fires the local
   signals (`NodeContext.inbox_changed`, `outbox_changed`). The payload is the
   schema's name and nothing else (nodes that share a database, as in the
@@ -34,7 +36,7 @@ from typing import Any
 
 import psycopg
 from psycopg import sql
-from sqlalchemy import Connection, text
+from sqlalchemy import Connection, Engine, Insert, event, text
 from sqlalchemy.engine import make_url
 
 __all__ = [
@@ -45,6 +47,7 @@ __all__ = [
     "forget_marked",
     "libpq_url",
     "mark_changed",
+    "notify_inserts",
     "send_marked",
 ]
 
@@ -63,6 +66,21 @@ _MARKED = "exchange_notify"
 _NOTIFY = text("SELECT pg_notify(:channel, coalesce(current_schema(), ''))")
 # One advisory lock per node: keyed by the schema, so nodes sharing a database do not collide.
 _TRY_LEAD = "SELECT pg_try_advisory_lock(hashtextextended('exchange.leader.' || %s, 0))"
+
+
+# The tables whose new rows another process of the node must hear of.
+_CHANNEL_OF_TABLE = {"inbox_events": INBOX, "outbox": OUTBOX}
+
+
+def notify_inserts(engine: Engine) -> None:
+    """Mark every transaction of `engine` that inserts into a watched table."""
+
+    @event.listens_for(engine, "after_execute")
+    def _after_execute(connection: Connection, statement: Any, *_: Any, **__: Any) -> None:
+        if isinstance(statement, Insert):
+            channel = _CHANNEL_OF_TABLE.get(getattr(statement.table, "name", ""))
+            if channel is not None:
+                mark_changed(connection, channel)
 
 
 def mark_changed(connection: Connection, channel: str) -> None:

@@ -131,6 +131,8 @@ class Store:
                 pool_pre_ping=True,
             )
             _configure_postgresql(engine, lock_timeout_ms)
+            # The node's other processes hear of new inbox events and outbox rows.
+            coordination.notify_inserts(engine)
         else:
             raise ConfigError(
                 f"database_url: unsupported engine {parsed.get_backend_name()!r} "

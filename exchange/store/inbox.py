@@ -9,7 +9,6 @@ from sqlalchemy import Connection, Row, and_, bindparam, insert, or_, select, up
 
 from exchange.envelope import Envelope, Header
 from exchange.receipt import SignedReceipt
-from exchange.store import coordination
 from exchange.store.notices import INCOMING, NoticeRecord, insert_notice, load_envelope
 from exchange.store.tables import INBOX_EVENTS, NOTICES, RECEIPTS
 
@@ -176,8 +175,6 @@ class InboxEvent:
 
 def insert_event(connection: Connection, event: InboxEvent) -> None:
     connection.execute(_INSERT_EVENT, dataclasses.asdict(event))
-    # Watchers on the node's other processes hear of it when this commits.
-    coordination.mark_changed(connection, coordination.INBOX)
 
 
 def events_after(connection: Connection, after: int, limit: int) -> list[InboxEvent]:

@@ -16,7 +16,6 @@ from sqlalchemy import Connection, bindparam, case, func, insert, select, update
 
 from exchange.envelope import Envelope, Header
 from exchange.receipt import SignedReceipt
-from exchange.store import coordination
 from exchange.store.notices import OUTGOING, insert_notice
 from exchange.store.tables import ENVELOPES, NOTICES, OUTBOX, RECEIPTS, SUPERSEDED_ENVELOPES
 
@@ -195,7 +194,6 @@ def insert_outgoing(
             for recipient in header.recipient_node_ids
         ],
     )
-    coordination.mark_changed(connection, coordination.OUTBOX)  # wakes the other processes
 
 
 def find_submission(
