@@ -264,7 +264,9 @@ class Node:
     @property
     def leads(self) -> bool:
         """Whether this process runs the node's one-process jobs (always, on SQLite)."""
-        return self.session is None or self.session.is_leader
+        if self.context.store.store.is_sqlite:
+            return True
+        return self.session is not None and self.session.is_leader
 
     async def _start(self, deliver: bool) -> None:
         context = self.context
