@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+from collections.abc import Callable
 
 from sqlalchemy import Connection
 
@@ -82,11 +83,18 @@ class AuditLog:
             context.log.info("audit.head_signed", tree_size=TreeHead.parse(signed.text).size)
         return signed
 
-    async def run(self) -> None:
-        """Issue heads on schedule until cancelled."""
+    async def run(self, leads: Callable[[], bool] = lambda: True) -> None:
+        """Issue heads on schedule until cancelled.
+
+        Args:
+            leads: whether this process signs the node's heads now (one of the
+                node's processes does; two at once would only find the head
+                already signed, under the audit lock).
+        """
         while True:
             try:
-                await self.issue_head()
+                if leads():
+                    await self.issue_head()
             except StoreUnavailableError as exc:
                 self._context.log.warning("audit.head_deferred", error=str(exc))
             await asyncio.sleep(

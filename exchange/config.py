@@ -89,6 +89,12 @@ class StoreConfig:
     lock_timeout_seconds: float = 10.0
     # How often a running node checks that its store answers (health).
     probe_interval_seconds: float = 5.0
+    # How long an inbox watcher (WatchInbox) waits for a change notification
+    # before it reads the store anyway. The node's own writes, and on
+    # PostgreSQL its other processes' (LISTEN/NOTIFY), wake it at once; this
+    # bounds the delay of an event whose notification was lost (a reconnect)
+    # or written by another program (an admin command).
+    watch_poll_seconds: float = 1.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -348,6 +354,8 @@ def _check_store(store: StoreConfig, path: Path) -> None:
         raise ConfigError(f"{path}: store.probe_interval_seconds: expected above 0, at most 300")
     if not 0 < store.lock_timeout_seconds <= 600:
         raise ConfigError(f"{path}: store.lock_timeout_seconds: expected above 0, at most 600")
+    if not 0 < store.watch_poll_seconds <= 3600:
+        raise ConfigError(f"{path}: store.watch_poll_seconds: expected above 0, at most 3600")
 
 
 def _check_delivery(delivery: DeliveryConfig, path: Path) -> None:

@@ -143,6 +143,9 @@ class MatchKeys:
             # Registrations commit under this lock too (see Registrar): none can slip in
             # between reading the last batch and switching keys.
             audit_log.lock(connection)
+            stored = {row.key_version: row.state for row in connection.execute(select(MATCH_KEYS))}
+            if stored.get(old) != ACTIVE or stored.get(new) != INDEXING:
+                return "nothing to do"  # another process of the node switched keys meanwhile
             cursor = connection.execute(
                 select(MATCH_KEYS.c.copied_through).where(MATCH_KEYS.c.key_version == new)
             ).scalar_one()

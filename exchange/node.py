@@ -8,6 +8,18 @@ installed in the store, asks peers for newer ones, and reports a stale list
 through health); `stop` stops accepting calls, lets calls
 in flight finish within the grace period, and cancels the worker (a row it had
 claimed is retried by the next start after its lease).
+
+On PostgreSQL a node may run as several `serve` processes (each with its own
+ports, behind a load balancer; see the README's deployment section). Each
+process serves calls and delivers (workers claim outbox rows with FOR UPDATE
+SKIP LOCKED), follows the trust list, the OPRF key states and the recorded
+audit conflicts from the store, and hears of the others' inbox and outbox
+changes through LISTEN/NOTIFY (`store.coordination`). The periodic jobs that
+one process does for all (purge, fetching trust lists from peers, OPRF key
+rotation steps, audit head signing, the timed peer head rounds) run in the
+leader only. Per process, and so per node multiplied by the processes: the
+hit/no-hit rate limits and the throttling of `call.refused` audit entries. A
+SQLite store serves one process; a second `serve` on it is refused.
 """
 
 from __future__ import annotations
@@ -18,7 +30,7 @@ import dataclasses
 import datetime as dt
 import functools
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import grpc
@@ -60,7 +72,7 @@ from exchange.rpc.peers import PeerTransport
 from exchange.rpc.server import RunningServers, start_servers
 from exchange.rpc.tls import NodeTls, authority_server_credentials
 from exchange.runtime import NodeContext
-from exchange.store import audit_heads, migrate
+from exchange.store import audit_heads, audit_log, coordination, migrate
 from exchange.store.engine import AsyncStore, Store
 from exchange.store_probe import probe_store
 from exchange.submitting import Submitter
@@ -153,6 +165,9 @@ class Node:
     _passphrase: bytes | None = None
     # The Prometheus endpoint, when [metrics] listen is set.
     _metrics: MetricsEndpoint | None = None
+    # PostgreSQL: this process's session (change notifications, leadership); None on SQLite.
+    session: coordination.ProcessSession | None = None
+    _release_store: Callable[[], None] | None = None
 
     @staticmethod
     def load(
@@ -198,7 +213,8 @@ class Node:
         context = NodeContext(
             config=config,
             identity=identity,
-            store=AsyncStore(store),
+            # The node's processes take the audit lock before any other (engine.AsyncStore).
+            store=AsyncStore(store, lock_first=audit_log.lock),
             clock=clock or SystemClock(),
             trust=trust,
             policy=ReceivePolicy(
@@ -237,7 +253,33 @@ class Node:
         Args:
             deliver: False leaves the outbox alone (for tests that drive it).
         """
+        try:
+            # Refused before anything binds: a second `serve` on one SQLite file.
+            self._release_store = self.context.store.store.hold_serving()
+            await self._start(deliver)
+        except BaseException:
+            await self.stop(grace=0)
+            raise
+
+    @property
+    def leads(self) -> bool:
+        """Whether this process runs the node's one-process jobs (always, on SQLite)."""
+        if self.context.store.store.is_sqlite:
+            return True
+        return self.session is not None and self.session.is_leader
+
+    async def _start(self, deliver: bool) -> None:
         context = self.context
+        if not context.store.store.is_sqlite:
+            self.session = coordination.ProcessSession(
+                self.config.database_url(),
+                {
+                    coordination.INBOX: context.inbox_changed,
+                    coordination.OUTBOX: context.outbox_changed,
+                },
+                context.log,
+            )
+            self._tasks.append(asyncio.create_task(self.session.run(), name="store-session"))
         audit = AuditLog(context)
         self._transport = PeerTransport(self.tls.channel_credentials())
         matching_limits = context.config.matching
@@ -274,10 +316,15 @@ class Node:
             # Seen before a restart and still on record: the operator has not cleared it.
             await report_conflict(context, conflict.node_id, conflict.reason)
         await self.check_trust()
-        self._tasks.append(asyncio.create_task(audit.run(), name="audit-heads"))
+
+        def leads() -> bool:
+            return self.leads
+
+        self._tasks.append(asyncio.create_task(audit.run(leads), name="audit-heads"))
         self._tasks.append(
             asyncio.create_task(
-                PeerHeadWatcher(context, self._transport).run(), name="peer-audit-heads"
+                PeerHeadWatcher(context, self._transport, leads=leads).run(),
+                name="peer-audit-heads",
             )
         )
         self._tasks.append(asyncio.create_task(self._follow_trust(), name="trust"))
@@ -323,6 +370,7 @@ class Node:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._tasks.clear()
+        self.session = None
         if self._transport is not None:
             await self._transport.close()
         if self._metrics is not None:
@@ -330,6 +378,9 @@ class Node:
             self._metrics = None
         # Waits for store threads to finish their statement: off the event loop.
         await asyncio.to_thread(self.context.store.close)
+        if self._release_store is not None:
+            self._release_store()
+            self._release_store = None
         self.context.log.info("node.stopped")
 
     async def refresh_trust(self) -> bool:
@@ -414,6 +465,8 @@ class Node:
         context = self.context
         transport = self._transport
         assert transport is not None, "not started"
+        # Another process of the node may have installed a newer list meanwhile.
+        await self.refresh_trust()
         peers = sorted(
             (n for n in context.trust.nodes.values() if n.active and n.node_id != context.node_id),
             key=lambda n: n.node_id,
@@ -468,7 +521,9 @@ class Node:
             try:
                 await self.refresh_trust()
                 await self.check_trust()
-                if loop.time() - fetched_at >= self.config.trust.fetch_interval_seconds:
+                await self._follow_conflicts()
+                interval = self.config.trust.fetch_interval_seconds
+                if self.leads and loop.time() - fetched_at >= interval:
                     fetched_at = loop.time()
                     await self.fetch_trust()
             except StoreUnavailableError as exc:
@@ -477,6 +532,11 @@ class Node:
                 # Whatever went wrong, following goes on next round: a node that stops
                 # following would keep a list that goes stale.
                 self.context.log.error("trust_list.follow_failed", error=repr(exc))
+
+    async def _follow_conflicts(self) -> None:
+        """Report the audit conflicts on record, whichever process of the node found them."""
+        for conflict in await self.context.store.read(audit_heads.conflicts):
+            await report_conflict(self.context, conflict.node_id, conflict.reason)
 
     async def purge(self) -> int:
         """Purge the content whose retention has ended; returns how many notices."""
@@ -502,7 +562,12 @@ class Node:
     async def _rotate_match_keys(self) -> None:
         while True:
             try:
-                done = await self.rotate_match_keys_once()
+                if self.leads:
+                    done = await self.rotate_match_keys_once()
+                else:
+                    # The leader rotates; this process follows the key states it stores.
+                    await self.match_keys.sync()
+                    done = "nothing to do"
             except Exception as exc:
                 # A bad key file or a busy store must not stop matching; it is retried.
                 self.context.log.error("match_keys.rotation_failed", error=repr(exc))
@@ -513,6 +578,10 @@ class Node:
 
     async def _purge_periodically(self) -> None:
         while True:
+            if not self.leads:
+                # Another process purges; this one looks again in case it takes over.
+                await asyncio.sleep(coordination.HEARTBEAT_SECONDS)
+                continue
             try:
                 await self.purge()
             except Exception as exc:

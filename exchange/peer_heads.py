@@ -33,6 +33,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import enum
+from collections.abc import Callable
 from typing import Protocol
 
 from sqlalchemy import Connection
@@ -110,6 +111,9 @@ class PeerHeadWatcher:
 
     context: NodeContext
     transport: PeerHeadsTransport
+    # Whether this process does the timed rounds (the node's leader does; every
+    # process still looks at the peers it just exchanged with).
+    leads: Callable[[], bool] = lambda: True
     _last_look: dict[str, float] = dataclasses.field(default_factory=dict)
 
     async def check(self, peer: TrustedNode) -> HeadCheck:
@@ -251,9 +255,13 @@ class PeerHeadWatcher:
 
     async def _keep(self, node_id: str, signed: SignedTreeHead, head: TreeHead) -> None:
         fetched_at = to_millis(self.context.clock.now())
-        await self.context.store.write(
-            lambda c: audit_heads.put_peer_head(c, node_id, signed, head.size, fetched_at)
-        )
+
+        def keep(connection: Connection) -> None:
+            # Under the audit lock: the node's processes keep a peer's heads one at a time.
+            audit_log.lock(connection)
+            audit_heads.put_peer_head(connection, node_id, signed, head.size, fetched_at)
+
+        await self.context.store.write(keep)
 
     async def _report(
         self,
@@ -283,6 +291,9 @@ class PeerHeadWatcher:
         )
 
         def commit(connection: Connection) -> bool:
+            # Under the audit lock: another process of the node finding the same
+            # contradiction at once records it only once.
+            audit_log.lock(connection)
             if audit_heads.conflict_recorded(connection, node_id, held, offered):
                 return False  # seen before: evidence, audit entry and alert exist
             audit_heads.insert_conflict(connection, conflict)
@@ -339,6 +350,9 @@ class PeerHeadWatcher:
             now = loop.time()
             timer = now >= next_round
             wanted: set[str] | None = None
+            if timer and not self.leads():
+                next_round = now + interval
+                timer = False
             if timer:
                 next_round = now + interval
                 context.peers_heard_from.clear()

@@ -32,9 +32,6 @@ __all__ = ["DeliveryStatus", "Reader"]
 DEFAULT_PAGE = 50
 MAX_PAGE = 500
 MAX_AUDIT_PAGE = 1000
-# How often a watcher looks at the store even without a signal (other processes
-# of the node, such as admin commands, write events too).
-WATCH_POLL_SECONDS = 1.0
 
 
 def _page_size(value: int, default: int, maximum: int) -> int:
@@ -156,7 +153,8 @@ class Reader:
                 yield event
                 after = event.sequence
             if not batch:
-                await Signal.wait(snapshot, WATCH_POLL_SECONDS)
+                # Woken by a commit of this process or (PostgreSQL) of another of the node.
+                await Signal.wait(snapshot, context.config.store.watch_poll_seconds)
 
     async def _refuse_read(self, principal: Principal, record: NoticeRecord) -> None:
         """A withdrawn or purged notice is not served; the attempt is audited."""

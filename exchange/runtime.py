@@ -54,8 +54,9 @@ class NodeContext:
 
     Attributes:
         trust: the newest verified trust list; replaced when a newer one is installed.
-        inbox_changed: fired after an inbox event is committed.
-        outbox_changed: fired after outbox rows are committed.
+        inbox_changed: fired after an inbox event is committed (by this process,
+            or on PostgreSQL by another process of the node: `store.coordination`).
+        outbox_changed: fired after outbox rows are committed (likewise).
         rng: randomness for backoff jitter (seeded in tests).
         health: named problems; any makes the node's health services NOT_SERVING.
     """

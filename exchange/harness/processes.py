@@ -1,4 +1,9 @@
-"""Node processes of the simulation: `exchange serve`, started, killed and restarted."""
+"""Node processes of the simulation: `exchange serve`, started, killed and restarted.
+
+A node on PostgreSQL may run several processes (`SimNode.replicas`):
+`NodeProcess(node, instance=1)` is its second, on its own ports (the
+environment overrides of node.toml's listen addresses) with its own log.
+"""
 
 from __future__ import annotations
 
@@ -20,14 +25,39 @@ READY_TIMEOUT = 30.0
 
 
 class NodeProcess:
-    """One `exchange serve` process, its log in the node directory."""
+    """One `exchange serve` process, its log in the node directory.
 
-    def __init__(self, node: SimNode, environ: dict[str, str] | None = None) -> None:
+    Args:
+        instance: which of the node's processes (0: the first, on node.toml's
+            ports; n: on the ports of `node.replicas[n - 1]`).
+    """
+
+    def __init__(
+        self, node: SimNode, environ: dict[str, str] | None = None, *, instance: int = 0
+    ) -> None:
         self.node = node
-        self._environ = {**os.environ, **(environ or {})}
+        self.instance = instance
+        federation_port, authority_port = node.ports(instance)
+        self.authority_address = f"127.0.0.1:{authority_port}"
+        listen = (
+            {
+                "EXCHANGE_FEDERATION_LISTEN": f"127.0.0.1:{federation_port}",
+                "EXCHANGE_AUTHORITY_LISTEN": self.authority_address,
+            }
+            if instance
+            else {}
+        )
+        self._environ = {**os.environ, **listen, **(environ or {})}
         self._process: subprocess.Popen[bytes] | None = None
-        self.log_path: Path = node.directory / "serve.log"
+        self.log_path: Path = node.directory / (
+            f"serve-{instance}.log" if instance else "serve.log"
+        )
         self.starts = 0
+
+    @staticmethod
+    def all_of(node: SimNode, environ: dict[str, str] | None = None) -> list[NodeProcess]:
+        """Every `serve` process of `node` (one, or one per replica more)."""
+        return [NodeProcess(node, environ, instance=i) for i in range(node.processes)]
 
     def start(self, environ: dict[str, str] | None = None) -> None:
         """Start the node and wait until its authority port reports SERVING.
@@ -52,9 +82,9 @@ class NodeProcess:
         while time.monotonic() < deadline:
             assert self._process is not None
             if self._process.poll() is not None:
-                raise RuntimeError(f"{self.node.node_id} exited at start:\n{self.log_tail()}")
+                raise RuntimeError(f"{self.name} exited at start:\n{self.log_tail()}")
             try:
-                with grpc.secure_channel(self.node.authority_address, credentials) as channel:
+                with grpc.secure_channel(self.authority_address, credentials) as channel:
                     status = health_pb2_grpc.HealthStub(channel).Check(
                         health_pb2.HealthCheckRequest(), timeout=1
                     )
@@ -63,9 +93,7 @@ class NodeProcess:
             except grpc.RpcError:
                 pass
             time.sleep(0.1)
-        raise RuntimeError(
-            f"{self.node.node_id} not ready after {READY_TIMEOUT}s:\n{self.log_tail()}"
-        )
+        raise RuntimeError(f"{self.name} not ready after {READY_TIMEOUT}s:\n{self.log_tail()}")
 
     def kill(self) -> None:
         """SIGKILL: no chance to clean up, as in a crash."""
@@ -96,6 +124,10 @@ class NodeProcess:
             return self._process.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
             return None
+
+    @property
+    def name(self) -> str:
+        return f"{self.node.node_id}#{self.instance}" if self.instance else self.node.node_id
 
     @property
     def pid(self) -> int | None:

@@ -89,10 +89,25 @@ class SimNode:
     authority_port: int
     case_worker_token: str
     auditor_token: str
+    # (federation port, authority port) of each further `serve` process of the node.
+    replicas: tuple[tuple[int, int], ...] = ()
 
     @property
     def authority_address(self) -> str:
         return f"127.0.0.1:{self.authority_port}"
+
+    @property
+    def processes(self) -> int:
+        """How many `serve` processes the node runs (1 + its replicas)."""
+        return 1 + len(self.replicas)
+
+    def ports(self, instance: int) -> tuple[int, int]:
+        """(federation port, authority port) of `serve` process `instance` (0: the first)."""
+        return (
+            (self.federation_port, self.authority_port)
+            if instance == 0
+            else (self.replicas[instance - 1])
+        )
 
     @property
     def authority_certificate(self) -> bytes:
@@ -110,6 +125,29 @@ class CountrySpec:
     authority_port: int
     # The port peers dial, when it is not the one the node listens on (a proxy's).
     endpoint_port: int | None = None
+    # (federation port, authority port) of each further `serve` process of the
+    # node (PostgreSQL only); peers then spread their calls over every process.
+    replicas: tuple[tuple[int, int], ...] = ()
+
+    @property
+    def endpoint(self) -> str:
+        """The gRPC target peers dial: one address, or every process's for round_robin.
+
+        Several processes are named as `ipv4:127.0.0.1:P1,127.0.0.1:P2`, a gRPC
+        target of several addresses: a peer's channel connects to each and
+        spreads its calls over them (`rpc.peers` balances round_robin), as it
+        would over the A records of one DNS name in a real deployment.
+        """
+        if not self.replicas:
+            return f"127.0.0.1:{self.endpoint_port or self.federation_port}"
+        ports = [self.federation_port, *(federation for federation, _ in self.replicas)]
+        return "ipv4:" + ",".join(f"127.0.0.1:{port}" for port in ports)
+
+    def with_replicas(self, count: int) -> CountrySpec:
+        """This country with `count` further `serve` processes, on free ports."""
+        return dataclasses.replace(
+            self, replicas=tuple((free_port(), free_port()) for _ in range(count))
+        )
 
 
 def sample_countries(count: int) -> list[CountrySpec]:
@@ -167,7 +205,7 @@ def build_federation(
             node_admin.NodeSpec(
                 node_id=spec.node_id,
                 country=spec.country,
-                endpoint=f"127.0.0.1:{spec.endpoint_port or spec.federation_port}",
+                endpoint=spec.endpoint,
                 federation_listen=f"127.0.0.1:{spec.federation_port}",
                 authority_listen=f"127.0.0.1:{spec.authority_port}",
                 authority_name=spec.authority_name,
@@ -201,6 +239,7 @@ def build_federation(
                     directory, "case-management", ["submitter", "reader"], now=now
                 ),
                 auditor_token=node_admin.add_client(directory, "auditor", ["auditor"], now=now),
+                replicas=spec.replicas,
             )
         )
     return nodes

@@ -38,6 +38,9 @@ def channel_options(node_id: str) -> list[tuple[str, object]]:
         # The peer's certificate must name the node we mean to reach, whatever
         # address its endpoint is.
         ("grpc.ssl_target_name_override", node_id),
+        # A peer that runs several processes is one target of several addresses (DNS
+        # records, or ipv4:a:p,b:p): spread calls over all of them, not the first alone.
+        ("grpc.lb_policy_name", "round_robin"),
         ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
         ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
         ("grpc.keepalive_time_ms", 30_000),

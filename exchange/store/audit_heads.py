@@ -72,7 +72,17 @@ def peer_heads(connection: Connection) -> list[tuple[str, SignedTreeHead]]:
 def put_peer_head(
     connection: Connection, node_id: str, signed: SignedTreeHead, tree_size: int, fetched_at: int
 ) -> None:
-    """Keep `signed` as the newest head of `node_id` (replacing the one held)."""
+    """Keep `signed` as the newest head of `node_id` (replacing a smaller one held).
+
+    A head no larger than the one held is not kept: another process of the node
+    may have kept a newer head of the same peer meanwhile, and the held head
+    never goes back.
+    """
+    held = connection.execute(
+        select(_peers.c.tree_size).where(_peers.c.node_id == node_id)
+    ).scalar_one_or_none()
+    if held is not None and held >= tree_size:
+        return
     connection.execute(delete(_peers).where(_peers.c.node_id == node_id))
     connection.execute(
         insert(_peers).values(

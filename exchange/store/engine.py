@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import fcntl
 import queue
 import threading
 from collections.abc import Callable, Iterator
@@ -31,6 +32,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, OperationalError
 
 from exchange.errors import ConfigError, StoreUnavailableError
+from exchange.store import coordination
 
 __all__ = ["AsyncStore", "Store", "sqlite_url"]
 
@@ -129,6 +131,8 @@ class Store:
                 pool_pre_ping=True,
             )
             _configure_postgresql(engine, lock_timeout_ms)
+            # The node's other processes hear of new inbox events and outbox rows.
+            coordination.notify_inserts(engine)
         else:
             raise ConfigError(
                 f"database_url: unsupported engine {parsed.get_backend_name()!r} "
@@ -142,10 +146,49 @@ class Store:
             with self.engine.connect() as connection:
                 if self.is_sqlite and write:
                     connection.execution_options(sqlite_begin="IMMEDIATE")
+                coordination.forget_marked(connection)
                 with connection.begin():
                     yield connection
+                    # Last before commit: the other processes of the node hear of it at commit.
+                    coordination.send_marked(connection)
         except DBAPIError as exc:
             raise _unavailable(exc) or exc from exc
+
+    def hold_serving(self) -> Callable[[], None]:
+        """Claim the store for one `serve` process; returns the release.
+
+        SQLite serves one process: its writers would queue on the file lock, and
+        the processes would not hear of each other's changes. A second `serve` on
+        the same file is refused while the first holds an exclusive lock on a
+        file beside it (released by the kernel if the process dies, even by
+        SIGKILL). PostgreSQL serves several processes of the node: nothing to hold.
+
+        Raises:
+            ConfigError: another process serves this SQLite store.
+        """
+        if not self.is_sqlite:
+            return lambda: None
+        database = self.engine.url.database
+        assert database, "checked at open"
+        path = Path(f"{database}.serve-lock")
+        handle = path.open("a+b")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.close()
+            raise ConfigError(
+                f"another `exchange serve` is running on the SQLite store {database}; "
+                "SQLite serves one process per node (run several on PostgreSQL)"
+            ) from None
+        except BaseException:
+            handle.close()
+            raise
+
+        def release() -> None:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+            handle.close()
+
+        return release
 
     def write(self, fn: Callable[[Connection], T]) -> T:
         """Run `fn` in one write transaction; commit if it returns, roll back if it raises."""
@@ -239,8 +282,27 @@ class AsyncStore:
     sleeps of up to 100 ms.
     """
 
-    def __init__(self, store: Store, *, readers: int = 4, max_batch: int = 64) -> None:
+    def __init__(
+        self,
+        store: Store,
+        *,
+        readers: int = 4,
+        max_batch: int = 64,
+        lock_first: Callable[[Connection], None] | None = None,
+    ) -> None:
+        """
+        Args:
+            lock_first: on PostgreSQL, a lock every batch takes before anything
+                else (the node's audit lock). A batch holds the locks of its
+                earlier writes while a later one waits, and with several
+                processes of one node that wait can close a cycle: one batch
+                appended to the audit log (holding its lock) and then inserts
+                the client_request_id or message id that another process's
+                uncommitted batch inserted, which in turn waits for the audit
+                lock. Taking that lock first gives every batch one order.
+        """
         self.store = store
+        self._lock_first = None if store.is_sqlite else lock_first
         self._max_batch = max_batch
         self._readers = ThreadPoolExecutor(max_workers=readers, thread_name_prefix="store-read")
         self._queue: queue.SimpleQueue[_Write | None] = queue.SimpleQueue()
@@ -303,6 +365,8 @@ class AsyncStore:
             return
 
         def run(connection: Connection) -> list[tuple[bool, Any]]:
+            if self._lock_first is not None:
+                self._lock_first(connection)
             if len(batch) == 1:
                 return [(True, batch[0].fn(connection))]
             outcomes: list[tuple[bool, Any]] = []

@@ -54,6 +54,8 @@ class ProcessFederation:
     nodes: list[SimNode]
     urls: dict[str, str]
     processes: dict[str, NodeProcess]
+    # Node id -> its further `serve` processes (instance 1, 2, ...), on PostgreSQL.
+    replicas: dict[str, list[NodeProcess]] = dataclasses.field(default_factory=dict)
 
     def node_id(self, index: int) -> str:
         return self.nodes[index].node_id
@@ -74,11 +76,23 @@ class ProcessFederation:
     def kill(self, index: int) -> None:
         self.processes[self.node_id(index)].kill()
 
-    def client(self, index: int) -> AuthorityClient:
-        """A new authority client of node `index` (a restarted node needs a new channel)."""
+    def instances(self, index: int) -> list[NodeProcess]:
+        """Every `serve` process of node `index`: the first, then its replicas."""
+        node_id = self.node_id(index)
+        return [self.processes[node_id], *self.replicas.get(node_id, [])]
+
+    async def start_instances(self, index: int) -> None:
+        await asyncio.gather(*(asyncio.to_thread(p.start) for p in self.instances(index)))
+
+    def client(self, index: int, instance: int = 0) -> AuthorityClient:
+        """A new authority client of node `index` (a restarted node needs a new channel).
+
+        Args:
+            instance: which of the node's `serve` processes it calls.
+        """
         sim = self.nodes[index]
         return AuthorityClient(
-            sim.authority_address,
+            self.instances(index)[instance].authority_address,
             sim.case_worker_token,
             ca_certificate=sim.authority_certificate,
             timeout=10,
@@ -99,14 +113,14 @@ class ProcessFederation:
         finally:
             store.dispose()
 
+    def _all(self) -> list[NodeProcess]:
+        return [*self.processes.values(), *(p for ps in self.replicas.values() for p in ps)]
+
     def log_tails(self) -> str:
-        return "\n".join(
-            f"--- {node_id} ---\n{process.log_tail()}"
-            for node_id, process in self.processes.items()
-        )
+        return "\n".join(f"--- {process.name} ---\n{process.log_tail()}" for process in self._all())
 
     def close(self) -> None:
-        for process in self.processes.values():
+        for process in self._all():
             process.kill()
 
 
@@ -116,16 +130,21 @@ def start_processes(
     *,
     countries: int = 2,
     endpoint_ports: Sequence[int | None] = (),
+    replicas: Sequence[int] = (),
 ) -> ProcessFederation:
     """Set up a federation of `countries` nodes (none started yet).
 
     Args:
         endpoint_ports: per node, the port its peers dial instead of the one it
             listens on (a proxy's); None or missing for none.
+        replicas: per node, how many further `serve` processes it runs
+            (PostgreSQL); its peers spread their calls over all of them.
     """
     specs: list[CountrySpec] = sample_countries(countries)
     for i, port in enumerate(endpoint_ports):
         specs[i] = dataclasses.replace(specs[i], endpoint_port=port)
+    for i, count in enumerate(replicas):
+        specs[i] = specs[i].with_replicas(count)
     urls: dict[str, str] = {}
 
     def url_for(node_id: str) -> str:
@@ -140,7 +159,12 @@ def start_processes(
         database_url_for=url_for,
         delivery_overrides=FAULT_CONFIG,
     )
-    return ProcessFederation(nodes, urls, {n.node_id: NodeProcess(n) for n in nodes})
+    return ProcessFederation(
+        nodes,
+        urls,
+        {n.node_id: NodeProcess(n) for n in nodes},
+        {n.node_id: NodeProcess.all_of(n)[1:] for n in nodes if n.replicas},
+    )
 
 
 async def delivered(

@@ -96,7 +96,10 @@ def test_a_minimal_file_loads_with_the_documented_defaults(tmp_path):
         listen="127.0.0.1:7501", hosts=("localhost", "127.0.0.1")
     )
     assert config.store == StoreConfig(
-        database_url="sqlite:///exchange.db", sqlite_synchronous="FULL", lock_timeout_seconds=10.0
+        database_url="sqlite:///exchange.db",
+        sqlite_synchronous="FULL",
+        lock_timeout_seconds=10.0,
+        watch_poll_seconds=1.0,
     )
     assert config.delivery == DeliveryConfig(
         initial_backoff_seconds=1.0,
@@ -240,6 +243,9 @@ CHOICES = [
     ),
     pytest.param(
         "[store]\nlock_timeout_seconds = 0\n", "store.lock_timeout_seconds", id="no-lock-wait"
+    ),
+    pytest.param(
+        "[store]\nwatch_poll_seconds = 0\n", "store.watch_poll_seconds", id="watch-never-rereads"
     ),
     # Values that load alone but could not work together.
     pytest.param(
