@@ -140,9 +140,13 @@ async def _run_with_nodes(
     countries: int,
     measure: Callable[[list[SimNode], Nodes], Awaitable[dict[str, Any]]],
     ceiling: Callable[[list[SimNode], _Bare, dict[str, Any]], Awaitable[dict[str, Any]]],
+    *,
+    b_processes: int = 1,
 ) -> tuple[dict[str, Any], dict[str, Any], dict[str, float]]:
     """A fresh federation: the measure with the nodes, then the ceiling without them."""
-    with federation(settings.engine, settings.postgres_url, countries) as sims:
+    with federation(
+        settings.engine, settings.postgres_url, countries, b_processes=b_processes
+    ) as sims:
         nodes = Nodes()
         try:
             figures = await measure(sims, nodes)
@@ -186,7 +190,7 @@ async def drain(settings: Settings) -> MeasureResult:
             await _submit_many(client, _referral([b.node_id]), n, settings.concurrency)
             queued = time.perf_counter() - began
         started = time.perf_counter()
-        nodes.start_node(b, settings.b_processes)
+        nodes.start_node(b)
         serving = time.perf_counter()
         store = open_store(a.directory)
         try:
@@ -223,7 +227,9 @@ async def drain(settings: Settings) -> MeasureResult:
             "notices_per_second": n / took,
         }
 
-    figure, ceil, peak = await _run_with_nodes(settings, 2, measure, ceiling)
+    figure, ceil, peak = await _run_with_nodes(
+        settings, 2, measure, ceiling, b_processes=settings.b_processes
+    )
     return MeasureResult(
         "drain",
         settings.engine,

@@ -27,7 +27,6 @@ __all__ = [
     "BenchError",
     "Nodes",
     "authority_client",
-    "check_processes",
     "federation",
     "sample_delivery",
     "wait_delivered",
@@ -49,11 +48,20 @@ class BenchError(Exception):
 
 
 @contextlib.contextmanager
-def federation(engine: str, postgres_url: str, countries: int) -> Iterator[list[SimNode]]:
+def federation(
+    engine: str, postgres_url: str, countries: int, *, b_processes: int = 1
+) -> Iterator[list[SimNode]]:
     """`countries` nodes set up as admins do, each in its own schema on PostgreSQL.
+
+    Args:
+        b_processes: `serve` processes of the second node (XB); its trust list
+            endpoint names every one of them (gRPC round_robin, as DNS would).
 
     Directories and schemas are removed afterwards.
     """
+    specs = sample_countries(countries)
+    if b_processes > 1:
+        specs[1] = specs[1].with_replicas(b_processes - 1)
     with (
         tempfile.TemporaryDirectory(prefix="exchange-bench-") as tmp,
         contextlib.ExitStack() as stack,
@@ -61,32 +69,16 @@ def federation(engine: str, postgres_url: str, countries: int) -> Iterator[list[
         urls = stack.enter_context(postgres_schemas(postgres_url)) if engine == "postgres" else None
         yield build_federation(
             Path(tmp),
-            sample_countries(countries),
+            specs,
             now=dt.datetime.now(dt.UTC) - dt.timedelta(hours=1),
             database_url_for=urls.__getitem__ if urls is not None else None,
             delivery_overrides=_BENCH_DELIVERY,
         )
 
 
-def node_processes(sim: SimNode, count: int) -> list[NodeProcess]:
-    """`count` `serve` processes of one node (not started).
-
-    The hook for the backlog drain's `--b-processes`: several processes of one
-    node on one PostgreSQL database need the scale-out harness (issue 7), which
-    this tree does not have yet.
-    """
-    check_processes(count)
-    return [NodeProcess(sim, _ENVIRON)]
-
-
-def check_processes(count: int) -> None:
-    """Raise BenchError unless `count` processes of one node can be run."""
-    if count != 1:
-        raise BenchError(
-            f"{count} serve processes of one node need the scale-out harness "
-            "(several `serve` processes of one node on one PostgreSQL database, issue 7), "
-            "which this tree does not have yet"
-        )
+def node_processes(sim: SimNode) -> list[NodeProcess]:
+    """Every `serve` process of one node (not started): one, or one per replica more."""
+    return NodeProcess.all_of(sim, _ENVIRON)
 
 
 class Nodes:
@@ -100,8 +92,8 @@ class Nodes:
         self._processes.append(process)
         process.start()
 
-    def start_node(self, sim: SimNode, count: int = 1) -> None:
-        for process in node_processes(sim, count):
+    def start_node(self, sim: SimNode) -> None:
+        for process in node_processes(sim):
             self.start(process)
 
     def stop(self) -> None:
