@@ -38,6 +38,7 @@ SMALL_REQUEST_BYTES = 256 * 1024
 LARGE_REQUESTS = frozenset(
     {
         "/exchange.v1.Federation/Deliver",
+        "/exchange.v1.Federation/DeliverStream",
         "/exchange.v1.Authority/SubmitNotice",
         "/exchange.v1.Authority/Respond",
         "/exchange.v1.Authority/RegisterIdentifiers",

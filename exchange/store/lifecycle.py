@@ -52,6 +52,7 @@ __all__ = [
     "set_deadline",
     "set_states",
     "waiting_withdrawal",
+    "waiting_withdrawals",
 ]
 
 WITHDRAWN = "withdrawn"
@@ -231,6 +232,24 @@ def waiting_withdrawal(connection: Connection, message_id: str, sender_node_id: 
         )
     ).first()
     return None if row is None else str(row.message_id)
+
+
+def waiting_withdrawals(
+    connection: Connection, message_ids: list[str], sender_node_id: str
+) -> set[str]:
+    """Those of `message_ids` whose withdrawal by `sender_node_id` arrived before them."""
+    if not message_ids:
+        return set()
+    rows = connection.execute(
+        select(NOTICES.c.in_reply_to).where(
+            NOTICES.c.in_reply_to.in_(message_ids),
+            NOTICES.c.kind == _WITHDRAWAL,
+            NOTICES.c.direction == INCOMING,
+            NOTICES.c.sender_node_id == sender_node_id,
+            NOTICES.c.state != "rejected",
+        )
+    )
+    return {str(row.in_reply_to) for row in rows}
 
 
 def forwarded_copies(connection: Connection, message_id: str) -> list[tuple[str, tuple[str, ...]]]:

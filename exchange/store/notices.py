@@ -17,6 +17,7 @@ __all__ = [
     "NoticeRecord",
     "find_notice",
     "insert_notice",
+    "known_message_ids",
     "load_envelope",
     "notice_columns",
     "stored_digest",
@@ -68,6 +69,9 @@ class NoticeRecord:
 _INSERT_NOTICE = insert(NOTICES)
 _INSERT_ENVELOPE = insert(ENVELOPES)
 _FIND_NOTICE = select(NOTICES).where(NOTICES.c.message_id == bindparam("message_id"))
+_KNOWN_IDS = select(NOTICES.c.message_id).where(
+    NOTICES.c.message_id.in_(bindparam("message_ids", expanding=True))
+)
 _STORED_DIGEST = select(ENVELOPES.c.digest).where(ENVELOPES.c.message_id == bindparam("message_id"))
 _LOAD_ENVELOPE = select(
     ENVELOPES.c.header, ENVELOPES.c.sealed_payload, ENVELOPES.c.signature
@@ -134,6 +138,13 @@ def insert_notice(
 def find_notice(connection: Connection, message_id: str) -> NoticeRecord | None:
     row = connection.execute(_FIND_NOTICE, {"message_id": message_id}).one_or_none()
     return None if row is None else NoticeRecord.from_row(row)
+
+
+def known_message_ids(connection: Connection, message_ids: list[str]) -> set[str]:
+    """Those of `message_ids` that name a stored notice (either direction)."""
+    if not message_ids:
+        return set()
+    return set(connection.execute(_KNOWN_IDS, {"message_ids": message_ids}).scalars())
 
 
 def stored_digest(connection: Connection, message_id: str) -> bytes | None:
