@@ -32,6 +32,10 @@ _UNREACHABLE = frozenset(
 )
 
 MAX_MESSAGE_BYTES = 16 * 1024 * 1024
+# What a DeliverStream call ends with, unanswered, at a peer that lacks the method:
+# UNIMPLEMENTED, or INTERNAL when the peer's answer overtakes a request still being
+# written (grpc.aio then reports "Internal error from Core" in place of the status).
+_NO_STREAM = frozenset({grpc.StatusCode.UNIMPLEMENTED, grpc.StatusCode.INTERNAL})
 # A peer that answered DeliverStream with UNIMPLEMENTED is served with unary
 # Deliver; asked again after this long, in case it was upgraded.
 UNARY_ONLY_SECONDS = 600.0
@@ -101,7 +105,8 @@ class PeerTransport:
         Returns, for each envelope in order, the peer's signed receipt or why
         it was not delivered: the peer's refusal of that envelope or a failure
         of the call, named by its status code as for `deliver`. A peer without
-        DeliverStream (UNIMPLEMENTED) is served with unary Deliver instead.
+        DeliverStream (see _NO_STREAM) is served with unary Deliver instead,
+        and remembered as such for UNARY_ONLY_SECONDS.
 
         Args:
             timeout: for the whole call (it must end within the outbox lease).
@@ -127,7 +132,7 @@ class PeerTransport:
                     break
                 answers[response.sequence] = _outcome(response)
         except grpc.aio.AioRpcError as exc:
-            if exc.code() == grpc.StatusCode.UNIMPLEMENTED and not answers:
+            if exc.code() in _NO_STREAM and not answers:
                 self._unary_only[key] = time.monotonic() + UNARY_ONLY_SECONDS
                 return await self._deliver_each(peer, envelopes, timeout)
             failure = PeerUnreachableError(f"{exc.code().name}: {exc.details()}")
