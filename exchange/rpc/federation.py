@@ -23,16 +23,18 @@ from exchange.receiving import Receiver
 from exchange.refusals import RefusalAudit
 from exchange.rpc import convert
 from exchange.rpc._status import guarded, status_from_errors, status_of
+from exchange.rpc.peers import MAX_MESSAGE_BYTES
 from exchange.runtime import NodeContext
 from exchange.store import audit_heads, registry
 from exchange.trust import SignedTrustList
 
 __all__ = ["STREAM_WINDOW", "FederationService", "tls_peer_node_id"]
 
-# Envelopes of one DeliverStream call received at once. Their store writes meet
-# in the store's group commit; beyond the window the call stops reading, and
-# HTTP/2 flow control holds the sender back.
+# Envelopes of one DeliverStream call read ahead and stored in one transaction,
+# at most; and the bytes of envelopes read but not yet answered. Beyond either
+# the call stops reading, and HTTP/2 flow control holds the sender back.
 STREAM_WINDOW = 64
+STREAM_BUFFER_BYTES = 2 * MAX_MESSAGE_BYTES
 
 
 # Marks the end of a stream's requests.
@@ -127,13 +129,14 @@ class FederationService(federation_pb2_grpc.FederationServicer):
         """Receive the envelopes in batches of what has arrived; answer each batch.
 
         A reader takes requests off the call while a batch is being stored, up
-        to STREAM_WINDOW ahead. A failure of the call itself (a request that is
+        to STREAM_WINDOW requests and STREAM_BUFFER_BYTES ahead. A failure of the call itself (a request that is
         not one, a peer no longer admitted) ends it with that status; what was
         answered stays answered.
         """
         arrived: asyncio.Queue[pb.DeliverStreamRequest | BaseException | None] = asyncio.Queue(
             STREAM_WINDOW
         )
+        buffered = _Budget(STREAM_BUFFER_BYTES)
 
         async def read() -> None:
             nonlocal peer
@@ -144,6 +147,7 @@ class FederationService(federation_pb2_grpc.FederationServicer):
                         # A new list may unpin the certificate or drop the member.
                         trust = self._node.trust
                         peer = tls_peer_node_id(context, self._node)
+                    await buffered.take(_size(request))
                     await arrived.put(request)
                 await arrived.put(None)
             except asyncio.CancelledError:
@@ -164,7 +168,9 @@ class FederationService(federation_pb2_grpc.FederationServicer):
                     item = arrived.get_nowait()
                 if not isinstance(item, pb.DeliverStreamRequest):
                     ended = item or _END
-                for answer in await self._stream_answers(batch, peer):
+                answers = await self._stream_answers(batch, peer)
+                buffered.give(sum(_size(request) for request in batch))
+                for answer in answers:
                     yield answer
             if isinstance(ended, grpc.aio.AbortError):
                 raise ended  # the call's status is set already (a request not decoded)
@@ -302,3 +308,27 @@ def _refusal(sequence: int, code: grpc.StatusCode, message: str) -> pb.DeliverSt
     return pb.DeliverStreamResponse(
         sequence=sequence, refusal=pb.DeliveryRefusal(code=number, message=message)
     )
+
+
+def _size(request: pb.DeliverStreamRequest) -> int:
+    envelope = request.envelope
+    return len(envelope.header) + len(envelope.sealed_payload) + len(envelope.signature)
+
+
+class _Budget:
+    """Bytes held at once, for one taker; a single request may exceed it while nothing is held."""
+
+    def __init__(self, limit: int) -> None:
+        self._limit = limit
+        self._held = 0
+        self._freed = asyncio.Event()
+
+    async def take(self, size: int) -> None:
+        while self._held and self._held + size > self._limit:
+            self._freed.clear()
+            await self._freed.wait()
+        self._held += size
+
+    def give(self, size: int) -> None:
+        self._held -= size
+        self._freed.set()
