@@ -724,19 +724,17 @@ class Receiver:
         """
         context = self._context
         millis = to_millis(now)
+        inbox.insert_incoming_many(
+            connection,
+            [inbox.Incoming(a.header, a.envelope, a.receipt, a.failure is None) for a in batch],
+            node_id=context.node_id,
+            received_at=millis,
+        )
         records: list[AuditRecord] = []
         for accepting in batch:
-            inbox.insert_incoming(
-                connection,
-                header=accepting.header,
-                envelope=accepting.envelope,
-                receipt=accepting.receipt,
-                node_id=context.node_id,
-                accepted=accepting.failure is None,
-                received_at=millis,
-            )
             records += [accepting.record, *accepting.effects.audit]
         sequences = iter(audit_log.append(connection, records))
+        events = []
         for accepting in batch:
             sequence = next(sequences)
             for _ in accepting.effects.audit:
@@ -754,8 +752,7 @@ class Receiver:
                     now=millis,
                 )
             if accepting.failure is None:
-                inbox.insert_event(
-                    connection,
+                events.append(
                     inbox.InboxEvent(
                         sequence=sequence,
                         event_type=inbox.NOTICE_RECEIVED,
@@ -763,8 +760,9 @@ class Receiver:
                         peer_node_id=accepting.header.sender_node_id,
                         reason="",
                         occurred_at=millis,
-                    ),
+                    )
                 )
+        inbox.insert_events(connection, events)
         failpoints.reached("receive.before_commit")
 
     def _committed(self, batch: Sequence[_Accepting]) -> None:

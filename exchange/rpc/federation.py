@@ -129,9 +129,9 @@ class FederationService(federation_pb2_grpc.FederationServicer):
         """Receive the envelopes in batches of what has arrived; answer each batch.
 
         A reader takes requests off the call while a batch is being stored, up
-        to STREAM_WINDOW requests and STREAM_BUFFER_BYTES ahead. A failure of the call itself (a request that is
-        not one, a peer no longer admitted) ends it with that status; what was
-        answered stays answered.
+        to STREAM_WINDOW requests and STREAM_BUFFER_BYTES ahead. A failure of
+        the call itself (a request that is not one, a peer no longer admitted)
+        ends it with that status; what was answered stays answered.
         """
         arrived: asyncio.Queue[pb.DeliverStreamRequest | BaseException | None] = asyncio.Queue(
             STREAM_WINDOW

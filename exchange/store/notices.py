@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from sqlalchemy import Connection, Row, bindparam, insert, select
@@ -17,6 +18,7 @@ __all__ = [
     "NoticeRecord",
     "find_notice",
     "insert_notice",
+    "insert_notices",
     "known_message_ids",
     "load_envelope",
     "notice_columns",
@@ -122,16 +124,40 @@ def insert_notice(
     Raises:
         sqlalchemy.exc.IntegrityError: the message id is already stored.
     """
-    connection.execute(_INSERT_NOTICE, {**_OPTIONAL_COLUMNS, **notice_columns(header), **columns})
+    insert_notices(connection, [(header, envelope, keep_payload, columns)])
+
+
+def insert_notices(
+    connection: Connection, rows: Sequence[tuple[Header, Envelope, bool, Mapping[str, Any]]]
+) -> None:
+    """`insert_notice` for many notices at once: (header, envelope, keep_payload, columns).
+
+    One statement per table for the lot (executemany), not two per notice.
+
+    Raises:
+        sqlalchemy.exc.IntegrityError: a message id is already stored.
+    """
+    if not rows:
+        return
+    connection.execute(
+        _INSERT_NOTICE,
+        [
+            {**_OPTIONAL_COLUMNS, **notice_columns(header), **columns}
+            for header, _, _, columns in rows
+        ],
+    )
     connection.execute(
         _INSERT_ENVELOPE,
-        {
-            "message_id": header.message_id,
-            "header": envelope.header,
-            "sealed_payload": envelope.sealed_payload if keep_payload else b"",
-            "signature": envelope.signature,
-            "digest": envelope.digest(),
-        },
+        [
+            {
+                "message_id": header.message_id,
+                "header": envelope.header,
+                "sealed_payload": envelope.sealed_payload if keep_payload else b"",
+                "signature": envelope.signature,
+                "digest": envelope.digest(),
+            }
+            for header, envelope, keep_payload, _ in rows
+        ],
     )
 
 
