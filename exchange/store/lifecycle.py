@@ -234,6 +234,16 @@ def waiting_withdrawal(connection: Connection, message_id: str, sender_node_id: 
     return None if row is None else str(row.message_id)
 
 
+# Built once: asked for every batch of notices received.
+_WAITING_WITHDRAWALS = select(NOTICES.c.in_reply_to).where(
+    NOTICES.c.in_reply_to.in_(bindparam("message_ids", expanding=True)),
+    NOTICES.c.kind == _WITHDRAWAL,
+    NOTICES.c.direction == INCOMING,
+    NOTICES.c.sender_node_id == bindparam("sender_node_id"),
+    NOTICES.c.state != "rejected",
+)
+
+
 def waiting_withdrawals(
     connection: Connection, message_ids: list[str], sender_node_id: str
 ) -> set[str]:
@@ -241,13 +251,7 @@ def waiting_withdrawals(
     if not message_ids:
         return set()
     rows = connection.execute(
-        select(NOTICES.c.in_reply_to).where(
-            NOTICES.c.in_reply_to.in_(message_ids),
-            NOTICES.c.kind == _WITHDRAWAL,
-            NOTICES.c.direction == INCOMING,
-            NOTICES.c.sender_node_id == sender_node_id,
-            NOTICES.c.state != "rejected",
-        )
+        _WAITING_WITHDRAWALS, {"message_ids": message_ids, "sender_node_id": sender_node_id}
     )
     return {str(row.in_reply_to) for row in rows}
 
@@ -264,10 +268,16 @@ def forwarded_copies(connection: Connection, message_id: str) -> list[tuple[str,
     return [(row.message_id, tuple(row.recipient_node_ids.split(","))) for row in rows]
 
 
+# Built once: set for every notice that asks for a response by a date (sent or received).
+_SET_DEADLINE = (
+    update(NOTICES)
+    .where(NOTICES.c.message_id == bindparam("of_message"))
+    .values(response_deadline=bindparam("deadline"))
+)
+
+
 def set_deadline(connection: Connection, message_id: str, deadline: int) -> None:
-    connection.execute(
-        update(NOTICES).where(NOTICES.c.message_id == message_id).values(response_deadline=deadline)
-    )
+    connection.execute(_SET_DEADLINE, {"of_message": message_id, "deadline": deadline})
 
 
 @dataclasses.dataclass(frozen=True)
