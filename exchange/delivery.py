@@ -1,20 +1,26 @@
-"""The delivery worker: drains the outbox, one claimed row per recipient.
+"""The delivery worker: drains the outbox, a batch of claimed rows per peer.
 
-Each attempt sends the envelope as stored (signed anew first if the key that
+Claimed rows are grouped by recipient, and each peer's group travels over one
+`DeliverStream` call (unary `Deliver`, one call per envelope, to a peer that
+lacks it). Each envelope is sent as stored (signed anew first if the key that
 signed it has since been revoked or retired: a backlog drains with the new
-key), verifies the recipient's signed
-receipt against the trust list and the envelope digest, and commits the
-outcome with its audit entry:
+key); each answer is checked on its own: the recipient's signed receipt is
+verified against the trust list and that envelope's digest, and the outcomes
+of the group are committed together, in one transaction, each with its audit
+entry:
 
 - an accepted receipt ends the row as delivered;
 - a signed rejection ends it as failed, and the authority is told in its inbox;
-- anything else (unreachable peer, transport error, a receipt that does not
-  verify) is retried with exponential backoff and jitter until the envelope
-  expires; then the row fails and the authority is told.
+- anything else (unreachable peer, transport error, a refusal of that
+  envelope, a receipt that does not verify) is retried with exponential
+  backoff and jitter until the envelope expires; then the row fails and the
+  authority is told.
 
 A row is ended only by one of those outcomes, so nothing accepted is silently
 dropped; a crash between send and commit only means one more (idempotent)
-delivery after the lease runs out.
+delivery after the lease runs out: the recipient answers a repeat with the
+receipt it gave first. Two batches are in flight at once, so that one is sent
+while the other's outcomes are committed; the leases keep them apart.
 """
 
 from __future__ import annotations
@@ -23,8 +29,10 @@ import asyncio
 import contextlib
 import dataclasses
 import datetime as dt
+import functools
 import hashlib
-from typing import Protocol
+from collections.abc import Sequence
+from typing import Protocol, runtime_checkable
 
 from sqlalchemy import Connection
 
@@ -45,9 +53,11 @@ from exchange.store import audit_log, inbox, outbox
 from exchange.store.notices import load_envelope
 from exchange.trust import TrustedNode
 
-__all__ = ["DeliveryTransport", "DeliveryWorker", "backoff"]
+__all__ = ["BatchTransport", "DeliveryTransport", "DeliveryWorker", "backoff"]
 
 IDLE_WAIT_SECONDS = 5.0
+# Batches in flight at once (each claimed, sent and committed in turn).
+PIPELINE = 2
 
 
 class DeliveryTransport(Protocol):
@@ -55,6 +65,17 @@ class DeliveryTransport(Protocol):
 
     async def deliver(self, peer: TrustedNode, envelope: Envelope, timeout: float) -> SignedReceipt:
         """Deliver `envelope` to `peer`; raises PeerUnreachableError on any failure."""
+        ...
+
+
+@runtime_checkable
+class BatchTransport(DeliveryTransport, Protocol):
+    """A transport that also delivers many envelopes to one peer at once."""
+
+    async def deliver_many(
+        self, peer: TrustedNode, envelopes: Sequence[Envelope], timeout: float
+    ) -> list[SignedReceipt | PeerUnreachableError]:
+        """For each envelope, in order, its receipt or why it was not delivered."""
         ...
 
 
@@ -82,6 +103,19 @@ def _error_category(error: str) -> str:
     return error[:120]
 
 
+@dataclasses.dataclass(frozen=True)
+class _Outcome:
+    """How one attempt ended: a receipt to record, or an error to retry (or fail) on."""
+
+    item: outbox.OutboxItem
+    now: dt.datetime
+    error: str = ""
+    # Expired: the row fails instead of being retried.
+    final: bool = False
+    signed: SignedReceipt | None = None
+    receipt: Receipt | None = None
+
+
 class DeliveryWorker:
     """Sends due outbox rows until cancelled."""
 
@@ -96,6 +130,9 @@ class DeliveryWorker:
         Nothing ends the loop but cancellation: a store that is unavailable is
         waited for with backoff, and a failed attempt only reschedules its row.
         """
+        await asyncio.gather(*(self._run() for _ in range(PIPELINE)))
+
+    async def _run(self) -> None:
         context = self._context
         outages = 0
         while True:
@@ -136,54 +173,98 @@ class DeliveryWorker:
                 limit=self._config.batch_size,
             )
         )
-        if items:
-            await asyncio.gather(*(self._attempt(item) for item in items))
+        by_peer: dict[str, list[outbox.OutboxItem]] = {}
+        for item in items:
+            by_peer.setdefault(item.recipient_node_id, []).append(item)
+        await asyncio.gather(*(self._attempt(group) for group in by_peer.values()))
         return len(items)
 
-    async def _attempt(self, item: outbox.OutboxItem) -> None:
-        """One delivery attempt; never raises (but for cancellation)."""
+    async def _attempt(self, items: list[outbox.OutboxItem]) -> None:
+        """One delivery attempt of one peer's rows; never raises (but for cancellation)."""
         try:
-            await self._try(item)
+            await self._commit(await self._try(items))
         except StoreUnavailableError as exc:
-            # The outcome could not be recorded: the lease runs out and the row is
+            # The outcomes could not be recorded: the leases run out and the rows are
             # tried again (the recipient answers a repeat with the same receipt).
             self._context.log.warning(
-                "delivery.unrecorded", message_id=item.message_id, error=str(exc)
+                "delivery.unrecorded",
+                message_ids=[item.message_id for item in items],
+                error=str(exc),
             )
         except Exception as exc:
             self._context.log.exception(
-                "delivery.attempt_failed", message_id=item.message_id, error_type=type(exc).__name__
+                "delivery.attempt_failed",
+                message_ids=[item.message_id for item in items],
+                error_type=type(exc).__name__,
             )
+            now = self._context.clock.now()
+            error = f"internal error ({type(exc).__name__})"
             with contextlib.suppress(StoreUnavailableError):
-                await self._retry(
-                    item, f"internal error ({type(exc).__name__})", self._context.clock.now()
-                )
+                await self._commit([_Outcome(item, now, error) for item in items])
 
-    async def _try(self, item: outbox.OutboxItem) -> None:
+    async def _try(self, items: list[outbox.OutboxItem]) -> list[_Outcome]:
+        """Send one peer's due rows; how each attempt ended (nothing recorded yet)."""
         context = self._context
         now = context.clock.now()
-        if item.expires_at <= to_millis(now):
-            await self._fail(item, "expired before delivery", now)
-            return
-        peer = context.trust.active_node(item.recipient_node_id)
-        if peer is None:
-            await self._retry(item, "recipient is not an active node of the trust list", now)
-            return
-        try:
-            item = await self._signed_acceptably(item, now)
-        except PreconditionError as exc:
-            # No valid key of ours: held until the stewards publish one.
-            await self._retry(item, str(exc), now)
-            return
+        peer = context.trust.active_node(items[0].recipient_node_id)
+        outcomes: list[_Outcome] = []
+        sending: list[outbox.OutboxItem] = []
+        for item in items:
+            if item.expires_at <= to_millis(now):
+                outcomes.append(_Outcome(item, now, "expired before delivery", final=True))
+            elif peer is None:
+                outcomes.append(
+                    _Outcome(item, now, "recipient is not an active node of the trust list")
+                )
+            else:
+                try:
+                    sending.append(await self._signed_acceptably(item, now))
+                except PreconditionError as exc:
+                    # No valid key of ours: held until the stewards publish one.
+                    outcomes.append(_Outcome(item, now, str(exc)))
+        if not sending:
+            return outcomes
+        assert peer is not None
         failpoints.reached("deliver.before_send")
-        try:
-            signed = await self._transport.deliver(
-                peer, item.envelope, self._config.attempt_timeout_seconds
-            )
-        except PeerUnreachableError as exc:
-            await self._retry(item, str(exc), context.clock.now())
-            return
+        answers = await self._send(peer, sending)
         failpoints.reached("deliver.after_send")
+        now = context.clock.now()
+        for item, answer in zip(sending, answers, strict=True):
+            if isinstance(answer, SignedReceipt):
+                outcomes.append(self._checked(item, answer, now))
+            elif isinstance(answer, PeerUnreachableError):
+                outcomes.append(_Outcome(item, now, str(answer)))
+            else:
+                context.log.error(
+                    "delivery.attempt_failed",
+                    message_id=item.message_id,
+                    error_type=type(answer).__name__,
+                    exc_info=answer,
+                )
+                outcomes.append(_Outcome(item, now, f"internal error ({type(answer).__name__})"))
+        return outcomes
+
+    async def _send(
+        self, peer: TrustedNode, items: list[outbox.OutboxItem]
+    ) -> list[SignedReceipt | PeerUnreachableError | Exception]:
+        """Each item's receipt, or why it was not delivered."""
+        timeout = self._config.attempt_timeout_seconds
+        transport = self._transport
+        if isinstance(transport, BatchTransport):
+            return list(await transport.deliver_many(peer, [i.envelope for i in items], timeout))
+
+        async def one(item: outbox.OutboxItem) -> SignedReceipt | PeerUnreachableError | Exception:
+            try:
+                return await transport.deliver(peer, item.envelope, timeout)
+            except Exception as exc:  # one envelope's failure is that envelope's alone
+                return exc
+
+        return list(await asyncio.gather(*(one(item) for item in items)))
+
+    def _checked(
+        self, item: outbox.OutboxItem, signed: SignedReceipt, now: dt.datetime
+    ) -> _Outcome:
+        context = self._context
         try:
             receipt = verify_receipt(
                 signed,
@@ -191,7 +272,7 @@ class DeliveryWorker:
                 recipient_node_id=item.recipient_node_id,
                 message_id=item.message_id,
                 envelope_digest=item.envelope_digest,
-                now=context.clock.now(),
+                now=now,
             )
         except VerificationError as exc:
             # A forged or mismatched receipt proves nothing: keep the row pending.
@@ -201,9 +282,8 @@ class DeliveryWorker:
                 peer=item.recipient_node_id,
                 reason=exc.failure.value,
             )
-            await self._retry(item, f"invalid receipt: {exc.failure.value}", context.clock.now())
-            return
-        await self._record(item, signed, receipt, context.clock.now())
+            return _Outcome(item, now, f"invalid receipt: {exc.failure.value}")
+        return _Outcome(item, now, signed=signed, receipt=receipt)
 
     async def _signed_acceptably(
         self, item: outbox.OutboxItem, now: dt.datetime
@@ -259,131 +339,178 @@ class DeliveryWorker:
         )
         return swapped
 
-    async def _retry(self, item: outbox.OutboxItem, error: str, now: dt.datetime) -> None:
-        delay = backoff(
-            item.attempts,
-            self._config.initial_backoff_seconds,
-            self._config.max_backoff_seconds,
-            self._context.rng.random(),
-        )
-        # Never sleep past expiry: the failure must be reported when it happens.
-        next_attempt = min(to_millis(now + delay), item.expires_at)
-        attempt = AuditRecord(
-            occurred_at=now,
-            actor=self._context.actor,
-            action="delivery.attempt_failed",
-            message_id=item.message_id,
-            peer_node_id=item.recipient_node_id,
-            details={"attempt": str(item.attempts + 1), "error": _error_category(error)},
-        )
+    # --- recording outcomes -------------------------------------------------------------------
 
-        def commit(connection: Connection) -> None:
-            outbox.retry_later(
-                connection,
-                outbox_id=item.outbox_id,
-                error=error,
-                next_attempt_at=next_attempt,
-                now=to_millis(now),
-            )
-            audit_log.append(connection, [attempt])
+    async def _commit(self, outcomes: Sequence[_Outcome]) -> None:
+        """Record `outcomes` in one transaction: one write for a whole batch.
 
-        await self._context.store.write(commit)
-        self._context.log.info(
-            "delivery.retry",
-            message_id=item.message_id,
-            peer=item.recipient_node_id,
-            attempts=item.attempts + 1,
-            error=error,
-        )
+        Should the batch fail for anything but an unavailable store (a row that
+        breaks a constraint, say), each outcome is recorded on its own, so that
+        one cannot hold back the others.
+        """
+        if not outcomes:
+            return
+        try:
+            told = await self._context.store.write(lambda c: self._record(c, outcomes))
+        except StoreUnavailableError:
+            raise
+        except Exception:
+            if len(outcomes) == 1:
+                raise
+            told = False
+            for outcome in outcomes:
+                try:
+                    told |= await self._context.store.write(
+                        functools.partial(self._record, outcomes=[outcome])
+                    )
+                except StoreUnavailableError:
+                    raise
+                except Exception as exc:
+                    self._context.log.exception(
+                        "delivery.unrecorded",
+                        message_id=outcome.item.message_id,
+                        error_type=type(exc).__name__,
+                    )
+        self._after_commit(outcomes, told)
 
-    def _failure_entries(
-        self, connection: Connection, item: outbox.OutboxItem, reason: str, now: dt.datetime
-    ) -> None:
-        (sequence,) = audit_log.append(
-            connection,
-            [
-                AuditRecord(
-                    occurred_at=now,
-                    actor=self._context.actor,
-                    action="delivery.failed",
-                    message_id=item.message_id,
-                    peer_node_id=item.recipient_node_id,
-                    details={"reason": reason, "attempts": str(item.attempts + 1)},
+    def _record(self, connection: Connection, outcomes: Sequence[_Outcome]) -> bool:
+        """Write each outcome and its audit entry; returns whether the authority was told.
+
+        One append to the audit log for the whole batch (its head is read and
+        written once), in the order of `outcomes`.
+        """
+        actor = self._context.actor
+        records: list[AuditRecord] = []
+        # (index of the delivery.failed entry, the outcome): each gets an inbox event.
+        failures: list[tuple[int, _Outcome, str]] = []
+        for outcome in outcomes:
+            item, now = outcome.item, to_millis(outcome.now)
+            if outcome.receipt is not None and outcome.signed is not None:
+                receipt = outcome.receipt
+                reason = (
+                    "" if receipt.accepted else f"rejected by recipient: {receipt.rejection_name}"
                 )
-            ],
-        )
-        inbox.insert_event(
-            connection,
-            inbox.InboxEvent(
-                sequence=sequence,
-                event_type=inbox.DELIVERY_FAILED,
-                message_id=item.message_id,
-                peer_node_id=item.recipient_node_id,
-                reason=reason,
-                occurred_at=to_millis(now),
-            ),
-        )
-
-    async def _fail(self, item: outbox.OutboxItem, reason: str, now: dt.datetime) -> None:
-        def commit(connection: Connection) -> None:
-            if outbox.fail(connection, outbox_id=item.outbox_id, error=reason, now=to_millis(now)):
-                self._failure_entries(connection, item, reason, now)
-
-        await self._context.store.write(commit)
-        self._context.inbox_changed.fire()
-        self._context.log.warning(
-            "delivery.failed",
-            message_id=item.message_id,
-            peer=item.recipient_node_id,
-            reason=reason,
-        )
-
-    async def _record(
-        self, item: outbox.OutboxItem, signed: SignedReceipt, receipt: Receipt, now: dt.datetime
-    ) -> None:
-        reason = "" if receipt.accepted else f"rejected by recipient: {receipt.rejection_name}"
-
-        def commit(connection: Connection) -> None:
-            stored = outbox.record_receipt(
-                connection,
-                outbox_id=item.outbox_id,
-                message_id=item.message_id,
-                recipient_node_id=item.recipient_node_id,
-                receipt=signed,
-                accepted=receipt.accepted,
-                received_at=to_millis(receipt.received_at),
-                error=reason,
-                now=to_millis(now),
-            )
-            if not stored:
-                return
-            if receipt.accepted:
-                audit_log.append(
+                if not outbox.record_receipt(
                     connection,
-                    [
+                    outbox_id=item.outbox_id,
+                    message_id=item.message_id,
+                    recipient_node_id=item.recipient_node_id,
+                    receipt=outcome.signed,
+                    accepted=receipt.accepted,
+                    received_at=to_millis(receipt.received_at),
+                    error=reason,
+                    now=now,
+                ):
+                    continue
+                if receipt.accepted:
+                    records.append(
                         AuditRecord(
-                            occurred_at=now,
-                            actor=self._context.actor,
+                            occurred_at=outcome.now,
+                            actor=actor,
                             action="notice.delivered",
                             message_id=item.message_id,
                             peer_node_id=item.recipient_node_id,
                             details={
                                 "receipt_received_at": receipt.received_at.isoformat(),
-                                "receipt_digest": hashlib.sha256(signed.body).hexdigest(),
+                                "receipt_digest": hashlib.sha256(outcome.signed.body).hexdigest(),
                                 "envelope_digest": item.envelope_digest.hex(),
                             },
                         )
-                    ],
+                    )
+                else:
+                    failures.append((len(records), outcome, reason))
+                    records.append(self._failure_record(outcome, reason))
+            elif outcome.final:
+                if outbox.fail(connection, outbox_id=item.outbox_id, error=outcome.error, now=now):
+                    failures.append((len(records), outcome, outcome.error))
+                    records.append(self._failure_record(outcome, outcome.error))
+            else:
+                delay = backoff(
+                    item.attempts,
+                    self._config.initial_backoff_seconds,
+                    self._config.max_backoff_seconds,
+                    self._context.rng.random(),
+                )
+                # Never sleep past expiry: the failure must be reported when it happens.
+                next_attempt = min(to_millis(outcome.now + delay), item.expires_at)
+                outbox.retry_later(
+                    connection,
+                    outbox_id=item.outbox_id,
+                    error=outcome.error,
+                    next_attempt_at=next_attempt,
+                    now=now,
+                )
+                records.append(
+                    AuditRecord(
+                        occurred_at=outcome.now,
+                        actor=actor,
+                        action="delivery.attempt_failed",
+                        message_id=item.message_id,
+                        peer_node_id=item.recipient_node_id,
+                        details={
+                            "attempt": str(item.attempts + 1),
+                            "error": _error_category(outcome.error),
+                        },
+                    )
+                )
+        if not records:
+            return False
+        sequences = audit_log.append(connection, records)
+        for index, outcome, reason in failures:
+            inbox.insert_event(
+                connection,
+                inbox.InboxEvent(
+                    sequence=sequences[index],
+                    event_type=inbox.DELIVERY_FAILED,
+                    message_id=outcome.item.message_id,
+                    peer_node_id=outcome.item.recipient_node_id,
+                    reason=reason,
+                    occurred_at=to_millis(outcome.now),
+                ),
+            )
+        return bool(failures)
+
+    def _failure_record(self, outcome: _Outcome, reason: str) -> AuditRecord:
+        return AuditRecord(
+            occurred_at=outcome.now,
+            actor=self._context.actor,
+            action="delivery.failed",
+            message_id=outcome.item.message_id,
+            peer_node_id=outcome.item.recipient_node_id,
+            details={"reason": reason, "attempts": str(outcome.item.attempts + 1)},
+        )
+
+    def _after_commit(self, outcomes: Sequence[_Outcome], told: bool) -> None:
+        context = self._context
+        if told:
+            context.inbox_changed.fire()
+        delivered = 0
+        for outcome in outcomes:
+            item = outcome.item
+            if outcome.receipt is not None:
+                context.peer_heard_from(item.recipient_node_id)
+                if outcome.receipt.accepted:
+                    delivered += 1
+                    continue
+                context.log.info(
+                    "delivery.rejected", message_id=item.message_id, peer=item.recipient_node_id
+                )
+            elif outcome.final:
+                context.log.warning(
+                    "delivery.failed",
+                    message_id=item.message_id,
+                    peer=item.recipient_node_id,
+                    reason=outcome.error,
                 )
             else:
-                self._failure_entries(connection, item, reason, now)
-
-        await self._context.store.write(commit)
-        self._context.peer_heard_from(item.recipient_node_id)
-        if not receipt.accepted:
-            self._context.inbox_changed.fire()
-        self._context.log.info(
-            "delivery.done" if receipt.accepted else "delivery.rejected",
-            message_id=item.message_id,
-            peer=item.recipient_node_id,
-        )
+                context.log.info(
+                    "delivery.retry",
+                    message_id=item.message_id,
+                    peer=item.recipient_node_id,
+                    attempts=item.attempts + 1,
+                    error=outcome.error,
+                )
+        if delivered:
+            context.log.info(
+                "delivery.done", peer=outcomes[0].item.recipient_node_id, notices=delivered
+            )

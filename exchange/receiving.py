@@ -19,13 +19,19 @@ DESIGN.md's flow, receiving side:
 
 An authentic envelope that is expired, unreadable or invalid is answered with
 a signed *rejection* receipt, so that its sender stops retrying.
+
+`receive_many` takes a batch from one peer (a DeliverStream call): the common
+case, new notices that reply to nothing, is checked envelope by envelope as
+above but looked up in one read and committed in one transaction; anything else
+(a repeat, a reply, a withdrawal, a refusal) goes through `receive` on its own.
 """
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import datetime as dt
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from sqlalchemy import Connection
 from sqlalchemy.exc import IntegrityError
@@ -54,11 +60,24 @@ from exchange.store.notices import (
     OUTGOING,
     NoticeRecord,
     find_notice,
+    known_message_ids,
     load_envelope,
     stored_digest,
 )
 
 __all__ = ["MAX_SEALED_PAYLOAD", "Receiver"]
+
+
+@dataclasses.dataclass(frozen=True)
+class _Accepting:
+    """An authentic envelope about to be stored, with its signed answer."""
+
+    envelope: Envelope
+    header: Header
+    failure: VerificationFailure | None
+    effects: _Effects
+    receipt: SignedReceipt
+    record: AuditRecord
 
 
 @dataclasses.dataclass
@@ -149,6 +168,118 @@ class Receiver:
             # Another message under this id was committed meanwhile: refused all the same.
             await self._audit_refusal(envelope, peer_node_id, exc, now)
             raise
+
+    async def receive_many(
+        self, envelopes: Sequence[Envelope], peer_node_id: str
+    ) -> list[SignedReceipt | ExchangeError]:
+        """`receive` each of `envelopes` from the TLS peer `peer_node_id`.
+
+        Returns:
+            For each envelope, in order, its signed receipt or the error
+            `receive` raises for it (audited as there).
+        """
+        context = self._context
+        now = context.clock.now()
+        answers: list[SignedReceipt | ExchangeError | None] = [None] * len(envelopes)
+        fresh = self._fresh(envelopes, peer_node_id, now)
+        if fresh:
+            try:
+                for index, receipt in await self._receive_fresh(fresh, now):
+                    answers[index] = receipt
+            except IntegrityError:
+                # One of them was committed meanwhile (by another call): each on its own.
+                pass
+            except ExchangeError as exc:  # the store: nothing of the batch was committed
+                for index, _, _ in fresh:
+                    answers[index] = exc
+
+        async def alone(envelope: Envelope) -> SignedReceipt | ExchangeError:
+            try:
+                return await self.receive(envelope, peer_node_id)
+            except ExchangeError as exc:
+                return exc
+
+        rest = [i for i, answer in enumerate(answers) if answer is None]
+        for index, answer in zip(
+            rest, await asyncio.gather(*(alone(envelopes[i]) for i in rest)), strict=True
+        ):
+            answers[index] = answer
+        done = [answer for answer in answers if answer is not None]
+        assert len(done) == len(envelopes), "every envelope is answered"
+        return done
+
+    def _fresh(
+        self, envelopes: Sequence[Envelope], peer_node_id: str, now: dt.datetime
+    ) -> list[tuple[int, Envelope, Header]]:
+        """The envelopes that pass every check and reply to nothing: taken as a batch."""
+        context = self._context
+        if context.trust.expired(now):
+            return []  # refused one by one, by `receive`
+        fresh = []
+        seen: set[str] = set()
+        for index, envelope in enumerate(envelopes):
+            if len(envelope.sealed_payload) > MAX_SEALED_PAYLOAD:
+                continue
+            check = check_envelope(
+                envelope,
+                trust=context.trust,
+                recipient_node_id=context.node_id,
+                peer_node_id=peer_node_id,
+                now=now,
+                policy=context.policy,
+            )
+            header = check.header
+            if (
+                check.failure is None
+                and header is not None
+                and not header.in_reply_to
+                and header.kind not in notices.REPLY_RULES
+                and header.message_id not in seen
+            ):
+                seen.add(header.message_id)
+                fresh.append((index, envelope, header))
+        return fresh
+
+    async def _receive_fresh(
+        self, fresh: list[tuple[int, Envelope, Header]], now: dt.datetime
+    ) -> list[tuple[int, SignedReceipt]]:
+        """Store the new ones of `fresh` in one transaction; their receipts by index.
+
+        Those already held (repeats) are left to `receive`.
+        """
+        context = self._context
+        ids = [header.message_id for _, _, header in fresh]
+
+        sender = fresh[0][2].sender_node_id  # the TLS peer, checked for each
+
+        def lookup(connection: Connection) -> tuple[set[str], set[str]]:
+            return (
+                known_message_ids(connection, ids),
+                lifecycle.waiting_withdrawals(connection, ids, sender),
+            )
+
+        known, overtaken = await context.store.read(lookup)
+        batch: list[tuple[int, _Accepting]] = []
+        for index, envelope, header in fresh:
+            if header.message_id in known:
+                continue
+            failure, notice = await self._open_and_validate(envelope, header)
+            effects = _Effects()
+            if notice is not None:
+                self._deadline(header, notice, effects)
+                if header.kind in notices.SUBSTANTIVE and header.message_id in overtaken:
+                    self._withdrawn_on_arrival(header, effects)
+            batch.append((index, self._accepting(envelope, header, failure, now, effects)))
+        if not batch:
+            return []
+        accepting = [a for _, a in batch]
+
+        def commit(connection: Connection) -> None:
+            self._store(connection, accepting, now)
+
+        await context.store.write(commit)
+        self._committed(accepting)
+        return [(index, a.receipt) for index, a in batch]
 
     async def _earlier_receipt(
         self, header: Header, digest: bytes, now: dt.datetime
@@ -358,10 +489,7 @@ class Receiver:
         """What accepting `notice` changes besides storing it."""
         context = self._context
         effects = _Effects()
-        deadline = notices.response_deadline(notice)
-        if deadline is not None:
-            millis = to_millis(deadline)
-            effects.also.append(lambda c: lifecycle.set_deadline(c, header.message_id, millis))
+        self._deadline(header, notice, effects)
         if notice.HasField("withdrawal"):
             await self._apply_withdrawal(header, notice.withdrawal, effects, now)
         elif header.kind in notices.SUBSTANTIVE:
@@ -379,17 +507,28 @@ class Receiver:
                 )
         return effects
 
+    @staticmethod
+    def _deadline(header: Header, notice: pb.Notice, effects: _Effects) -> None:
+        deadline = notices.response_deadline(notice)
+        if deadline is not None:
+            millis = to_millis(deadline)
+            effects.also.append(lambda c: lifecycle.set_deadline(c, header.message_id, millis))
+
     async def _withdrawn_already(self, header: Header, effects: _Effects) -> None:
         """A notice whose withdrawal overtook it is stored withdrawn, never shown."""
         waiting = await self._context.store.read(
             lambda c: lifecycle.waiting_withdrawal(c, header.message_id, header.sender_node_id)
         )
         if waiting is not None:
-            effects.also.append(
-                lambda c: inbox.set_state(
-                    c, header.message_id, lifecycle.WITHDRAWN, from_states={inbox.RECEIVED}
-                )
+            self._withdrawn_on_arrival(header, effects)
+
+    @staticmethod
+    def _withdrawn_on_arrival(header: Header, effects: _Effects) -> None:
+        effects.also.append(
+            lambda c: inbox.set_state(
+                c, header.message_id, lifecycle.WITHDRAWN, from_states={inbox.RECEIVED}
             )
+        )
 
     async def _apply_withdrawal(
         self, header: Header, withdrawal: pb.Withdrawal, effects: _Effects, now: dt.datetime
@@ -518,13 +657,40 @@ class Receiver:
         now: dt.datetime,
         effects: _Effects,
     ) -> SignedReceipt:
+        accepting = self._accepting(envelope, header, failure, now, effects)
+
+        def commit(connection: Connection) -> SignedReceipt:
+            self._store(connection, [accepting], now)
+            return accepting.receipt
+
+        try:
+            stored = await self._context.store.write(commit)
+        except IntegrityError:
+            # The same envelope was committed concurrently: answer with that receipt.
+            earlier = await self._earlier_receipt(header, envelope.digest(), now)
+            if earlier is None:
+                raise
+            return earlier
+        self._committed([accepting])
+        return stored
+
+    def _accepting(
+        self,
+        envelope: Envelope,
+        header: Header,
+        failure: VerificationFailure | None,
+        now: dt.datetime,
+        effects: _Effects,
+    ) -> _Accepting:
+        """The signed receipt and the audit entry of an envelope about to be stored."""
         context = self._context
         accepted = failure is None
+        digest = envelope.digest()
         key_id, key = context.identity.signer(context.trust, now)
         receipt = sign_receipt(
             Receipt(
                 message_id=header.message_id,
-                envelope_digest=envelope.digest(),
+                envelope_digest=digest,
                 recipient_node_id=context.node_id,
                 recipient_key_id=key_id,
                 received_at=now,
@@ -541,25 +707,41 @@ class Receiver:
             peer_node_id=header.sender_node_id,
             details={
                 "kind": notices.kind_name(header.kind),
-                "envelope_digest": envelope.digest().hex(),
+                "envelope_digest": digest.hex(),
                 **({} if failure is None else {"reason": failure.value}),
             },
         )
+        return _Accepting(envelope, header, failure, effects, receipt, record)
 
-        def commit(connection: Connection) -> SignedReceipt:
-            inbox.insert_incoming(
-                connection,
-                header=header,
-                envelope=envelope,
-                receipt=receipt,
-                node_id=context.node_id,
-                accepted=accepted,
-                received_at=to_millis(now),
-            )
-            sequence, *_ = audit_log.append(connection, [record, *effects.audit])
-            for change in effects.also:
+    def _store(self, connection: Connection, batch: Sequence[_Accepting], now: dt.datetime) -> None:
+        """Store envelopes with their receipts, audit entries and inbox events.
+
+        One append to the audit log for the batch, each envelope's entry
+        followed by those of its effects.
+
+        Raises:
+            sqlalchemy.exc.IntegrityError: a message id is already stored.
+        """
+        context = self._context
+        millis = to_millis(now)
+        inbox.insert_incoming_many(
+            connection,
+            [inbox.Incoming(a.header, a.envelope, a.receipt, a.failure is None) for a in batch],
+            node_id=context.node_id,
+            received_at=millis,
+        )
+        records: list[AuditRecord] = []
+        for accepting in batch:
+            records += [accepting.record, *accepting.effects.audit]
+        sequences = iter(audit_log.append(connection, records))
+        events = []
+        for accepting in batch:
+            sequence = next(sequences)
+            for _ in accepting.effects.audit:
+                next(sequences)
+            for change in accepting.effects.also:
                 change(connection)
-            for outgoing in effects.outgoing:
+            for outgoing in accepting.effects.outgoing:
                 outbox.insert_outgoing(
                     connection,
                     header=outgoing.header,
@@ -567,43 +749,38 @@ class Receiver:
                     client_id=None,
                     client_request_id=None,
                     request_digest=None,
-                    now=to_millis(now),
+                    now=millis,
                 )
-            if accepted:
-                inbox.insert_event(
-                    connection,
+            if accepting.failure is None:
+                events.append(
                     inbox.InboxEvent(
                         sequence=sequence,
                         event_type=inbox.NOTICE_RECEIVED,
-                        message_id=header.message_id,
-                        peer_node_id=header.sender_node_id,
+                        message_id=accepting.header.message_id,
+                        peer_node_id=accepting.header.sender_node_id,
                         reason="",
-                        occurred_at=to_millis(now),
-                    ),
+                        occurred_at=millis,
+                    )
                 )
-            failpoints.reached("receive.before_commit")
-            return receipt
+        inbox.insert_events(connection, events)
+        failpoints.reached("receive.before_commit")
 
-        try:
-            stored = await context.store.write(commit)
-        except IntegrityError:
-            # The same envelope was committed concurrently: answer with that receipt.
-            earlier = await self._earlier_receipt(header, envelope.digest(), now)
-            if earlier is None:
-                raise
-            return earlier
+    def _committed(self, batch: Sequence[_Accepting]) -> None:
+        """Tell the node's parts what was stored."""
         failpoints.reached("receive.after_commit")
+        context = self._context
         context.inbox_changed.fire()
-        context.peer_heard_from(header.sender_node_id)
-        if effects.outgoing:
-            context.outbox_changed.fire()
-        context.log.info(
-            "notice.received" if accepted else "notice.rejected",
-            message_id=header.message_id,
-            sender=header.sender_node_id,
-            kind=notices.kind_name(header.kind),
-        )
-        return stored
+        for accepting in batch:
+            header = accepting.header
+            context.peer_heard_from(header.sender_node_id)
+            if accepting.effects.outgoing:
+                context.outbox_changed.fire()
+            context.log.info(
+                "notice.received" if accepting.failure is None else "notice.rejected",
+                message_id=header.message_id,
+                sender=header.sender_node_id,
+                kind=notices.kind_name(header.kind),
+            )
 
     async def _audit_refusal(
         self, envelope: Envelope, peer_node_id: str | None, error: ExchangeError, now: dt.datetime

@@ -86,6 +86,28 @@ async def deliver_as(
         )
 
 
+async def deliver_stream_as(
+    sender: Node, recipient: Node, envelopes: list[Envelope]
+) -> list[federation_pb2.DeliverStreamResponse]:
+    """Deliver `envelopes` over one DeliverStream call with `sender`'s certificate.
+
+    Request i carries sequence i; returns the responses in the order they came.
+    Raises AioRpcError if the call itself fails.
+    """
+    target = recipient.context.node_id
+    requests = [
+        federation_pb2.DeliverStreamRequest(sequence=i, envelope=envelope.to_proto())
+        for i, envelope in enumerate(envelopes)
+    ]
+    async with grpc.aio.secure_channel(
+        f"127.0.0.1:{recipient.federation_port}",
+        sender.tls.channel_credentials(),
+        options=channel_options(target),
+    ) as channel:
+        call = federation_pb2_grpc.FederationStub(channel).DeliverStream(iter(requests), timeout=30)
+        return [response async for response in call]
+
+
 async def refused_trust_list_call(
     recipient: Node, credentials: grpc.ChannelCredentials
 ) -> grpc.aio.AioRpcError:

@@ -43,6 +43,8 @@ REGISTRATION_BYTES = 16 * 1024 * 1024
 # carry any substantive notice, a content hash referral included.
 LARGE_REQUESTS: Mapping[str, int] = {
     "/exchange.v1.Federation/Deliver": MAX_MESSAGE_BYTES,
+    # Each message of the stream is one envelope, bounded as Deliver's.
+    "/exchange.v1.Federation/DeliverStream": MAX_MESSAGE_BYTES,
     "/exchange.v1.Authority/SubmitNotice": MAX_MESSAGE_BYTES,
     "/exchange.v1.Authority/Respond": MAX_MESSAGE_BYTES,
     "/exchange.v1.Authority/RegisterIdentifiers": REGISTRATION_BYTES,

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import functools
 import hashlib
+from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc
@@ -14,16 +18,34 @@ from exchange._proto.exchange.v1 import federation_pb2 as pb
 from exchange.answering import MatchResponder
 from exchange.auditing import AuditLog
 from exchange.envelope import Envelope
-from exchange.errors import AuthenticationError
+from exchange.errors import AuthenticationError, ExchangeError
 from exchange.receiving import Receiver
 from exchange.refusals import RefusalAudit
 from exchange.rpc import convert
-from exchange.rpc._status import guarded
+from exchange.rpc._status import guarded, status_from_errors, status_of
+from exchange.rpc.peers import MAX_MESSAGE_BYTES
 from exchange.runtime import NodeContext
 from exchange.store import audit_heads, registry
 from exchange.trust import SignedTrustList
 
-__all__ = ["FederationService", "tls_peer_node_id"]
+__all__ = ["STREAM_WINDOW", "FederationService", "tls_peer_node_id"]
+
+# Envelopes of one DeliverStream call read ahead and stored in one transaction,
+# at most; and the bytes of envelopes read but not yet answered. Beyond either
+# the call stops reading, and HTTP/2 flow control holds the sender back.
+STREAM_WINDOW = 64
+STREAM_BUFFER_BYTES = 2 * MAX_MESSAGE_BYTES
+
+
+# Marks the end of a stream's requests.
+_END = EOFError()
+
+
+@functools.lru_cache(maxsize=256)
+def _certificate_sha256(pem: bytes) -> bytes:
+    """SHA-256 of a PEM certificate's DER (parsed once per certificate, not per call)."""
+    der = x509.load_pem_x509_certificate(pem).public_bytes(serialization.Encoding.DER)
+    return hashlib.sha256(der).digest()
 
 
 def tls_peer_node_id(context: grpc.aio.ServicerContext[Any, Any], node: NodeContext) -> str:
@@ -43,8 +65,7 @@ def tls_peer_node_id(context: grpc.aio.ServicerContext[Any, Any], node: NodeCont
     if member is None:
         # Refused before anything is stored or audited: strangers cannot fill the log.
         raise AuthenticationError("the TLS peer is not a member of the federation")
-    der = x509.load_pem_x509_certificate(certificates[0]).public_bytes(serialization.Encoding.DER)
-    if hashlib.sha256(der).digest() != member.tls_certificate_sha256:
+    if _certificate_sha256(certificates[0]) != member.tls_certificate_sha256:
         raise AuthenticationError(
             f"TLS certificate of {node_id} is not the one pinned in the trust list"
         )
@@ -88,6 +109,103 @@ class FederationService(federation_pb2_grpc.FederationServicer):
         peer = tls_peer_node_id(context, self._node)
         receipt = await self._receiver.receive(Envelope.from_proto(request.envelope), peer)
         return pb.DeliverResponse(receipt=receipt.to_proto())
+
+    async def DeliverStream(
+        self,
+        requests: AsyncIterator[pb.DeliverStreamRequest],
+        context: grpc.aio.ServicerContext[Any, Any],
+    ) -> AsyncIterator[pb.DeliverStreamResponse]:
+        async with status_from_errors(context, self._node.log):
+            peer = tls_peer_node_id(context, self._node)
+        async for response in self._deliver_stream(requests, context, peer):
+            yield response
+
+    async def _deliver_stream(
+        self,
+        requests: AsyncIterator[pb.DeliverStreamRequest],
+        context: grpc.aio.ServicerContext[Any, Any],
+        peer: str,
+    ) -> AsyncIterator[pb.DeliverStreamResponse]:
+        """Receive the envelopes in batches of what has arrived; answer each batch.
+
+        A reader takes requests off the call while a batch is being stored, up
+        to STREAM_WINDOW requests and STREAM_BUFFER_BYTES ahead. A failure of
+        the call itself (a request that is not one, a peer no longer admitted)
+        ends it with that status; what was answered stays answered.
+        """
+        arrived: asyncio.Queue[pb.DeliverStreamRequest | BaseException | None] = asyncio.Queue(
+            STREAM_WINDOW
+        )
+        buffered = _Budget(STREAM_BUFFER_BYTES)
+
+        async def read() -> None:
+            nonlocal peer
+            trust = self._node.trust
+            try:
+                async for request in requests:
+                    if self._node.trust is not trust:
+                        # A new list may unpin the certificate or drop the member.
+                        trust = self._node.trust
+                        peer = tls_peer_node_id(context, self._node)
+                    await buffered.take(_size(request))
+                    await arrived.put(request)
+                await arrived.put(None)
+            except asyncio.CancelledError:
+                raise
+            except BaseException as exc:  # handed to the call, which ends with it
+                await arrived.put(exc)
+
+        reader = asyncio.create_task(read())
+        try:
+            ended: BaseException | None = None
+            while ended is None:
+                batch: list[pb.DeliverStreamRequest] = []
+                item = await arrived.get()
+                while isinstance(item, pb.DeliverStreamRequest):
+                    batch.append(item)
+                    if len(batch) == STREAM_WINDOW or arrived.empty():
+                        break
+                    item = arrived.get_nowait()
+                if not isinstance(item, pb.DeliverStreamRequest):
+                    ended = item or _END
+                answers = await self._stream_answers(batch, peer)
+                buffered.give(sum(_size(request) for request in batch))
+                for answer in answers:
+                    yield answer
+            if isinstance(ended, grpc.aio.AbortError):
+                raise ended  # the call's status is set already (a request not decoded)
+            if ended is not _END:
+                async with status_from_errors(context, self._node.log):
+                    raise ended
+        finally:
+            reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await reader
+
+    async def _stream_answers(
+        self, batch: list[pb.DeliverStreamRequest], peer: str
+    ) -> list[pb.DeliverStreamResponse]:
+        """Each envelope's answer: its receipt, or the refusal `Deliver` would raise."""
+        if not batch:
+            return []
+        envelopes = [Envelope.from_proto(request.envelope) for request in batch]
+        try:
+            outcomes = await self._receiver.receive_many(envelopes, peer)
+        except Exception:
+            self._node.log.exception("rpc.internal_error")
+            return [_refusal(r.sequence, grpc.StatusCode.INTERNAL, "internal error") for r in batch]
+        answers = []
+        for request, outcome in zip(batch, outcomes, strict=True):
+            if isinstance(outcome, ExchangeError):
+                code, message = status_of(outcome)
+                if code == grpc.StatusCode.INTERNAL:
+                    self._node.log.error("rpc.internal_error", error_type=type(outcome).__name__)
+                answers.append(_refusal(request.sequence, code, message))
+            else:
+                answers.append(
+                    pb.DeliverStreamResponse(sequence=request.sequence, receipt=outcome.to_proto())
+                )
+        return answers
 
     async def GetTrustList(
         self, request: pb.GetTrustListRequest, context: grpc.aio.ServicerContext[Any, Any]
@@ -183,3 +301,34 @@ class FederationService(federation_pb2_grpc.FederationServicer):
             )
 
         return await guarded(context, self._node.log, answer())
+
+
+def _refusal(sequence: int, code: grpc.StatusCode, message: str) -> pb.DeliverStreamResponse:
+    number: int = code.value[0]
+    return pb.DeliverStreamResponse(
+        sequence=sequence, refusal=pb.DeliveryRefusal(code=number, message=message)
+    )
+
+
+def _size(request: pb.DeliverStreamRequest) -> int:
+    envelope = request.envelope
+    return len(envelope.header) + len(envelope.sealed_payload) + len(envelope.signature)
+
+
+class _Budget:
+    """Bytes held at once, for one taker; a single request may exceed it while nothing is held."""
+
+    def __init__(self, limit: int) -> None:
+        self._limit = limit
+        self._held = 0
+        self._freed = asyncio.Event()
+
+    async def take(self, size: int) -> None:
+        while self._held and self._held + size > self._limit:
+            self._freed.clear()
+            await self._freed.wait()
+        self._held += size
+
+    def give(self, size: int) -> None:
+        self._held -= size
+        self._freed.set()

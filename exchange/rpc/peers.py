@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
-from collections.abc import Iterator
+import time
+from collections.abc import AsyncIterator, Iterator, Sequence
 
 import grpc
 
@@ -31,6 +33,13 @@ _UNREACHABLE = frozenset(
 
 # The largest notice (20 MiB) and what a request or an envelope adds around it.
 MAX_MESSAGE_BYTES = 24 * 1024 * 1024
+# What a DeliverStream call ends with, unanswered, at a peer that lacks the method:
+# UNIMPLEMENTED, or INTERNAL when the peer's answer overtakes a request still being
+# written (grpc.aio then reports "Internal error from Core" in place of the status).
+_NO_STREAM = frozenset({grpc.StatusCode.UNIMPLEMENTED, grpc.StatusCode.INTERNAL})
+# A peer that answered DeliverStream with UNIMPLEMENTED is served with unary
+# Deliver; asked again after this long, in case it was upgraded.
+UNARY_ONLY_SECONDS = 600.0
 
 
 def channel_options(node_id: str) -> list[tuple[str, object]]:
@@ -70,16 +79,20 @@ class PeerTransport:
     def __init__(self, credentials: grpc.ChannelCredentials) -> None:
         self._credentials = credentials
         self._channels: dict[tuple[str, str], grpc.aio.Channel] = {}
+        self._stubs: dict[tuple[str, str], federation_pb2_grpc.FederationAsyncStub] = {}
+        # (node id, endpoint) -> monotonic time until which it is served with unary Deliver.
+        self._unary_only: dict[tuple[str, str], float] = {}
 
     def _stub(self, peer: TrustedNode) -> federation_pb2_grpc.FederationAsyncStub:
         key = (peer.node_id, peer.endpoint)
-        channel = self._channels.get(key)
-        if channel is None:
+        stub = self._stubs.get(key)
+        if stub is None:
             channel = grpc.aio.secure_channel(
                 peer.endpoint, self._credentials, options=channel_options(peer.node_id)
             )
             self._channels[key] = channel
-        return federation_pb2_grpc.FederationStub(channel)
+            stub = self._stubs[key] = federation_pb2_grpc.FederationStub(channel)
+        return stub
 
     async def deliver(self, peer: TrustedNode, envelope: Envelope, timeout: float) -> SignedReceipt:
         with _reaching():
@@ -87,6 +100,58 @@ class PeerTransport:
                 pb.DeliverRequest(envelope=envelope.to_proto()), timeout=timeout
             )
         return SignedReceipt.from_proto(response.receipt)
+
+    async def deliver_many(
+        self, peer: TrustedNode, envelopes: Sequence[Envelope], timeout: float
+    ) -> list[SignedReceipt | PeerUnreachableError]:
+        """Deliver `envelopes` to `peer` over one DeliverStream call.
+
+        Returns, for each envelope in order, the peer's signed receipt or why
+        it was not delivered: the peer's refusal of that envelope or a failure
+        of the call, named by its status code as for `deliver`. A peer without
+        DeliverStream (see _NO_STREAM) is served with unary Deliver instead,
+        and remembered as such for UNARY_ONLY_SECONDS.
+
+        Args:
+            timeout: for the whole call (it must end within the outbox lease).
+        """
+        key = (peer.node_id, peer.endpoint)
+        if self._unary_only.get(key, 0.0) > time.monotonic():
+            return await self._deliver_each(peer, envelopes, timeout)
+        answers: dict[int, SignedReceipt | PeerUnreachableError] = {}
+
+        async def requests() -> AsyncIterator[pb.DeliverStreamRequest]:
+            for sequence, envelope in enumerate(envelopes):
+                yield pb.DeliverStreamRequest(sequence=sequence, envelope=envelope.to_proto())
+
+        failure = PeerUnreachableError("the peer ended the stream without answering")
+        try:
+            call = self._stub(peer).DeliverStream(requests(), timeout=timeout)
+            async for response in call:
+                if response.sequence >= len(envelopes) or response.sequence in answers:
+                    # It answered what it was not asked: stop there. Its answers so far
+                    # are receipts that the worker verifies one by one all the same.
+                    call.cancel()
+                    failure = PeerUnreachableError("the peer answered a sequence it was not sent")
+                    break
+                answers[response.sequence] = _outcome(response)
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() in _NO_STREAM and not answers:
+                self._unary_only[key] = time.monotonic() + UNARY_ONLY_SECONDS
+                return await self._deliver_each(peer, envelopes, timeout)
+            failure = PeerUnreachableError(f"{exc.code().name}: {exc.details()}")
+        return [answers.get(sequence, failure) for sequence in range(len(envelopes))]
+
+    async def _deliver_each(
+        self, peer: TrustedNode, envelopes: Sequence[Envelope], timeout: float
+    ) -> list[SignedReceipt | PeerUnreachableError]:
+        async def one(envelope: Envelope) -> SignedReceipt | PeerUnreachableError:
+            try:
+                return await self.deliver(peer, envelope, timeout)
+            except PeerUnreachableError as exc:
+                return exc
+
+        return list(await asyncio.gather(*(one(e) for e in envelopes)))
 
     async def audit_head(self, peer: TrustedNode, timeout: float) -> SignedTreeHead | None:
         """The peer's newest signed tree head, or None while it has signed none."""
@@ -167,5 +232,19 @@ class PeerTransport:
 
     async def close(self) -> None:
         channels, self._channels = self._channels, {}
+        self._stubs.clear()
         for channel in channels.values():
             await channel.close()
+
+
+def _outcome(response: pb.DeliverStreamResponse) -> SignedReceipt | PeerUnreachableError:
+    """One envelope's answer in a stream, as `deliver` would have ended."""
+    if response.HasField("receipt"):
+        return SignedReceipt.from_proto(response.receipt)
+    if not response.HasField("refusal"):
+        return PeerUnreachableError("the peer's answer carries neither receipt nor refusal")
+    name = _CODE_NAMES.get(response.refusal.code, "UNKNOWN")
+    return PeerUnreachableError(f"{name}: {response.refusal.message}")
+
+
+_CODE_NAMES = {code.value[0]: code.name for code in grpc.StatusCode}

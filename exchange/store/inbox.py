@@ -3,21 +3,25 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import Connection, Row, bindparam, insert, select, tuple_, update
 
 from exchange.envelope import Envelope, Header
 from exchange.receipt import SignedReceipt
-from exchange.store.notices import INCOMING, NoticeRecord, insert_notice, load_envelope
+from exchange.store.notices import INCOMING, NoticeRecord, insert_notices, load_envelope
 from exchange.store.tables import INBOX_EVENTS, NOTICES, RECEIPTS
 
 __all__ = [
     "InboxEvent",
+    "Incoming",
     "events_after",
     "get_incoming",
     "insert_event",
+    "insert_events",
     "insert_incoming",
+    "insert_incoming_many",
     "list_inbox",
     "own_receipt",
     "set_state",
@@ -81,6 +85,16 @@ def own_receipt(connection: Connection, message_id: str, node_id: str) -> Signed
     return None if row is None else SignedReceipt(bytes(row.body), bytes(row.signature))
 
 
+@dataclasses.dataclass(frozen=True)
+class Incoming:
+    """An authentic envelope to store as received, with the receipt this node signed."""
+
+    header: Header
+    envelope: Envelope
+    receipt: SignedReceipt
+    accepted: bool
+
+
 def insert_incoming(
     connection: Connection,
     *,
@@ -101,25 +115,53 @@ def insert_incoming(
     Raises:
         sqlalchemy.exc.IntegrityError: the message id is already stored.
     """
-    insert_notice(
+    insert_incoming_many(
         connection,
-        header,
-        envelope,
-        keep_payload=accepted,
-        direction=INCOMING,
-        state=RECEIVED if accepted else REJECTED,
+        [Incoming(header, envelope, receipt, accepted)],
+        node_id=node_id,
         received_at=received_at,
+    )
+
+
+def insert_incoming_many(
+    connection: Connection, incoming: Sequence[Incoming], *, node_id: str, received_at: int
+) -> None:
+    """`insert_incoming` for many envelopes, one statement per table for the lot.
+
+    Raises:
+        sqlalchemy.exc.IntegrityError: a message id is already stored.
+    """
+    if not incoming:
+        return
+    insert_notices(
+        connection,
+        [
+            (
+                item.header,
+                item.envelope,
+                item.accepted,
+                {
+                    "direction": INCOMING,
+                    "state": RECEIVED if item.accepted else REJECTED,
+                    "received_at": received_at,
+                },
+            )
+            for item in incoming
+        ],
     )
     connection.execute(
         _INSERT_RECEIPT,
-        {
-            "message_id": header.message_id,
-            "recipient_node_id": node_id,
-            "body": receipt.body,
-            "signature": receipt.signature,
-            "accepted": accepted,
-            "received_at": received_at,
-        },
+        [
+            {
+                "message_id": item.header.message_id,
+                "recipient_node_id": node_id,
+                "body": item.receipt.body,
+                "signature": item.receipt.signature,
+                "accepted": item.accepted,
+                "received_at": received_at,
+            }
+            for item in incoming
+        ],
     )
 
 
@@ -172,7 +214,12 @@ class InboxEvent:
 
 
 def insert_event(connection: Connection, event: InboxEvent) -> None:
-    connection.execute(_INSERT_EVENT, dataclasses.asdict(event))
+    insert_events(connection, [event])
+
+
+def insert_events(connection: Connection, events: Sequence[InboxEvent]) -> None:
+    if events:
+        connection.execute(_INSERT_EVENT, [dataclasses.asdict(event) for event in events])
 
 
 def events_after(connection: Connection, after: int, limit: int) -> list[InboxEvent]:

@@ -49,6 +49,7 @@ __all__ = [
     "set_deadline",
     "set_states",
     "waiting_withdrawal",
+    "waiting_withdrawals",
 ]
 
 WITHDRAWN = "withdrawn"
@@ -230,6 +231,28 @@ def waiting_withdrawal(connection: Connection, message_id: str, sender_node_id: 
     return None if row is None else str(row.message_id)
 
 
+# Built once: asked for every batch of notices received.
+_WAITING_WITHDRAWALS = select(NOTICES.c.in_reply_to).where(
+    NOTICES.c.in_reply_to.in_(bindparam("message_ids", expanding=True)),
+    NOTICES.c.kind == _WITHDRAWAL,
+    NOTICES.c.direction == INCOMING,
+    NOTICES.c.sender_node_id == bindparam("sender_node_id"),
+    NOTICES.c.state != "rejected",
+)
+
+
+def waiting_withdrawals(
+    connection: Connection, message_ids: list[str], sender_node_id: str
+) -> set[str]:
+    """Those of `message_ids` whose withdrawal by `sender_node_id` arrived before them."""
+    if not message_ids:
+        return set()
+    rows = connection.execute(
+        _WAITING_WITHDRAWALS, {"message_ids": message_ids, "sender_node_id": sender_node_id}
+    )
+    return {str(row.in_reply_to) for row in rows}
+
+
 def forwarded_copies(connection: Connection, message_id: str) -> list[tuple[str, tuple[str, ...]]]:
     """(message id, recipients) of the copies of `message_id` this node forwarded, still live."""
     rows = connection.execute(
@@ -242,10 +265,16 @@ def forwarded_copies(connection: Connection, message_id: str) -> list[tuple[str,
     return [(row.message_id, tuple(row.recipient_node_ids.split(","))) for row in rows]
 
 
+# Built once: set for every notice that asks for a response by a date (sent or received).
+_SET_DEADLINE = (
+    update(NOTICES)
+    .where(NOTICES.c.message_id == bindparam("of_message"))
+    .values(response_deadline=bindparam("deadline"))
+)
+
+
 def set_deadline(connection: Connection, message_id: str, deadline: int) -> None:
-    connection.execute(
-        update(NOTICES).where(NOTICES.c.message_id == message_id).values(response_deadline=deadline)
-    )
+    connection.execute(_SET_DEADLINE, {"of_message": message_id, "deadline": deadline})
 
 
 @dataclasses.dataclass(frozen=True)

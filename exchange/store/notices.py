@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from sqlalchemy import Connection, Row, bindparam, insert, select
@@ -18,6 +18,8 @@ __all__ = [
     "NoticeRecord",
     "find_notice",
     "insert_notice",
+    "insert_notices",
+    "known_message_ids",
     "load_envelope",
     "notice_columns",
     "notice_row",
@@ -71,6 +73,9 @@ class NoticeRecord:
 _INSERT_NOTICE = insert(NOTICES)
 _INSERT_ENVELOPE = insert(ENVELOPES)
 _FIND_NOTICE = select(NOTICES).where(NOTICES.c.message_id == bindparam("message_id"))
+_KNOWN_IDS = select(NOTICES.c.message_id).where(
+    NOTICES.c.message_id.in_(bindparam("message_ids", expanding=True))
+)
 _STORED_DIGEST = select(ENVELOPES.c.digest).where(ENVELOPES.c.message_id == bindparam("message_id"))
 _LOAD_ENVELOPE = select(
     ENVELOPES.c.header, ENVELOPES.c.sealed_payload, ENVELOPES.c.signature
@@ -142,22 +147,50 @@ def insert_notice(
     Raises:
         sqlalchemy.exc.IntegrityError: the message id is already stored.
     """
-    connection.execute(_INSERT_NOTICE, notice_row(header, columns))
+    insert_notices(connection, [(header, envelope, keep_payload, columns)])
+
+
+def insert_notices(
+    connection: Connection, rows: Sequence[tuple[Header, Envelope, bool, Mapping[str, Any]]]
+) -> None:
+    """`insert_notice` for many notices at once: (header, envelope, keep_payload, columns).
+
+    One statement per table for the lot (executemany), not two per notice.
+
+    Raises:
+        sqlalchemy.exc.IntegrityError: a message id is already stored.
+    """
+    if not rows:
+        return
+    connection.execute(
+        _INSERT_NOTICE,
+        [notice_row(header, columns) for header, _, _, columns in rows],
+    )
     connection.execute(
         _INSERT_ENVELOPE,
-        {
-            "message_id": header.message_id,
-            "header": envelope.header,
-            "sealed_payload": envelope.sealed_payload if keep_payload else b"",
-            "signature": envelope.signature,
-            "digest": envelope.digest(),
-        },
+        [
+            {
+                "message_id": header.message_id,
+                "header": envelope.header,
+                "sealed_payload": envelope.sealed_payload if keep_payload else b"",
+                "signature": envelope.signature,
+                "digest": envelope.digest(),
+            }
+            for header, envelope, keep_payload, _ in rows
+        ],
     )
 
 
 def find_notice(connection: Connection, message_id: str) -> NoticeRecord | None:
     row = connection.execute(_FIND_NOTICE, {"message_id": message_id}).one_or_none()
     return None if row is None else NoticeRecord.from_row(row)
+
+
+def known_message_ids(connection: Connection, message_ids: list[str]) -> set[str]:
+    """Those of `message_ids` that name a stored notice (either direction)."""
+    if not message_ids:
+        return set()
+    return set(connection.execute(_KNOWN_IDS, {"message_ids": message_ids}).scalars())
 
 
 def stored_digest(connection: Connection, message_id: str) -> bytes | None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from sqlalchemy import Connection, Row, insert, select, update
+from sqlalchemy import Connection, Row, bindparam, insert, select, update
 
 from exchange.store.tables import CLIENTS as _clients
 from exchange.store.tables import TRUST_LISTS as _trust
@@ -73,10 +73,12 @@ def insert_client(connection: Connection, record: ClientRecord) -> None:
     )
 
 
+# Built once: every authority call looks its client up.
+_FIND_CLIENT = select(_clients).where(_clients.c.client_id == bindparam("client_id"))
+
+
 def find_client(connection: Connection, client_id: str) -> ClientRecord | None:
-    row = connection.execute(
-        select(_clients).where(_clients.c.client_id == client_id)
-    ).one_or_none()
+    row = connection.execute(_FIND_CLIENT, {"client_id": client_id}).one_or_none()
     return None if row is None else _client(row)
 
 

@@ -109,6 +109,93 @@ class DeliverResponse(_message.Message):
 Global___DeliverResponse: _TypeAlias = DeliverResponse  # noqa: Y015
 
 @_typing.final
+class DeliverStreamRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SEQUENCE_FIELD_NUMBER: _builtins.int
+    ENVELOPE_FIELD_NUMBER: _builtins.int
+    sequence: _builtins.int
+    """Chosen by the sender to match the response to this request; unique
+    within the call.
+    """
+    @_builtins.property
+    def envelope(self) -> _envelope_pb2.SignedEnvelope: ...
+    def __init__(
+        self,
+        *,
+        sequence: _builtins.int = ...,
+        envelope: _envelope_pb2.SignedEnvelope | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["envelope", b"envelope"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["envelope", b"envelope", "sequence", b"sequence"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeliverStreamRequest: _TypeAlias = DeliverStreamRequest  # noqa: Y015
+
+@_typing.final
+class DeliverStreamResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SEQUENCE_FIELD_NUMBER: _builtins.int
+    RECEIPT_FIELD_NUMBER: _builtins.int
+    REFUSAL_FIELD_NUMBER: _builtins.int
+    sequence: _builtins.int
+    """The `sequence` of the request this answers."""
+    @_builtins.property
+    def receipt(self) -> _envelope_pb2.SignedReceipt:
+        """As `DeliverResponse.receipt`: accepted, or rejected with a reason."""
+
+    @_builtins.property
+    def refusal(self) -> Global___DeliveryRefusal:
+        """The envelope was refused, as `Deliver` would refuse it with an error."""
+
+    def __init__(
+        self,
+        *,
+        sequence: _builtins.int = ...,
+        receipt: _envelope_pb2.SignedReceipt | None = ...,
+        refusal: Global___DeliveryRefusal | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["outcome", b"outcome", "receipt", b"receipt", "refusal", b"refusal"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["outcome", b"outcome", "receipt", b"receipt", "refusal", b"refusal", "sequence", b"sequence"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_outcome: _TypeAlias = _typing.Literal["receipt", "refusal"]  # noqa: Y015
+    _WhichOneofArgType_outcome: _TypeAlias = _typing.Literal["outcome", b"outcome"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_outcome) -> _WhichOneofReturnType_outcome | None: ...
+
+Global___DeliverStreamResponse: _TypeAlias = DeliverStreamResponse  # noqa: Y015
+
+@_typing.final
+class DeliveryRefusal(_message.Message):
+    """Why one envelope of a stream was refused: what `Deliver` would have
+    answered as the call's status.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CODE_FIELD_NUMBER: _builtins.int
+    MESSAGE_FIELD_NUMBER: _builtins.int
+    code: _builtins.int
+    """A google.rpc.Code value (3 INVALID_ARGUMENT, 7 PERMISSION_DENIED, ...)."""
+    message: _builtins.str
+    def __init__(
+        self,
+        *,
+        code: _builtins.int = ...,
+        message: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["code", b"code", "message", b"message"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeliveryRefusal: _TypeAlias = DeliveryRefusal  # noqa: Y015
+
+@_typing.final
 class GetTrustListRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 

@@ -42,6 +42,11 @@ class FederationStub:
                 request_serializer=exchange_dot_v1_dot_federation__pb2.DeliverRequest.SerializeToString,
                 response_deserializer=exchange_dot_v1_dot_federation__pb2.DeliverResponse.FromString,
                 _registered_method=True)
+        self.DeliverStream = channel.stream_stream(
+                '/exchange.v1.Federation/DeliverStream',
+                request_serializer=exchange_dot_v1_dot_federation__pb2.DeliverStreamRequest.SerializeToString,
+                response_deserializer=exchange_dot_v1_dot_federation__pb2.DeliverStreamResponse.FromString,
+                _registered_method=True)
         self.GetTrustList = channel.unary_unary(
                 '/exchange.v1.Federation/GetTrustList',
                 request_serializer=exchange_dot_v1_dot_federation__pb2.GetTrustListRequest.SerializeToString,
@@ -97,6 +102,24 @@ class FederationServicer:
         recipient), FAILED_PRECONDITION (created too far in the future or too long
         ago), ALREADY_EXISTS (the message id belongs to another message),
         RESOURCE_EXHAUSTED (too large), UNAVAILABLE (store busy; retry).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeliverStream(self, request_iterator, context):
+        """Delivers many envelopes over one call (a backlog drain, a burst to one
+        peer): each request carries one envelope, and each is answered by one
+        response naming its `sequence`, in the order the envelopes are done, not
+        necessarily the order they were sent. Every envelope is checked as by
+        `Deliver` (its sender must be the TLS peer, checked once per call); one
+        that `Deliver` would refuse gets its own `refusal` and the others go on.
+
+        Errors that end the whole call: UNAUTHENTICATED (the TLS peer is not a
+        member, or not with the pinned certificate), INVALID_ARGUMENT (a request
+        that is not a DeliverStreamRequest), RESOURCE_EXHAUSTED (a request over
+        the message size limit). A node that predates this method answers
+        UNIMPLEMENTED: deliver with `Deliver` instead.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -169,6 +192,11 @@ def add_FederationServicer_to_server(servicer, server):
                     request_deserializer=exchange_dot_v1_dot_federation__pb2.DeliverRequest.FromString,
                     response_serializer=exchange_dot_v1_dot_federation__pb2.DeliverResponse.SerializeToString,
             ),
+            'DeliverStream': grpc.stream_stream_rpc_method_handler(
+                    servicer.DeliverStream,
+                    request_deserializer=exchange_dot_v1_dot_federation__pb2.DeliverStreamRequest.FromString,
+                    response_serializer=exchange_dot_v1_dot_federation__pb2.DeliverStreamResponse.SerializeToString,
+            ),
             'GetTrustList': grpc.unary_unary_rpc_method_handler(
                     servicer.GetTrustList,
                     request_deserializer=exchange_dot_v1_dot_federation__pb2.GetTrustListRequest.FromString,
@@ -233,6 +261,33 @@ class Federation:
             '/exchange.v1.Federation/Deliver',
             exchange_dot_v1_dot_federation__pb2.DeliverRequest.SerializeToString,
             exchange_dot_v1_dot_federation__pb2.DeliverResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeliverStream(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/exchange.v1.Federation/DeliverStream',
+            exchange_dot_v1_dot_federation__pb2.DeliverStreamRequest.SerializeToString,
+            exchange_dot_v1_dot_federation__pb2.DeliverStreamResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -55,6 +55,20 @@ class FederationStub:
     ago), ALREADY_EXISTS (the message id belongs to another message),
     RESOURCE_EXHAUSTED (too large), UNAVAILABLE (store busy; retry).
     """
+    DeliverStream: _grpc.StreamStreamMultiCallable[_federation_pb2.DeliverStreamRequest, _federation_pb2.DeliverStreamResponse]
+    """Delivers many envelopes over one call (a backlog drain, a burst to one
+    peer): each request carries one envelope, and each is answered by one
+    response naming its `sequence`, in the order the envelopes are done, not
+    necessarily the order they were sent. Every envelope is checked as by
+    `Deliver` (its sender must be the TLS peer, checked once per call); one
+    that `Deliver` would refuse gets its own `refusal` and the others go on.
+
+    Errors that end the whole call: UNAUTHENTICATED (the TLS peer is not a
+    member, or not with the pinned certificate), INVALID_ARGUMENT (a request
+    that is not a DeliverStreamRequest), RESOURCE_EXHAUSTED (a request over
+    the message size limit). A node that predates this method answers
+    UNIMPLEMENTED: deliver with `Deliver` instead.
+    """
     GetTrustList: _grpc.UnaryUnaryMultiCallable[_federation_pb2.GetTrustListRequest, _federation_pb2.GetTrustListResponse]
     """Returns the newest trust list this node holds."""
     GetAuditHead: _grpc.UnaryUnaryMultiCallable[_audit_pb2.GetAuditHeadRequest, _audit_pb2.GetAuditHeadResponse]
@@ -105,6 +119,20 @@ class FederationAsyncStub(FederationStub):
     recipient), FAILED_PRECONDITION (created too far in the future or too long
     ago), ALREADY_EXISTS (the message id belongs to another message),
     RESOURCE_EXHAUSTED (too large), UNAVAILABLE (store busy; retry).
+    """
+    DeliverStream: _aio.StreamStreamMultiCallable[_federation_pb2.DeliverStreamRequest, _federation_pb2.DeliverStreamResponse]  # type: ignore[assignment]
+    """Delivers many envelopes over one call (a backlog drain, a burst to one
+    peer): each request carries one envelope, and each is answered by one
+    response naming its `sequence`, in the order the envelopes are done, not
+    necessarily the order they were sent. Every envelope is checked as by
+    `Deliver` (its sender must be the TLS peer, checked once per call); one
+    that `Deliver` would refuse gets its own `refusal` and the others go on.
+
+    Errors that end the whole call: UNAUTHENTICATED (the TLS peer is not a
+    member, or not with the pinned certificate), INVALID_ARGUMENT (a request
+    that is not a DeliverStreamRequest), RESOURCE_EXHAUSTED (a request over
+    the message size limit). A node that predates this method answers
+    UNIMPLEMENTED: deliver with `Deliver` instead.
     """
     GetTrustList: _aio.UnaryUnaryMultiCallable[_federation_pb2.GetTrustListRequest, _federation_pb2.GetTrustListResponse]  # type: ignore[assignment]
     """Returns the newest trust list this node holds."""
@@ -159,6 +187,26 @@ class FederationServicer(metaclass=_abc_1.ABCMeta):
         recipient), FAILED_PRECONDITION (created too far in the future or too long
         ago), ALREADY_EXISTS (the message id belongs to another message),
         RESOURCE_EXHAUSTED (too large), UNAVAILABLE (store busy; retry).
+        """
+
+    @_abc_1.abstractmethod
+    def DeliverStream(
+        self,
+        request_iterator: _MaybeAsyncIterator[_federation_pb2.DeliverStreamRequest],
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_federation_pb2.DeliverStreamResponse], _abc.AsyncIterator[_federation_pb2.DeliverStreamResponse]]:
+        """Delivers many envelopes over one call (a backlog drain, a burst to one
+        peer): each request carries one envelope, and each is answered by one
+        response naming its `sequence`, in the order the envelopes are done, not
+        necessarily the order they were sent. Every envelope is checked as by
+        `Deliver` (its sender must be the TLS peer, checked once per call); one
+        that `Deliver` would refuse gets its own `refusal` and the others go on.
+
+        Errors that end the whole call: UNAUTHENTICATED (the TLS peer is not a
+        member, or not with the pinned certificate), INVALID_ARGUMENT (a request
+        that is not a DeliverStreamRequest), RESOURCE_EXHAUSTED (a request over
+        the message size limit). A node that predates this method answers
+        UNIMPLEMENTED: deliver with `Deliver` instead.
         """
 
     @_abc_1.abstractmethod
