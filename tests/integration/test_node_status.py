@@ -108,7 +108,9 @@ async def test_a_backlog_drain_is_followed_to_the_end(federation: Federation) ->
     await federation.start(xc.node_id)
     out, rest = await asyncio.wait_for(follower.communicate(), 120)
     assert follower.returncode is not None
-    drained = subprocess.CompletedProcess([], follower.returncode, out.decode(), first + rest.decode())
+    drained = subprocess.CompletedProcess(
+        [], follower.returncode, out.decode(), first + rest.decode()
+    )
     assert drained.returncode == 0, drained.stderr
     assert "the outbox is drained" in drained.stdout
     assert drained.stderr.splitlines()[-1].startswith(
