@@ -48,7 +48,7 @@ from exchange.errors import (
     VerificationError,
 )
 from exchange.receipt import Receipt, SignedReceipt, verify_receipt
-from exchange.runtime import NodeContext, Signal
+from exchange.runtime import NodeContext
 from exchange.store import audit_log, inbox, outbox
 from exchange.store.notices import load_envelope
 from exchange.trust import TrustedNode
@@ -123,6 +123,19 @@ class DeliveryWorker:
         self._context = context
         self._transport = transport
         self._config = context.config.delivery
+        # Set by `finish`: claim nothing more.
+        self._stopping = asyncio.Event()
+        self._loops: list[asyncio.Task[None]] = []
+
+    async def finish(self, grace: float) -> None:
+        """Stop claiming, and give the batches in flight up to `grace` seconds to end.
+
+        What is still unrecorded when the task is then cancelled goes back to the
+        outbox at once (see `_attempt`), for the next start or another process.
+        """
+        self._stopping.set()
+        if self._loops:
+            await asyncio.wait(self._loops, timeout=grace)
 
     async def run(self) -> None:
         """Deliver forever; cancel the task to stop (claimed rows return after their lease).
@@ -130,12 +143,18 @@ class DeliveryWorker:
         Nothing ends the loop but cancellation: a store that is unavailable is
         waited for with backoff, and a failed attempt only reschedules its row.
         """
-        await asyncio.gather(*(self._run() for _ in range(PIPELINE)))
+        self._loops = [asyncio.ensure_future(self._run()) for _ in range(PIPELINE)]
+        try:
+            await asyncio.gather(*self._loops)
+        finally:
+            for loop in self._loops:
+                loop.cancel()
+            await asyncio.gather(*self._loops, return_exceptions=True)
 
     async def _run(self) -> None:
         context = self._context
         outages = 0
-        while True:
+        while not self._stopping.is_set():
             snapshot = context.outbox_changed.snapshot()
             try:
                 if await self.run_once():
@@ -154,7 +173,19 @@ class DeliveryWorker:
             wait = IDLE_WAIT_SECONDS
             if due is not None:
                 wait = (due - to_millis(context.clock.now())) / 1000
-            await Signal.wait(snapshot, min(max(wait, 0.01), IDLE_WAIT_SECONDS))
+            await self._idle(snapshot, min(max(wait, 0.01), IDLE_WAIT_SECONDS))
+
+    async def _idle(self, snapshot: asyncio.Event, timeout: float) -> None:
+        """Until the outbox changes, `timeout` passes, or the worker is told to finish."""
+        waits = {
+            asyncio.ensure_future(snapshot.wait()),
+            asyncio.ensure_future(self._stopping.wait()),
+        }
+        try:
+            await asyncio.wait(waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiting in waits:
+                waiting.cancel()
 
     async def run_once(self) -> int:
         """Claim and attempt one batch of due rows; returns how many were attempted."""
@@ -180,9 +211,19 @@ class DeliveryWorker:
         return len(items)
 
     async def _attempt(self, items: list[outbox.OutboxItem]) -> None:
-        """One delivery attempt of one peer's rows; never raises (but for cancellation)."""
+        """One delivery attempt of one peer's rows; never raises (but for cancellation).
+
+        Cancelled (the node stops) before its outcomes are recorded, it puts its
+        rows back at once instead of leaving them leased: whether or not the peer
+        got them, sending them again is safe (a repeat gets the same receipt).
+        """
         try:
             await self._commit(await self._try(items))
+        except asyncio.CancelledError:
+            released = asyncio.ensure_future(self._release(items))
+            with contextlib.suppress(Exception, asyncio.CancelledError):
+                await asyncio.shield(released)
+            raise
         except StoreUnavailableError as exc:
             # The outcomes could not be recorded: the leases run out and the rows are
             # tried again (the recipient answers a repeat with the same receipt).
@@ -260,6 +301,12 @@ class DeliveryWorker:
                 return exc
 
         return list(await asyncio.gather(*(one(item) for item in items)))
+
+    async def _release(self, items: list[outbox.OutboxItem]) -> None:
+        now = to_millis(self._context.clock.now())
+        ids = [item.outbox_id for item in items]
+        released = await self._context.store.write(lambda c: outbox.release(c, ids, now))
+        self._context.log.info("delivery.released", rows=released)
 
     def _checked(
         self, item: outbox.OutboxItem, signed: SignedReceipt, now: dt.datetime

@@ -163,6 +163,7 @@ class Node:
     refusals: RefusalAudit | None = None
     # To load keys rotated in while running (exchange node rotate-keys).
     _passphrase: bytes | None = None
+    _worker: DeliveryWorker | None = None
     # The Prometheus endpoint, when [metrics] listen is set.
     _metrics: MetricsEndpoint | None = None
     # PostgreSQL: this process's session (change notifications, leadership); None on SQLite.
@@ -336,9 +337,8 @@ class Node:
             )
         )
         if deliver:
-            self._tasks.append(
-                asyncio.create_task(DeliveryWorker(context, self._transport).run(), name="delivery")
-            )
+            self._worker = DeliveryWorker(context, self._transport)
+            self._tasks.append(asyncio.create_task(self._worker.run(), name="delivery"))
         if self.config.metrics.listen:
             self._metrics = await asyncio.to_thread(self._serve_metrics)
         context.log.info(
@@ -361,9 +361,16 @@ class Node:
         return self._metrics.port if self._metrics else None
 
     async def stop(self, grace: float = 5.0) -> None:
-        """Stop gracefully: refuse new calls, finish those in flight, stop the worker."""
+        """Stop gracefully: refuse new calls, and within `grace` seconds let the calls
+        and deliveries in flight finish; deliveries still unrecorded then go back to
+        the outbox at once (they are sent again at the next start)."""
+        finishing = []
         if self._servers is not None:
-            await self._servers.stop(grace)
+            finishing.append(self._servers.stop(grace))
+        if self._worker is not None:
+            finishing.append(self._worker.finish(grace))
+            self._worker = None
+        await asyncio.gather(*finishing)
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:

@@ -285,6 +285,27 @@ def revoke_key(
     return _write_draft(directory, base, version, {**base.nodes, node_id: node}, now)
 
 
+def remove_node(directory: Path, node_id: str, *, now: dt.datetime) -> TrustList:
+    """Take a node out of the federation in the draft of the next version: suspended.
+
+    It stays listed, keys and all, so that what it signed before (receipts,
+    audit heads, notices on record) can still be verified; but no member sends
+    to it or accepts anything from it once the version is adopted.
+
+    Raises:
+        NotFoundError: the node is not in the trust list.
+        ValidationError: it is suspended already.
+    """
+    version, base = _draft_base(directory)
+    listed = base.nodes.get(node_id)
+    if listed is None:
+        raise NotFoundError(f"node {node_id} is not in the trust list")
+    if not listed.active:
+        raise ValidationError("node_id", f"{node_id} is suspended already")
+    suspended = dataclasses.replace(listed, active=False)
+    return _write_draft(directory, base, version, {**base.nodes, node_id: suspended}, now)
+
+
 def sign_draft(directory: Path, steward: str, passphrase: bytes | None) -> SignedTrustList:
     """Add one steward's signature to the draft."""
     layout = FederationLayout(directory)

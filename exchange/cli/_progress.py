@@ -1,8 +1,8 @@
 """Progress of long admin operations: a rich bar on a terminal, plain lines otherwise.
 
 Both go to stderr, so a command's `--json` output on stdout stays parseable. Plain
-lines (for logs, CI, `systemd-run`) are written at most every few seconds, and once
-at the end, so a long operation neither floods a log nor looks hung.
+lines (for logs, CI, `systemd-run`) are written at the start, at most every few
+seconds, and once at the end, so a long operation neither floods a log nor looks hung.
 """
 
 from __future__ import annotations
@@ -39,6 +39,8 @@ class _PlainLines:
         self._interval = interval
         self._done = 0
         self._started = self._last = time.monotonic()
+        # A first line at once: what is to be done is known before the first interval.
+        self._line()
 
     def advance(self, count: int) -> None:
         self._done += count

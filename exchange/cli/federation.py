@@ -72,8 +72,15 @@ def revoke_key(
     at: Annotated[
         str, typer.Option(help="Revocation time, ISO 8601 with offset; default now.")
     ] = "",
+    yes: Annotated[bool, typer.Option("--yes", help="Do not ask for confirmation.")] = False,
 ) -> None:
     """Revoke a node key in the draft: what it signs after --at is refused."""
+    if not yes:
+        typer.confirm(
+            f"Revoke key {key_id} of {node_id}? Once published, whatever it signs after "
+            "the revocation time is refused by every node.",
+            abort=True,
+        )
     now = SystemClock().now()
     try:
         when = dt.datetime.fromisoformat(at) if at else now
@@ -88,6 +95,26 @@ def revoke_key(
         f"draft v{draft.version}: key {key_id} of {node_id} revoked from {when.isoformat()}; "
         "now sign it"
     )
+
+
+@app.command("remove-node")
+def remove_node(
+    directory: Directory,
+    node_id: Annotated[str, typer.Argument(help="The node to take out of the federation.")],
+    yes: Annotated[bool, typer.Option("--yes", help="Do not ask for confirmation.")] = False,
+) -> None:
+    """Suspend a node in the draft: no member sends to it or accepts from it once adopted.
+
+    It stays listed so that what it signed before can still be verified.
+    """
+    if not yes:
+        typer.confirm(
+            f"Take {node_id} out of the federation? Once published, no node sends it "
+            "anything or accepts anything from it.",
+            abort=True,
+        )
+    draft = admin.remove_node(directory, node_id, now=SystemClock().now())
+    console.print(f"draft v{draft.version}: {node_id} suspended; now sign it")
 
 
 @app.command()

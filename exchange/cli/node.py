@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import time
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -12,11 +13,13 @@ import typer
 from exchange.admin import backup as backups
 from exchange.admin import node as admin
 from exchange.admin.node_status import node_status
-from exchange.cli._output import console, print_json, table
+from exchange.cli._output import console, fail, print_json, table
 from exchange.cli._progress import Advance, progress
 from exchange.clients import ROLES
 from exchange.clock import SystemClock, from_millis
 from exchange.config import passphrase_from_env
+from exchange.store import node_state
+from exchange.store.engine import Store
 
 app = typer.Typer(help="Create and administer a node.")
 
@@ -168,6 +171,43 @@ def status(
             for p in report.peers
         ],
     )
+
+
+@app.command("wait-drained")
+def wait_drained(
+    directory: Directory,
+    timeout: Annotated[
+        float, typer.Option(help="Give up after this many seconds (0: wait as long as it takes).")
+    ] = 0.0,
+    interval: Annotated[float, typer.Option(help="Seconds between looks at the outbox.")] = 1.0,
+) -> None:
+    """Follow a backlog drain (after an outage, say) until no notice waits, with progress.
+
+    Reads the node's store while the node delivers; exits 1 if notices still wait
+    when --timeout ends.
+    """
+    store = admin.open_store(directory)
+    try:
+        waiting = _waiting(store)
+        began = time.monotonic()
+        with progress("notices delivered of the backlog", waiting) as advance:
+            while waiting:
+                if timeout and time.monotonic() - began > timeout:
+                    break
+                time.sleep(interval)
+                now_waiting = _waiting(store)
+                # New submissions may join the backlog; only what left it is progress.
+                advance(max(waiting - now_waiting, 0))
+                waiting = now_waiting
+    finally:
+        store.dispose()
+    if waiting:
+        fail(f"{waiting:,} notices still waiting after {timeout:g} s")
+    console.print("the outbox is drained")
+
+
+def _waiting(store: Store) -> int:
+    return sum(b.pending for b in store.read(node_state.outbox_backlog))
 
 
 @app.command("update-trust")

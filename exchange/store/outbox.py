@@ -31,6 +31,7 @@ __all__ = [
     "insert_outgoing",
     "next_due_at",
     "record_receipt",
+    "release",
     "release_leases",
     "replace_envelope",
     "retry_later",
@@ -421,6 +422,20 @@ def _delivery(row: Any) -> DeliveryRecord:
         last_error=row.last_error,
         receipt=None if row.body is None else SignedReceipt(bytes(row.body), bytes(row.signature)),
     )
+
+
+def release(connection: Connection, outbox_ids: list[int], now: int) -> int:
+    """Put claimed rows back at once (a stopping worker's unfinished ones); how many.
+
+    Only pending rows are released: one whose outcome was recorded meanwhile stays
+    ended. While a lease lasts no other worker can have claimed the row.
+    """
+    result = connection.execute(
+        update(OUTBOX)
+        .where(OUTBOX.c.id.in_(outbox_ids), OUTBOX.c.state == PENDING, OUTBOX.c.lease_until > 0)
+        .values(lease_until=0, updated_at=now)
+    )
+    return result.rowcount
 
 
 def release_leases(connection: Connection, now: int) -> int:

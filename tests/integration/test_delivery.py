@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 from google.protobuf.duration_pb2 import Duration
+from sqlalchemy import Connection, select
 
 from exchange._encoding import encode
 from exchange._proto.exchange.v1 import authority_pb2 as apb
@@ -29,6 +30,7 @@ from exchange.harness import samples
 from exchange.receipt import Receipt, SignedReceipt
 from exchange.rpc.peers import PeerTransport
 from exchange.runtime import NodeContext
+from exchange.store.tables import OUTBOX
 from exchange.trust import TrustedNode
 from tests.conftest import DatabaseFactory
 from tests.live import Federation, start_federation
@@ -185,3 +187,40 @@ async def test_the_worker_waits_out_an_unavailable_store(
         node.context.store = real
     assert failures["left"] == 0
     assert (await _recipient(federation, sent.message_id)).state == apb.DELIVERY_STATE_DELIVERED
+
+
+class Hanging:
+    """A peer that never answers: an attempt in flight when the node is told to stop."""
+
+    def __init__(self) -> None:
+        self.sending = asyncio.Event()
+
+    async def deliver(self, peer: TrustedNode, envelope: Envelope, timeout: float) -> SignedReceipt:
+        self.sending.set()
+        await asyncio.Event().wait()
+        raise AssertionError("unreachable")
+
+
+async def test_a_stopping_worker_puts_back_what_it_could_not_finish(
+    manual: tuple[Federation, ManualClock],
+) -> None:
+    federation, _ = manual
+    sent = await federation.client(0).submit(_referral(federation.sim(1).node_id))
+    hanging = Hanging()
+    worker = _worker(federation, hanging)
+    running = asyncio.create_task(worker.run())
+    await asyncio.wait_for(hanging.sending.wait(), 10)  # hang protection only
+    store = federation.node(0).context.store
+
+    def leases(connection: Connection) -> list[int]:
+        return [int(v) for v in connection.execute(select(OUTBOX.c.lease_until)).scalars()]
+
+    assert all(lease > 0 for lease in await store.read(leases)), "claimed while in flight"
+    # The grace period ends with the attempt still in flight: the task is cancelled.
+    await worker.finish(grace=0.1)
+    running.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await running
+    assert await store.read(leases) == [0], "put back, not left to its lease"
+    pending = await _recipient(federation, sent.message_id)
+    assert (pending.state, pending.attempts) == (apb.DELIVERY_STATE_PENDING, 0)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -14,7 +16,7 @@ from exchange.errors import NotFoundError, ValidationError
 from exchange.identity import NodeIdentity
 from exchange.layout import FederationLayout, NodeLayout
 from exchange.store import audit_log
-from tests.integration.test_cli import refused
+from tests.integration.test_cli import refused, run
 
 NOW = dt.datetime(2026, 3, 1, 12, 0, tzinfo=dt.UTC)
 DAY = dt.timedelta(days=1)
@@ -145,10 +147,65 @@ def test_the_commands_refuse_bad_input_naming_it(admitted: tuple[Path, Path]) ->
     federation, node = admitted
     key_id = _enrolled(node, "signing")
     assert "at: must be an ISO 8601 time" in refused(
-        "federation", "revoke-key", federation, "xa-police", key_id, "--at", "yesterday"
+        "federation", "revoke-key", federation, "xa-police", key_id, "--at", "yesterday", "--yes"
     )
     assert "at: must carry a UTC offset" in refused(
-        "federation", "revoke-key", federation, "xa-police", key_id, "--at", "2026-03-01T12:00"
+        "federation",
+        "revoke-key",
+        federation,
+        "xa-police",
+        key_id,
+        "--at",
+        "2026-03-01T12:00",
+        "--yes",
     )
     assert "--signing, --sealing, --oprf or several" in refused("node", "rotate-keys", node)
     assert not FederationLayout(federation).draft.exists()
+
+
+def test_removing_a_node_suspends_it_in_the_draft_and_keeps_its_keys(
+    admitted: tuple[Path, Path],
+) -> None:
+    federation, _ = admitted
+    published = federation_admin.latest_published(federation)[1].trust_list.nodes["xa-police"]
+    draft = federation_admin.remove_node(federation, "xa-police", now=NOW + DAY)
+    removed = draft.nodes["xa-police"]
+    assert removed.active is False
+    assert draft.active_node("xa-police") is None
+    # What it signed before stays verifiable: its keys are still listed.
+    assert removed.signing_keys == published.signing_keys
+    assert draft.version == 3
+
+
+def test_removing_an_unknown_or_suspended_node_is_refused(admitted: tuple[Path, Path]) -> None:
+    federation, _ = admitted
+    with pytest.raises(NotFoundError, match="xz-unknown is not in the trust list"):
+        federation_admin.remove_node(federation, "xz-unknown", now=NOW)
+    assert not FederationLayout(federation).draft.exists()
+    federation_admin.remove_node(federation, "xa-police", now=NOW)
+    with pytest.raises(ValidationError, match="suspended already"):
+        federation_admin.remove_node(federation, "xa-police", now=NOW)
+
+
+@pytest.mark.slow
+def test_destructive_federation_commands_ask_first(admitted: tuple[Path, Path]) -> None:
+    federation, node = admitted
+    key_id = _enrolled(node, "signing")
+    for command in (
+        ("federation", "remove-node", federation, "xa-police"),
+        ("federation", "revoke-key", federation, "xa-police", key_id),
+    ):
+        declined = subprocess.run(
+            [sys.executable, "-m", "exchange", *map(str, command)],
+            input="n\n",
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert declined.returncode == 1, declined
+        assert "Aborted" in declined.stdout + declined.stderr
+        assert not FederationLayout(federation).draft.exists(), "nothing changed when declined"
+    removed = run("federation", "remove-node", federation, "xa-police", "--yes")
+    assert removed.returncode == 0, removed.stderr
+    assert "xa-police suspended" in removed.stdout

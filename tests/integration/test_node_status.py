@@ -74,3 +74,45 @@ async def test_a_stopped_node_is_reported_as_not_answering(federation: Federatio
     assert report["health"].startswith("not answering")
     # The store still tells the rest.
     assert report["audit_entries"] >= 1
+
+
+async def test_a_backlog_drain_is_followed_to_the_end(federation: Federation) -> None:
+    xa, xc = federation.sim(0), federation.sim(2)
+    await federation.crash(xc.node_id)
+    for i in range(3):
+        await federation.client(0).submit(
+            samples.case_referral([xc.node_id], f"XA-2026-098{i}", "Backlog.")
+        )
+
+    def follow(timeout: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "exchange", "node", "wait-drained", str(xa.directory),
+             "--timeout", timeout, "--interval", "0.2"],
+            capture_output=True, text=True, timeout=120, check=False,
+        )  # fmt: skip
+
+    stuck = await asyncio.to_thread(follow, "1")
+    assert stuck.returncode == 1
+    assert "3 notices still waiting after 1 s" in stuck.stderr
+    assert "notices delivered of the backlog: 0/3 (0%) stopped" in stuck.stderr
+
+    # The follower has looked (its first line names the backlog) before XC comes back.
+    follower = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "exchange", "node", "wait-drained", str(xa.directory),
+        "--timeout", "60", "--interval", "0.2",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    assert follower.stderr is not None
+    first = (await follower.stderr.readline()).decode()
+    assert first.startswith("notices delivered of the backlog: 0/3 (0%)")
+    await federation.start(xc.node_id)
+    out, rest = await asyncio.wait_for(follower.communicate(), 120)
+    assert follower.returncode is not None
+    drained = subprocess.CompletedProcess(
+        [], follower.returncode, out.decode(), first + rest.decode()
+    )
+    assert drained.returncode == 0, drained.stderr
+    assert "the outbox is drained" in drained.stdout
+    assert drained.stderr.splitlines()[-1].startswith(
+        "notices delivered of the backlog: 3/3 (100%) done"
+    )

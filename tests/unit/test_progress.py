@@ -17,8 +17,9 @@ def test_off_a_terminal_lines_are_throttled_and_the_last_says_done() -> None:
     with progress("purging", 1_000, out=out, interval=3600) as advance:
         for _ in range(10):
             advance(100)
-    (line,) = out.getvalue().splitlines()
-    assert line.startswith("purging: 1,000/1,000 (100%) done")
+    first, last = out.getvalue().splitlines()
+    assert first.startswith("purging: 0/1,000 (0%) ...")
+    assert last.startswith("purging: 1,000/1,000 (100%) done")
 
 
 def test_every_advance_is_a_line_when_the_interval_is_zero() -> None:
@@ -27,7 +28,7 @@ def test_every_advance_is_a_line_when_the_interval_is_zero() -> None:
         advance(3)
         advance(4)
     lines = out.getvalue().splitlines()
-    assert [line.split(" ")[1] for line in lines] == ["3", "7", "7"]
+    assert [line.split(" ")[1] for line in lines] == ["0", "3", "7", "7"]
     assert lines[-1].split(" ")[2] == "done"
 
 
@@ -35,7 +36,7 @@ def test_an_operation_that_ends_short_of_its_total_says_where_it_stopped() -> No
     out = io.StringIO()
     with progress("verifying", 10, out=out, interval=3600) as advance:
         advance(4)
-    assert out.getvalue().startswith("verifying: 4/10 (40%) stopped")
+    assert out.getvalue().splitlines()[-1].startswith("verifying: 4/10 (40%) stopped")
 
 
 def test_a_failed_operation_does_not_claim_to_be_done() -> None:
