@@ -10,9 +10,12 @@ that traffic, while the scenario's own checks show each recipient read them.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import pytest
 
 from exchange.envelope import Envelope
+from exchange.errors import PeerUnreachableError
 from exchange.harness.scenario import PREMISES, VICTIM, Scenario
 from exchange.receipt import SignedReceipt
 from exchange.rpc.peers import PeerTransport
@@ -24,7 +27,7 @@ async def test_no_personal_or_case_value_crosses_the_wire_in_clear(
     federation: Federation, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     wire: list[bytes] = []
-    deliver = PeerTransport.deliver
+    deliver, deliver_many = PeerTransport.deliver, PeerTransport.deliver_many
 
     async def capturing(
         self: PeerTransport, peer: TrustedNode, envelope: Envelope, timeout: float
@@ -35,7 +38,21 @@ async def test_no_personal_or_case_value_crosses_the_wire_in_clear(
         wire.append(receipt.to_proto().SerializeToString())
         return receipt
 
+    async def capturing_many(
+        self: PeerTransport, peer: TrustedNode, envelopes: Sequence[Envelope], timeout: float
+    ) -> list[SignedReceipt | PeerUnreachableError]:
+        # The messages of a DeliverStream call, and the receipts it streams back.
+        wire.extend(envelope.to_proto().SerializeToString() for envelope in envelopes)
+        answers = await deliver_many(self, peer, envelopes, timeout)
+        wire.extend(
+            answer.to_proto().SerializeToString()
+            for answer in answers
+            if isinstance(answer, SignedReceipt)
+        )
+        return answers
+
     monkeypatch.setattr(PeerTransport, "deliver", capturing)
+    monkeypatch.setattr(PeerTransport, "deliver_many", capturing_many)
     report = await Scenario(federation.nodes, federation, timeout=20).run()
     failed = [check for check in report.checks if not check.passed]
     assert not failed, failed
