@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+from pathlib import Path
 
 import grpc
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
-from exchange import notices
+from exchange import notices, pki
 from exchange._proto.exchange.v1 import federation_pb2, federation_pb2_grpc, notices_pb2
 from exchange.envelope import Envelope, Handling, Header, sign_envelope
 from exchange.harness import samples
 from exchange.ids import new_message_id
-from exchange.keys import ed25519_key_id
+from exchange.keys import ed25519_key_id, load_ec
+from exchange.layout import FederationLayout
 from exchange.node import Node
 from exchange.rpc.peers import channel_options
 from exchange.seal import SUITE, SealRecipient, seal
@@ -123,3 +126,27 @@ async def refused_trust_list_call(
         except grpc.aio.AioRpcError as refused:
             return refused
     raise AssertionError(f"{target} answered GetTrustList")
+
+
+def stranger_credentials(federation_directory: Path) -> grpc.ChannelCredentials:
+    """mTLS credentials with a certificate of the federation's own CA naming no member."""
+    layout = FederationLayout(federation_directory)
+    ca = pki.load_certificate(layout.ca_certificate.read_bytes())
+    key = pki.new_tls_key()
+    certificate = pki.issue_node_certificate(
+        node_id="zz-stranger",
+        federation_id="opsc-simulation",
+        public_key=key.public_key(),
+        ca_certificate=ca,
+        ca_key=load_ec(layout.ca_key, None),
+        now=dt.datetime.now(dt.UTC),
+    )
+    return grpc.ssl_channel_credentials(
+        root_certificates=pki.pem(ca),
+        private_key=key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        ),
+        certificate_chain=pki.pem(certificate),
+    )

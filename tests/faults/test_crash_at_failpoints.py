@@ -23,8 +23,6 @@ import datetime as dt
 import os
 import random
 import uuid
-from collections.abc import Iterator
-from pathlib import Path
 
 import grpc
 import pytest
@@ -33,27 +31,15 @@ from exchange import _wire
 from exchange._proto.exchange.v1 import authority_pb2 as apb
 from exchange._proto.exchange.v1 import notices_pb2 as npb
 from exchange.harness import samples
-from tests.conftest import DatabaseFactory
 from tests.faults.processes import (
     ProcessFederation,
     assert_exactly_once,
     delivered,
-    start_processes,
 )
 
 SENDER, RECIPIENT = 0, 1
 ITERATIONS = int(os.environ.get("EXCHANGE_CRASH_ITERATIONS", "2"))
 SEED = int(os.environ.get("EXCHANGE_CRASH_SEED", str(random.SystemRandom().randrange(1 << 30))))
-
-
-@pytest.fixture
-def processes(tmp_path: Path, databases: DatabaseFactory) -> Iterator[ProcessFederation]:
-    """XA and XB, set up but not started."""
-    federation = start_processes(tmp_path, databases)
-    try:
-        yield federation
-    finally:
-        federation.close()
 
 
 def referral(federation: ProcessFederation, request_id: str) -> apb.SubmitNoticeRequest:

@@ -12,29 +12,17 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
 from exchange.harness import samples
-from tests.conftest import DatabaseFactory
-from tests.faults.processes import ProcessFederation, assert_exactly_once, start_processes
+from tests.faults.processes import ProcessFederation, assert_exactly_once
 
 pytestmark = pytest.mark.slow
 
 SENDER, RECIPIENT = 0, 1
 NOTICES = 120
 ROUNDS = 5
-
-
-@pytest.fixture
-def processes(tmp_path: Path, databases: DatabaseFactory) -> Iterator[ProcessFederation]:
-    federation = start_processes(tmp_path, databases)
-    try:
-        yield federation
-    finally:
-        federation.close()
 
 
 async def terminate(federation: ProcessFederation, index: int) -> int | None:

@@ -14,17 +14,13 @@ from typing import Any
 
 import grpc
 import pytest
-from cryptography.hazmat.primitives import serialization
 
-from exchange import pki
 from exchange._proto.exchange.v1 import envelope_pb2, federation_pb2, federation_pb2_grpc
 from exchange.clock import ManualClock
 from exchange.delivery import DeliveryWorker
 from exchange.envelope import Envelope, Header
 from exchange.errors import PeerUnreachableError
 from exchange.harness import samples
-from exchange.keys import load_ec
-from exchange.layout import FederationLayout
 from exchange.node import Node
 from exchange.receipt import Receipt, SignedReceipt, verify_receipt
 from exchange.rpc import federation as federation_rpc
@@ -35,7 +31,12 @@ from exchange.store.notices import find_notice
 from exchange.trust import TrustedNode
 from tests.conftest import DatabaseFactory
 from tests.live import Federation, start_federation
-from tests.peers import craft_envelope, deliver_stream_as, referral_notice
+from tests.peers import (
+    craft_envelope,
+    deliver_stream_as,
+    referral_notice,
+    stranger_credentials,
+)
 
 START = dt.datetime.now(dt.UTC).replace(microsecond=0)
 
@@ -319,26 +320,7 @@ async def test_a_stream_from_a_stranger_is_refused_as_a_whole(
 ) -> None:
     """A certificate of the federation CA naming no member: nothing read, nothing audited."""
     a, b = federation.node(0), federation.node(1)
-    layout = FederationLayout(tmp_path / "federation")
-    ca = pki.load_certificate(layout.ca_certificate.read_bytes())
-    key = pki.new_tls_key()
-    certificate = pki.issue_node_certificate(
-        node_id="zz-stranger",
-        federation_id="opsc-simulation",
-        public_key=key.public_key(),
-        ca_certificate=ca,
-        ca_key=load_ec(layout.ca_key, None),
-        now=dt.datetime.now(dt.UTC),
-    )
-    stranger = grpc.ssl_channel_credentials(
-        root_certificates=pki.pem(ca),
-        private_key=key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        ),
-        certificate_chain=pki.pem(certificate),
-    )
+    stranger = stranger_credentials(tmp_path / "federation")
     envelope = craft_envelope(a, [b.context.node_id], referral_notice())
     before = await b.context.store.read(audit_log.size)
     async with grpc.aio.secure_channel(

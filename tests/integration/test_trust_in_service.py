@@ -9,14 +9,12 @@ from pathlib import Path
 
 import grpc
 import pytest
-from cryptography.hazmat.primitives import serialization
 
-from exchange import pki
 from exchange.admin import federation as federation_admin
 from exchange.admin import node as node_admin
 from exchange.clock import ManualClock
 from exchange.harness import samples
-from exchange.keys import load_ec, load_ed25519
+from exchange.keys import load_ed25519
 from exchange.layout import FederationLayout
 from exchange.store import audit_log
 from exchange.trust import SignedTrustList, sign_trust_list
@@ -27,6 +25,7 @@ from tests.peers import (
     deliver_as,
     referral_notice,
     refused_trust_list_call,
+    stranger_credentials,
 )
 
 
@@ -93,27 +92,7 @@ async def test_a_certificate_of_the_federation_ca_for_a_stranger_is_refused(
 ) -> None:
     """Only listed members get past TLS: a stranger's call touches no store (no audit)."""
     b = federation.node(1)
-    layout = FederationLayout(tmp_path / "federation")
-    ca_key = load_ec(layout.ca_key, None)
-    ca = pki.load_certificate(layout.ca_certificate.read_bytes())
-    key = pki.new_tls_key()
-    certificate = pki.issue_node_certificate(
-        node_id="zz-stranger",
-        federation_id="opsc-simulation",
-        public_key=key.public_key(),
-        ca_certificate=ca,
-        ca_key=ca_key,
-        now=dt.datetime.now(dt.UTC),
-    )
-    credentials = grpc.ssl_channel_credentials(
-        root_certificates=pki.pem(ca),
-        private_key=key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        ),
-        certificate_chain=pki.pem(certificate),
-    )
+    credentials = stranger_credentials(tmp_path / "federation")
     before = await b.context.store.read(audit_log.size)
     refused = await refused_trust_list_call(b, credentials)
     assert refused.code() == grpc.StatusCode.UNAUTHENTICATED
