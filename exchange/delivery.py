@@ -305,7 +305,7 @@ class DeliveryWorker:
     async def _release(self, items: list[outbox.OutboxItem]) -> None:
         now = to_millis(self._context.clock.now())
         ids = [item.outbox_id for item in items]
-        released = await self._context.store.write(lambda c: outbox.release(c, ids, now))
+        released = await self._context.store.write(lambda c: outbox.release(c, now, ids))
         self._context.log.info("delivery.released", rows=released)
 
     def _checked(

@@ -184,8 +184,8 @@ def _submitted(c: _Counters, seen: _Seen) -> None:
 
 def _delivered(c: _Counters, seen: _Seen) -> None:
     c.delivered.labels(seen.kind, seen.peer).inc()
-    if seen.since_created is not None:
-        c.delivery_latency.observe(seen.since_created)
+    if (latency := seen.since_created) is not None:
+        c.delivery_latency.observe(latency)
 
 
 def _failed(c: _Counters, seen: _Seen) -> None:
@@ -199,8 +199,8 @@ def _attempt_failed(c: _Counters, seen: _Seen) -> None:
 
 def _received(c: _Counters, seen: _Seen) -> None:
     c.received.labels(seen.kind, seen.peer).inc()
-    if seen.since_created is not None:
-        c.receive_latency.observe(seen.since_created)
+    if (latency := seen.since_created) is not None:
+        c.receive_latency.observe(latency)
 
 
 def _rejected(c: _Counters, seen: _Seen) -> None:

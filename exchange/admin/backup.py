@@ -117,7 +117,7 @@ def restore(directory: Path, source: Path, *, now: dt.datetime) -> BackupSummary
         _pg_restore(url, source)
     store = Store.open(config.database_url())
     try:
-        store.write(lambda c: outbox.release_leases(c, to_millis(now)))
+        store.write(lambda c: outbox.release(c, to_millis(now)))
         revision = migrate.current_revision(store)
         size, root = store.read(_audit_head)
     finally:

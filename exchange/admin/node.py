@@ -40,6 +40,7 @@ __all__ = [
     "list_clients",
     "migrate_node",
     "open_store",
+    "pending_migrations",
     "purge",
     "revoke_client",
     "rotate_keys",
@@ -268,30 +269,27 @@ def _audit_rotation(directory: Path, details: dict[str, str], now: dt.datetime |
         store.dispose()
 
 
+def pending_migrations(directory: Path) -> int:
+    """How many schema revisions `migrate_node` would apply."""
+    store = open_store(directory)
+    try:
+        return migrate.pending_revisions(store)
+    finally:
+        store.dispose()
+
+
 def migrate_node(
-    directory: Path, *, on_progress: Callable[[int, int], None] | None = None
+    directory: Path, *, on_revision: Callable[[], None] | None = None
 ) -> tuple[str | None, str]:
     """Migrate the node's store to the newest schema; returns (before, after).
 
     Args:
-        on_progress: called with (revisions applied, revisions to apply), first
-            with none applied, then after each.
+        on_revision: called after each revision is applied.
     """
     store = open_store(directory)
     try:
         before = migrate.current_revision(store)
-        pending = migrate.pending_revisions(store)
-        applied = 0
-        if on_progress is not None:
-            on_progress(applied, pending)
-
-        def one_more() -> None:
-            nonlocal applied
-            applied += 1
-            if on_progress is not None:
-                on_progress(applied, pending)
-
-        migrate.upgrade(store, on_revision=one_more)
+        migrate.upgrade(store, on_revision=on_revision)
         return before, migrate.head_revision()
     finally:
         store.dispose()

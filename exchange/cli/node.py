@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import time
 from pathlib import Path
@@ -14,7 +13,7 @@ from exchange.admin import backup as backups
 from exchange.admin import node as admin
 from exchange.admin.node_status import node_status
 from exchange.cli._output import console, fail, print_json, table
-from exchange.cli._progress import Advance, progress
+from exchange.cli._progress import progress
 from exchange.clients import ROLES
 from exchange.clock import SystemClock, from_millis
 from exchange.config import passphrase_from_env
@@ -64,34 +63,14 @@ def init(
 @app.command()
 def migrate(directory: Directory) -> None:
     """Bring the node's database schema to the newest version."""
-    with contextlib.ExitStack() as stack:
-        advance: Advance | None = None
-        done = 0
-
-        def step(applied: int, pending: int) -> None:
-            nonlocal advance, done
-            if advance is None:
-                advance = stack.enter_context(progress("migrating the store", pending))
-            advance(applied - done)
-            done = applied
-
-        before, after = admin.migrate_node(directory, on_progress=step)
+    with progress("migrating the store", admin.pending_migrations(directory)) as advance:
+        before, after = admin.migrate_node(directory, on_revision=lambda: advance(1))
     console.print(f"schema {before or 'empty'} -> {after}")
 
 
 def _print_backup(summary: backups.BackupSummary, verb: str, as_json: bool) -> None:
     if as_json:
-        print_json(
-            {
-                "path": str(summary.path),
-                "engine": summary.engine,
-                "node_id": summary.node_id,
-                "audit_size": summary.audit_size,
-                "audit_root": summary.audit_root,
-                "schema_revision": summary.schema_revision,
-                "size_bytes": summary.size_bytes,
-            }
-        )
+        print_json({**dataclasses.asdict(summary), "path": str(summary.path)})
         return
     console.print(
         f"{verb} {summary.path} ({summary.engine}, {summary.size_bytes:,} bytes): "

@@ -32,7 +32,6 @@ __all__ = [
     "next_due_at",
     "record_receipt",
     "release",
-    "release_leases",
     "replace_envelope",
     "retry_later",
     "superseded_envelopes",
@@ -424,29 +423,19 @@ def _delivery(row: Any) -> DeliveryRecord:
     )
 
 
-def release(connection: Connection, outbox_ids: list[int], now: int) -> int:
-    """Put claimed rows back at once (a stopping worker's unfinished ones); how many.
+def release(connection: Connection, now: int, outbox_ids: list[int] | None = None) -> int:
+    """Put claimed rows back at once; how many.
+
+    Args:
+        outbox_ids: a stopping worker's unfinished rows; None for every leased row,
+            which only a store no process serves from may ask (after a restore, the
+            leases belong to processes now gone).
 
     Only pending rows are released: one whose outcome was recorded meanwhile stays
     ended. While a lease lasts no other worker can have claimed the row.
     """
-    result = connection.execute(
-        update(OUTBOX)
-        .where(OUTBOX.c.id.in_(outbox_ids), OUTBOX.c.state == PENDING, OUTBOX.c.lease_until > 0)
-        .values(lease_until=0, updated_at=now)
-    )
-    return result.rowcount
-
-
-def release_leases(connection: Connection, now: int) -> int:
-    """Make every pending row claimable at once: their leases belong to processes now gone.
-
-    Only for a store no process serves from (after a restore): a lease is how a
-    running worker keeps its rows to itself.
-    """
-    result = connection.execute(
-        update(OUTBOX)
-        .where(OUTBOX.c.state == PENDING, OUTBOX.c.lease_until > 0)
-        .values(lease_until=0, updated_at=now)
-    )
+    leased = [OUTBOX.c.state == PENDING, OUTBOX.c.lease_until > 0]
+    if outbox_ids is not None:
+        leased.append(OUTBOX.c.id.in_(outbox_ids))
+    result = connection.execute(update(OUTBOX).where(*leased).values(lease_until=0, updated_at=now))
     return result.rowcount
