@@ -240,8 +240,15 @@ class DeliveryWorker:
             )
             now = self._context.clock.now()
             error = f"internal error ({type(exc).__name__})"
-            with contextlib.suppress(StoreUnavailableError):
+            try:
                 await self._commit([_Outcome(item, now, error) for item in items])
+            except Exception as unrecorded:  # never out of here: the worker must go on
+                # Their leases run out and the rows are tried again.
+                self._context.log.warning(
+                    "delivery.unrecorded",
+                    message_ids=[item.message_id for item in items],
+                    error=f"{type(unrecorded).__name__}: {unrecorded}",
+                )
 
     async def _try(self, items: list[outbox.OutboxItem]) -> list[_Outcome]:
         """Send one peer's due rows; how each attempt ended (nothing recorded yet)."""

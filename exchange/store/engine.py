@@ -29,7 +29,7 @@ from typing import Any, TypeVar
 
 from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import DBAPIError, OperationalError, PendingRollbackError
 
 from exchange.errors import ConfigError, StoreUnavailableError
 from exchange.store import coordination
@@ -153,6 +153,10 @@ class Store:
                     coordination.send_marked(connection)
         except DBAPIError as exc:
             raise _unavailable(exc) or exc from exc
+        except PendingRollbackError as exc:
+            # The connection died inside the transaction (a write of a group commit caught
+            # the driver's error in its savepoint): nothing of it is committed.
+            raise StoreUnavailableError("database connection lost; retry") from exc
 
     def hold_serving(self) -> Callable[[], None]:
         """Claim the store for one `serve` process; returns the release.

@@ -38,8 +38,6 @@ from tests.peers import (
     stranger_credentials,
 )
 
-START = dt.datetime.now(dt.UTC).replace(microsecond=0)
-
 
 def _message_id(envelope: Envelope) -> str:
     return Header.from_bytes(envelope.header).message_id
@@ -154,7 +152,7 @@ async def test_an_impersonated_sender_inside_a_stream_is_refused(federation: Fed
 async def manual(
     tmp_path: Path, databases: DatabaseFactory
 ) -> AsyncIterator[tuple[Federation, ManualClock, PeerTransport]]:
-    clock = ManualClock(START)
+    clock = ManualClock(dt.datetime.now(dt.UTC).replace(microsecond=0))
     running = await start_federation(tmp_path, databases, clocks={"xa-police": clock})
     # XA delivers only when the test says so.
     await running.crash("xa-police")

@@ -35,14 +35,12 @@ from exchange.trust import TrustedNode
 from tests.conftest import DatabaseFactory
 from tests.live import Federation, start_federation
 
-START = dt.datetime.now(dt.UTC).replace(microsecond=0)
-
 
 @pytest.fixture
 async def manual(
     tmp_path: Path, databases: DatabaseFactory
 ) -> AsyncIterator[tuple[Federation, ManualClock]]:
-    clock = ManualClock(START)
+    clock = ManualClock(dt.datetime.now(dt.UTC).replace(microsecond=0))
     running = await start_federation(tmp_path, databases, clocks={"xa-police": clock})
     # XA delivers only when the test says so.
     await running.crash("xa-police")
