@@ -33,6 +33,7 @@ from tests.faults.processes import (
     DEADLINE_SECONDS,
     ProcessFederation,
     assert_exactly_once,
+    delivered,
     start_processes,
 )
 
@@ -168,6 +169,25 @@ async def submit_twice_at_once(federation: ProcessFederation, pairs: int) -> lis
     return ids
 
 
+async def submit_to_both(federation: ProcessFederation, wave: int, waves: int) -> list[str]:
+    """XA's referrals to XB in waves, each delivered before the next is submitted.
+
+    Each wave is a new call on XA's channel, which round_robin gives to the next of
+    XB's processes once both are connected. A burst drained in one or two calls
+    may all land on one process, or all before the second connection is up; so
+    this goes on past `waves` until both processes stored some (or the deadline).
+    """
+    ids: list[str] = []
+    deadline = time.monotonic() + DEADLINE_SECONDS
+    while len(ids) < wave * waves or len(set(stored_by(federation).values())) < 2:
+        if time.monotonic() > deadline:
+            raise AssertionError(f"one process of XB stored all {len(ids)} notices")
+        sent = await submit(federation, A, 0, wave, f"XA-SCALE-{len(ids) // wave}")
+        await delivered(federation, A, sent)
+        ids.extend(sent)
+    return ids
+
+
 def check_watchers(
     federation: ProcessFederation, opened: list[Watcher], message_ids: set[str]
 ) -> dict[int, int]:
@@ -202,7 +222,7 @@ async def test_two_processes_of_one_node_deliver_and_watch_exactly_once(
     await federation.start(A)
     async with watchers(federation) as opened:
         to_b, from_b0, from_b1, twice = await asyncio.gather(
-            submit(federation, A, 0, 60, "XA-SCALE"),
+            submit_to_both(federation, wave=10, waves=6),
             submit(federation, B, 0, 15, "XB0-SCALE"),
             submit(federation, B, 1, 15, "XB1-SCALE"),
             submit_twice_at_once(federation, 5),
@@ -262,7 +282,7 @@ async def test_sessions_come_back_after_their_connections_are_killed(
         while len(after := _sessions(url)) != 2 or after & before:
             assert time.monotonic() < deadline, f"sessions not back: {after} (were {before})"
             await asyncio.sleep(0.2)
-        second = await submit(federation, A, 0, 20, "XA-AFTER")
+        second = await submit_to_both(federation, wave=5, waves=4)
         await assert_exactly_once(federation, A, B, [*first, *second])
         for watcher in opened:
             await watcher.wait_for({*first, *second})
