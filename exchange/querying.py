@@ -122,7 +122,9 @@ class Querier:
         self, peer: TrustedNode, wanted: list[Identifier], timeout: float
     ) -> list[Answer]:
         try:
-            found = await asyncio.wait_for(self._hits(peer, wanted, timeout), timeout)
+            # Not asyncio.wait_for, which on Python 3.11 can swallow the call's cancellation.
+            async with asyncio.timeout(timeout):
+                found = await self._hits(peer, wanted, timeout)
         except (PeerUnreachableError, AuditError, OprfError, TimeoutError) as exc:
             reason = "no answer within the deadline" if isinstance(exc, TimeoutError) else str(exc)
             return [

@@ -44,8 +44,16 @@ class Signal:
 
     @staticmethod
     async def wait(snapshot: asyncio.Event, timeout: float) -> None:
+        """Until `snapshot` is set or `timeout` seconds pass; a cancellation always cancels.
+
+        Not `asyncio.wait_for`: on Python 3.11 it returns normally when the event
+        is set in the same turn as the task is cancelled, and a node's stop then
+        waits on a loop that never ends. `asyncio.timeout` tells its own
+        cancellation from another's.
+        """
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(snapshot.wait(), timeout)
+            async with asyncio.timeout(timeout):
+                await snapshot.wait()
 
 
 @dataclasses.dataclass

@@ -10,8 +10,8 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import datetime as dt
-import io
 import sys
+import traceback
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -29,10 +29,20 @@ SLOW_STOP_SECONDS = 10
 
 
 def _task_stacks() -> str:
-    out = io.StringIO()
+    """Every task's and thread's stack, to show what a stop that hangs waits on."""
+    # Not Task.print_stack: linecache raises on a frame whose line number is None.
+    lines = []
     for task in asyncio.all_tasks():
-        task.print_stack(file=out)
-    return out.getvalue()
+        lines.append(repr(task))
+        lines.extend(
+            f"  {frame.f_code.co_filename}:{frame.f_lineno} in {frame.f_code.co_name}"
+            for frame in task.get_stack()
+        )
+    # Store calls run in threads: what they wait on is in their own stacks.
+    for thread_id, frame in sys._current_frames().items():
+        lines.append(f"thread {thread_id}:")
+        lines.extend("  " + line.rstrip() for line in traceback.format_stack(frame))
+    return "\n".join(lines)
 
 
 @dataclasses.dataclass
