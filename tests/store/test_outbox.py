@@ -54,9 +54,16 @@ def submit(
 
 
 def claim(
-    store: Store, *, now: int, limit: int = 10, lease: int = LEASE
+    store: Store,
+    *,
+    now: int,
+    limit: int = 10,
+    lease: int = LEASE,
+    max_bytes: int = outbox.CLAIM_BYTES,
 ) -> list[outbox.OutboxItem]:
-    return store.write(lambda c: outbox.claim_due(c, now=now, lease_ms=lease, limit=limit))
+    return store.write(
+        lambda c: outbox.claim_due(c, now=now, lease_ms=lease, limit=limit, max_bytes=max_bytes)
+    )
 
 
 def claimed(items: list[outbox.OutboxItem]) -> list[tuple[str, str]]:
@@ -192,6 +199,49 @@ def test_claim_due_breaks_ties_by_row_id(store, notices):
     items = claim(store, now=T0)
 
     assert claimed(items) == [(signed.message_id, NODE_XC), (signed.message_id, NODE_XB)]
+
+
+def _size(signed: Signed) -> int:
+    return len(signed.envelope.header) + len(signed.envelope.sealed_payload)
+
+
+def test_claim_due_stops_before_the_batch_passes_its_bytes(store, notices):
+    first, second, third = (notices.envelope() for _ in range(3))
+    for signed in (first, second, third):
+        submit(store, signed)
+    budget = _size(first) + _size(second) + _size(third) - 1
+
+    items = claim(store, now=T0, limit=10, max_bytes=budget)
+
+    assert claimed(items) == [(first.message_id, NODE_XB), (second.message_id, NODE_XB)]
+    # The one left is not leased: the next batch takes it.
+    assert claimed(claim(store, now=T0, limit=10, max_bytes=budget)) == [
+        (third.message_id, NODE_XB)
+    ]
+
+
+def test_claim_due_takes_one_row_larger_than_the_budget(store, notices):
+    first, second = notices.envelope(), notices.envelope()
+    submit(store, first)
+    submit(store, second)
+
+    items = claim(store, now=T0, limit=10, max_bytes=1)
+
+    assert claimed(items) == [(first.message_id, NODE_XB)]
+    assert items[0].envelope == first.envelope
+
+
+def test_claim_due_counts_an_envelope_once_for_all_its_recipients(store, notices):
+    both = notices.envelope(recipients=(NODE_XB, NODE_XC))
+    other = notices.envelope()
+    submit(store, both)
+    submit(store, other)
+
+    items = claim(store, now=T0, limit=10, max_bytes=_size(both))
+
+    assert claimed(items) == [(both.message_id, NODE_XB), (both.message_id, NODE_XC)]
+    assert items[0].envelope == items[1].envelope == both.envelope
+    assert items[1].envelope_digest == both.envelope.digest()
 
 
 def test_claim_due_skips_rows_not_yet_due(store, notices):
