@@ -245,19 +245,18 @@ def claim_due(
     rows left are claimed by the next batch.
     """
     rows = connection.execute(_DUE, {"now": now, "limit": limit}).all()
-    taken = []
     counted: set[str] = set()
     total = 0
-    for row in rows:
+    for index, row in enumerate(rows):
         size = 0 if row.message_id in counted else int(row.size)
-        if taken and total + size > max_bytes:
+        if index and total + size > max_bytes:
+            rows = rows[:index]
             break
-        taken.append(row)
         counted.add(row.message_id)
         total += size
-    if not taken:
+    if not rows:
         return []
-    connection.execute(_LEASE, {"ids": [row.id for row in taken], "lease_until": now + lease_ms})
+    connection.execute(_LEASE, {"ids": [row.id for row in rows], "lease_until": now + lease_ms})
     envelopes = {
         row.message_id: (
             Envelope(bytes(row.header), bytes(row.sealed_payload), bytes(row.signature)),
@@ -275,7 +274,7 @@ def claim_due(
             envelope=envelopes[row.message_id][0],
             envelope_digest=envelopes[row.message_id][1],
         )
-        for row in taken
+        for row in rows
     ]
 
 
