@@ -15,8 +15,10 @@ from rich.table import Table
 
 __all__ = ["console", "fail", "print_json", "print_message", "table"]
 
-console = Console()
-_errors = Console(stderr=True)
+# Messages are not wrapped at the console's width (80 columns when piped): a
+# script or a log then finds each on one line; a terminal wraps them itself.
+console = Console(soft_wrap=True)
+_errors = Console(stderr=True, soft_wrap=True)
 
 
 def fail(message: str) -> NoReturn:
