@@ -17,12 +17,30 @@ import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
+from exchange.harness import setup
 from exchange.store import migrate
 from exchange.store.engine import Store
 
 POSTGRES_URL = os.environ.get("EXCHANGE_TEST_POSTGRES_URL", "")
 REQUIRE_POSTGRES = os.environ.get("EXCHANGE_REQUIRE_POSTGRES") == "1"
 ENGINES = ["sqlite", "postgresql"]
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Under pytest-xdist, each worker hands out loopback ports from its own slice.
+
+    Set in the environment, so node processes and simulations a test starts
+    inherit it.
+    """
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    if not worker.startswith("gw"):
+        return
+    count = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    index = int(worker.removeprefix("gw"))
+    ports = setup.harness_ports()
+    size = len(ports) // count
+    low = ports.start + index * size
+    os.environ[setup.PORTS_VARIABLE] = f"{low}-{low + size - 1}"
 
 
 def _postgres_admin_url() -> str:

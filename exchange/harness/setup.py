@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import os
 import random
 import socket
 from collections.abc import Callable, Sequence
@@ -46,9 +47,29 @@ peer_check_interval_seconds = 2.0
 # Below Linux's ephemeral range (32768-60999): a port handed out here is not
 # also picked by the kernel for an outgoing connection before the node binds it.
 _PORTS = range(20000, 32000)
+# "LOW-HIGH" (inclusive), a part of _PORTS: processes that set up federations at
+# the same time (the test suite's workers) each take their own part, so that one
+# never hands out a port the other has handed out but not yet bound.
+PORTS_VARIABLE = "EXCHANGE_HARNESS_PORTS"
 
 
 _handed_out: set[int] = set()
+
+
+def harness_ports() -> range:
+    """The ports `free_port` hands out: `_PORTS`, or the part PORTS_VARIABLE names."""
+    value = os.environ.get(PORTS_VARIABLE, "")
+    if not value:
+        return _PORTS
+    low, sep, high = value.partition("-")
+    if not (sep and low.isdigit() and high.isdigit()):
+        raise ValueError(f"{PORTS_VARIABLE}={value!r}: expected LOW-HIGH, e.g. 20000-25999")
+    ports = range(int(low), int(high) + 1)
+    if not ports or ports.start < _PORTS.start or ports.stop > _PORTS.stop:
+        raise ValueError(
+            f"{PORTS_VARIABLE}={value!r}: expected a range within {_PORTS.start}-{_PORTS.stop - 1}"
+        )
+    return ports
 
 
 def free_port() -> int:
@@ -57,8 +78,9 @@ def free_port() -> int:
     Never the same port twice in one process: a port handed out is bound only
     later, when its node starts, and must not be handed out again meanwhile.
     """
+    ports = harness_ports()
     for _ in range(100):
-        port = random.choice(_PORTS)  # noqa: S311 (not a secret)
+        port = random.choice(ports)  # noqa: S311 (not a secret)
         if port in _handed_out:
             continue
         _handed_out.add(port)
