@@ -36,9 +36,13 @@ def pytest_configure(config: pytest.Config) -> None:
     if not worker.startswith("gw"):
         return
     count = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
-    index = int(worker.removeprefix("gw"))
+    # A worker that replaces a crashed one counts on (gw2 for two workers): it takes
+    # the slice of the one it replaces, free now that that one is gone.
+    index = int(worker.removeprefix("gw")) % count
     ports = setup.harness_ports()
     size = len(ports) // count
+    if size == 0:
+        raise pytest.UsageError(f"{count} workers are more than the {len(ports)} harness ports")
     low = ports.start + index * size
     os.environ[setup.PORTS_VARIABLE] = f"{low}-{low + size - 1}"
 

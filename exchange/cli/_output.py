@@ -51,4 +51,4 @@ def table(title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> 
         view.add_column(column)
     for row in rows:
         view.add_row(*(str(cell) for cell in row))
-    console.print(view)
+    console.print(view, soft_wrap=False)  # a table is laid out to the width, title centred

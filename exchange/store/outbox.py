@@ -76,6 +76,7 @@ _DUE = (
         OUTBOX.c.recipient_node_id,
         OUTBOX.c.attempts,
         NOTICES.c.expires_at,
+        # What a batch holds in memory: the signature and digest add 96 bytes.
         (func.length(ENVELOPES.c.header) + func.length(ENVELOPES.c.sealed_payload)).label("size"),
     )
     .join(NOTICES, NOTICES.c.message_id == OUTBOX.c.message_id)

@@ -169,17 +169,24 @@ async def submit_twice_at_once(federation: ProcessFederation, pairs: int) -> lis
     return ids
 
 
+def _writers(federation: ProcessFederation, message_ids: list[str]) -> set[int]:
+    """The processes of XB that stored some of `message_ids`."""
+    wanted = set(message_ids)
+    return {instance for m, instance in stored_by(federation).items() if m in wanted}
+
+
 async def submit_to_both(federation: ProcessFederation, wave: int, waves: int) -> list[str]:
     """XA's referrals to XB in waves, each delivered before the next is submitted.
 
     Each wave is a new call on XA's channel, which round_robin gives to the next of
     XB's processes once both are connected. A burst drained in one or two calls
     may all land on one process, or all before the second connection is up; so
-    this goes on past `waves` until both processes stored some (or the deadline).
+    this goes on past `waves` until both processes stored some of this call's
+    notices (or the deadline).
     """
     ids: list[str] = []
     deadline = time.monotonic() + DEADLINE_SECONDS
-    while len(ids) < wave * waves or len(set(stored_by(federation).values())) < 2:
+    while len(ids) < wave * waves or len(_writers(federation, ids)) < 2:
         if time.monotonic() > deadline:
             raise AssertionError(f"one process of XB stored all {len(ids)} notices")
         sent = await submit(federation, A, 0, wave, f"XA-SCALE-{len(ids) // wave}")
