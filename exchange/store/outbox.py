@@ -38,11 +38,11 @@ __all__ = [
 ]
 
 PENDING = "pending"
+DELIVERED = "delivered"
+FAILED = "failed"
 # At most this many bytes of envelopes in one claimed batch (64 rows of bulk
 # referrals near the 24 MiB limit would otherwise be held at once, 1.5 GiB).
 CLAIM_BYTES = 32 * 2**20
-DELIVERED = "delivered"
-FAILED = "failed"
 
 
 @dataclasses.dataclass(frozen=True)
