@@ -21,6 +21,12 @@ dropped; a crash between send and commit only means one more (idempotent)
 delivery after the lease runs out: the recipient answers a repeat with the
 receipt it gave first. Two batches are in flight at once, so that one is sent
 while the other's outcomes are committed; the leases keep them apart.
+
+A submission does not wait for a claim: while the worker has room, the
+submitter inserts its rows already leased to it and hands them over once they
+are committed (`lease_for`, `hand_over`), which saves a write transaction on
+the path of every notice. The rows are in the outbox all the same: should the
+process die first, they are claimed when their lease ends.
 """
 
 from __future__ import annotations
@@ -53,11 +59,13 @@ from exchange.store import audit_log, inbox, outbox
 from exchange.store.notices import load_envelope
 from exchange.trust import TrustedNode
 
-__all__ = ["BatchTransport", "DeliveryTransport", "DeliveryWorker", "backoff"]
+__all__ = ["BatchTransport", "DeliveryTransport", "DeliveryWorker", "Lease", "backoff"]
 
 IDLE_WAIT_SECONDS = 5.0
 # Batches in flight at once (each claimed, sent and committed in turn).
 PIPELINE = 2
+# Batches of rows handed over by submissions in flight at once; more wait and go together.
+PIPELINE_HANDED = 4
 
 
 class DeliveryTransport(Protocol):
@@ -116,6 +124,21 @@ class _Outcome:
     receipt: Receipt | None = None
 
 
+@dataclasses.dataclass(frozen=True)
+class Lease:
+    """Outbox rows promised to this process's worker (`DeliveryWorker.lease_for`)."""
+
+    until: int  # epoch ms: the rows' lease_until
+    rows: int
+    size: int  # bytes of their envelope
+
+
+@dataclasses.dataclass(frozen=True)
+class _Handed:
+    lease: Lease
+    items: Sequence[outbox.OutboxItem]
+
+
 class DeliveryWorker:
     """Sends due outbox rows until cancelled."""
 
@@ -126,6 +149,71 @@ class DeliveryWorker:
         # Set by `finish`: claim nothing more.
         self._stopping = asyncio.Event()
         self._loops: list[asyncio.Task[None]] = []
+        # Rows committed by submissions in this process, leased to this worker.
+        self._handed: list[_Handed] = []
+        # Rows and envelope bytes promised or handed over and not yet sent: bounded
+        # like a claimed batch (batch_size rows, outbox.CLAIM_BYTES).
+        self._waiting_rows = 0
+        self._waiting_bytes = 0
+        self._sending: set[asyncio.Task[None]] = set()  # attempts of handed rows
+        self._ended = False
+
+    def lease_for(self, rows: int, size: int, now: int) -> Lease | None:
+        """A lease for the `rows` outbox rows of one envelope of `size` bytes about to
+        be inserted, or None if the worker has no room for them.
+
+        The caller inserts its rows with that lease (no other worker claims them)
+        and calls `hand_over` once its transaction has ended, committed or not.
+        With no room (or while the worker stops), rows are inserted due and
+        claimed like any other. As for a claim, one submission is taken whatever
+        its size when nothing else waits.
+        """
+        if self._stopping.is_set():
+            return None
+        if self._waiting_rows and (
+            self._waiting_rows + rows > self._config.batch_size
+            or self._waiting_bytes + size > outbox.CLAIM_BYTES
+        ):
+            return None
+        self._waiting_rows += rows
+        self._waiting_bytes += size
+        return Lease(now + int(self._config.lease_seconds * 1000), rows, size)
+
+    def hand_over(self, lease: Lease, items: Sequence[outbox.OutboxItem]) -> None:
+        """The committed rows of `lease` (none if the transaction failed)."""
+        if not items:
+            self._waiting_rows -= lease.rows
+            self._waiting_bytes -= lease.size
+            return
+        if self._ended:
+            # Committed after the worker stopped: sent when their lease ends.
+            self._context.log.warning("delivery.handed_after_stop", rows=len(items))
+            return
+        self._handed.append(_Handed(lease, items))
+        self._send_handed()
+
+    def _send_handed(self) -> None:
+        """Attempt the handed rows at once, or with the next ones if enough are in flight."""
+        if self._handed and len(self._sending) < PIPELINE_HANDED:
+            handed, self._handed = self._handed, []
+            self._waiting_rows -= sum(h.lease.rows for h in handed)
+            self._waiting_bytes -= sum(h.lease.size for h in handed)
+            batch = [item for h in handed for item in h.items]
+            # A row that waited out most of its lease is claimable by others (and by
+            # our own claims, once due): left to them rather than sent twice at once.
+            soon = to_millis(self._context.clock.now()) + int(
+                self._config.attempt_timeout_seconds * 1000
+            )
+            sending = asyncio.ensure_future(
+                self._attempt_by_peer([i for i in batch if i.lease_until > soon])
+            )
+            self._sending.add(sending)
+            sending.add_done_callback(self._sent)
+
+    def _sent(self, task: asyncio.Task[None]) -> None:
+        self._sending.discard(task)
+        if not self._ended:
+            self._send_handed()
 
     async def finish(self, grace: float) -> None:
         """Stop claiming, and give the batches in flight up to `grace` seconds to end.
@@ -134,8 +222,9 @@ class DeliveryWorker:
         outbox at once (see `_attempt`), for the next start or another process.
         """
         self._stopping.set()
-        if self._loops:
-            await asyncio.wait(self._loops, timeout=grace)
+        running = [*self._loops, *self._sending]
+        if running:
+            await asyncio.wait(running, timeout=grace)
 
     async def run(self) -> None:
         """Deliver forever; cancel the task to stop (claimed rows return after their lease).
@@ -147,9 +236,15 @@ class DeliveryWorker:
         try:
             await asyncio.gather(*self._loops)
         finally:
-            for loop in self._loops:
-                loop.cancel()
-            await asyncio.gather(*self._loops, return_exceptions=True)
+            self._ended = True
+            tasks = [*self._loops, *self._sending]
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            if self._handed:
+                # Handed over while the worker stopped: back to the outbox at once.
+                unsent, self._handed = self._handed, []
+                await self._give_back([item for h in unsent for item in h.items])
 
     async def _run(self) -> None:
         context = self._context
@@ -204,11 +299,14 @@ class DeliveryWorker:
                 limit=self._config.batch_size,
             )
         )
+        await self._attempt_by_peer(items)
+        return len(items)
+
+    async def _attempt_by_peer(self, items: list[outbox.OutboxItem]) -> None:
         by_peer: dict[str, list[outbox.OutboxItem]] = {}
         for item in items:
             by_peer.setdefault(item.recipient_node_id, []).append(item)
         await asyncio.gather(*(self._attempt(group) for group in by_peer.values()))
-        return len(items)
 
     async def _attempt(self, items: list[outbox.OutboxItem]) -> None:
         """One delivery attempt of one peer's rows; never raises (but for cancellation).
@@ -220,9 +318,7 @@ class DeliveryWorker:
         try:
             await self._commit(await self._try(items))
         except asyncio.CancelledError:
-            released = asyncio.ensure_future(self._release(items))
-            with contextlib.suppress(Exception, asyncio.CancelledError):
-                await asyncio.shield(released)
+            await self._give_back(items)
             raise
         except StoreUnavailableError as exc:
             # The outcomes could not be recorded: the leases run out and the rows are
@@ -308,6 +404,12 @@ class DeliveryWorker:
                 return exc
 
         return list(await asyncio.gather(*(one(item) for item in items)))
+
+    async def _give_back(self, items: list[outbox.OutboxItem]) -> None:
+        """Release `items` at once, even from a task being cancelled (best effort)."""
+        released = asyncio.ensure_future(self._release(items))
+        with contextlib.suppress(Exception, asyncio.CancelledError):
+            await asyncio.shield(released)
 
     async def _release(self, items: list[outbox.OutboxItem]) -> None:
         now = to_millis(self._context.clock.now())

@@ -39,7 +39,7 @@ from exchange import pki
 from exchange.addresses import is_loopback
 from exchange.answering import MatchResponder
 from exchange.auditing import AuditLog
-from exchange.clock import Clock, SystemClock
+from exchange.clock import Clock, SystemClock, to_millis
 from exchange.config import NodeConfig, load_node_config, passphrase_from_env
 from exchange.delivery import DeliveryWorker
 from exchange.envelope import ReceivePolicy
@@ -72,7 +72,7 @@ from exchange.rpc.peers import PeerTransport
 from exchange.rpc.server import RunningServers, start_servers
 from exchange.rpc.tls import NodeTls, authority_server_credentials
 from exchange.runtime import NodeContext
-from exchange.store import audit_heads, audit_log, coordination, migrate
+from exchange.store import audit_heads, audit_log, coordination, migrate, outbox
 from exchange.store.engine import AsyncStore, Store
 from exchange.store_probe import probe_store
 from exchange.submitting import Submitter
@@ -271,7 +271,16 @@ class Node:
 
     async def _start(self, deliver: bool) -> None:
         context = self.context
-        if not context.store.store.is_sqlite:
+        if context.store.store.is_sqlite:
+            # One process serves a SQLite store (`hold_serving`): a lease found now was
+            # taken by a process of this node that died, and its rows go again at once
+            # rather than when their lease ends. (On PostgreSQL other processes may
+            # hold theirs; there the leases run out.)
+            now = to_millis(context.clock.now())
+            released = await context.store.write(lambda c: outbox.release(c, now))
+            if released:
+                context.log.info("delivery.released", rows=released)
+        else:
             self.session = coordination.ProcessSession(
                 self.config.database_url(),
                 {
@@ -338,6 +347,7 @@ class Node:
         )
         if deliver:
             self._worker = DeliveryWorker(context, self._transport)
+            context.handover = self._worker
             self._tasks.append(asyncio.create_task(self._worker.run(), name="delivery"))
         if self.config.metrics.listen:
             self._metrics = await asyncio.to_thread(self._serve_metrics)
@@ -370,6 +380,7 @@ class Node:
         if self._worker is not None:
             finishing.append(self._worker.finish(grace))
             self._worker = None
+            self.context.handover = None
         await asyncio.gather(*finishing)
         for task in self._tasks:
             task.cancel()

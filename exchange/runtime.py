@@ -7,7 +7,8 @@ import contextlib
 import dataclasses
 import datetime as dt
 import random
-from typing import Any
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, Protocol
 
 from exchange import notices
 from exchange._proto.exchange.v1 import notices_pb2
@@ -22,7 +23,19 @@ from exchange.store.engine import AsyncStore
 from exchange.store.notices import NoticeRecord, load_envelope
 from exchange.trust import TrustList
 
-__all__ = ["NodeContext", "Signal"]
+if TYPE_CHECKING:
+    from exchange.delivery import Lease
+    from exchange.store.outbox import OutboxItem
+
+__all__ = ["Handover", "NodeContext", "Signal"]
+
+
+class Handover(Protocol):
+    """This process's delivery worker, as a submission hands it new outbox rows."""
+
+    def lease_for(self, rows: int, size: int, now: int) -> Lease | None: ...
+
+    def hand_over(self, lease: Lease, items: Sequence[OutboxItem]) -> None: ...
 
 
 class Signal:
@@ -66,6 +79,7 @@ class NodeContext:
             or on PostgreSQL by another process of the node: `store.coordination`).
         outbox_changed: fired after outbox rows are committed (likewise).
         rng: randomness for backoff jitter (seeded in tests).
+        handover: the delivery worker of this process, while it has one.
         health: named problems; any makes the node's health services NOT_SERVING.
     """
 
@@ -83,6 +97,7 @@ class NodeContext:
     # Peers exchanged with since the audit watcher last looked: it checks their heads.
     peers_heard_from: set[str] = dataclasses.field(default_factory=set)
     peer_activity: Signal = dataclasses.field(default_factory=Signal)
+    handover: Handover | None = None
 
     @property
     def node_id(self) -> str:

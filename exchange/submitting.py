@@ -11,8 +11,10 @@ from there.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import datetime as dt
+import functools
 import os
 from collections.abc import Callable, Sequence
 
@@ -26,6 +28,7 @@ from exchange.audit import AuditRecord
 from exchange.clients import Principal
 from exchange.clock import to_millis
 from exchange.composing import compose, reachable
+from exchange.delivery import Lease
 from exchange.envelope import MAX_RECIPIENTS, Handling
 from exchange.errors import (
     ConflictError,
@@ -41,7 +44,7 @@ from exchange.ids import (
     validate_node_id,
 )
 from exchange.offload import in_thread_if_large
-from exchange.runtime import NodeContext
+from exchange.runtime import Handover, NodeContext
 from exchange.seal import SealRecipient, open_sealed, seal
 from exchange.store import audit_log, inbox, lifecycle, outbox
 from exchange.store.notices import OUTGOING, NoticeRecord, find_notice
@@ -704,15 +707,26 @@ class Submitter:
             },
         )
 
-        def commit(connection: Connection) -> outbox.Submission:
+        handover = context.handover
+        lease = (
+            handover.lease_for(
+                len(header.recipient_node_ids),
+                len(envelope.header) + len(envelope.sealed_payload),
+                to_millis(now),
+            )
+            if handover is not None
+            else None
+        )
+
+        def commit(connection: Connection) -> tuple[outbox.Submission, list[outbox.OutboxItem]]:
             if request.client_request_id:
                 # Checked again inside the transaction: a concurrent retry may have won.
                 earlier = outbox.find_submission(
                     connection, principal.client_id, request.client_request_id
                 )
                 if earlier is not None:
-                    return _same_request(earlier, request_digest)
-            outbox.insert_outgoing(
+                    return _same_request(earlier, request_digest), []
+            rows = outbox.insert_outgoing(
                 connection,
                 header=header,
                 envelope=envelope,
@@ -721,6 +735,7 @@ class Submitter:
                 request_digest=request_digest,
                 now=to_millis(now),
                 origin_message_id=origin_message_id,
+                lease_until=lease.until if lease else 0,
             )
             if deadline is not None:
                 lifecycle.set_deadline(connection, header.message_id, to_millis(deadline))
@@ -729,15 +744,21 @@ class Submitter:
                 also(connection)
             audit_log.append(connection, [record, *extra_audit])
             failpoints.reached("submit.before_commit")
-            return outbox.Submission(
+            submission = outbox.Submission(
                 message_id=header.message_id,
                 recipient_node_ids=request.recipient_node_ids,
                 created_at=to_millis(header.created_at),
                 expires_at=to_millis(header.expires_at),
             )
+            return submission, rows
 
+        written = asyncio.ensure_future(context.store.write(commit))
+        if lease is not None:
+            assert handover is not None
+            written.add_done_callback(functools.partial(_hand_over, handover, lease))
         try:
-            submission = await context.store.write(commit)
+            # Shielded: should this call be cancelled, the rows still reach the worker.
+            submission, rows = await asyncio.shield(written)
         except IntegrityError:
             # Another process of this node committed the same retry first.
             if not request.client_request_id:
@@ -749,7 +770,8 @@ class Submitter:
                 raise
             return _same_request(earlier, request_digest)
         failpoints.reached("submit.after_commit")
-        context.outbox_changed.fire()
+        if rows and lease is None:
+            context.outbox_changed.fire()
         context.log.info(
             "notice.submitted",
             message_id=submission.message_id,
@@ -757,6 +779,16 @@ class Submitter:
             recipients=len(submission.recipient_node_ids),
         )
         return submission
+
+
+def _hand_over(
+    handover: Handover,
+    lease: Lease,
+    written: asyncio.Future[tuple[outbox.Submission, list[outbox.OutboxItem]]],
+) -> None:
+    """Give the worker the rows it was promised: those committed, if any."""
+    committed = not written.cancelled() and written.exception() is None
+    handover.hand_over(lease, written.result()[1] if committed else [])
 
 
 def _protocol_handling(retention_days: int) -> Handling:

@@ -76,11 +76,21 @@ def notify_inserts(engine: Engine) -> None:
     """Mark every transaction of `engine` that inserts into a watched table."""
 
     @event.listens_for(engine, "after_execute")
-    def _after_execute(connection: Connection, statement: Any, *_: Any, **__: Any) -> None:
+    def _after_execute(
+        connection: Connection, statement: Any, multiparams: Any, params: Any, *_: Any, **__: Any
+    ) -> None:
         if isinstance(statement, Insert):
             channel = _CHANNEL_OF_TABLE.get(getattr(statement.table, "name", ""))
+            if channel == OUTBOX and _born_leased(multiparams or [params]):
+                # The inserting process's own worker sends them (DeliveryWorker.lease_for):
+                # the others, woken, would claim nothing.
+                return
             if channel is not None:
                 mark_changed(connection, channel)
+
+
+def _born_leased(rows: list[Any]) -> bool:
+    return all(isinstance(row, Mapping) and row.get("lease_until", 0) > 0 for row in rows)
 
 
 def mark_changed(connection: Connection, channel: str) -> None:

@@ -14,6 +14,7 @@ from typing import Any
 
 from sqlalchemy import Connection, bindparam, case, func, insert, select, update
 
+from exchange.clock import to_millis
 from exchange.envelope import Envelope, Header
 from exchange.receipt import SignedReceipt
 from exchange.store.notices import OUTGOING, insert_notice
@@ -57,7 +58,7 @@ class Submission:
 
 
 # Statements are built once (see store/notices.py).
-_INSERT_OUTBOX = insert(OUTBOX)
+_INSERT_OUTBOX = insert(OUTBOX).returning(OUTBOX.c.id, OUTBOX.c.recipient_node_id)
 _INSERT_RECEIPT = insert(RECEIPTS)
 _FIND_SUBMISSION = select(
     NOTICES.c.message_id,
@@ -169,11 +170,14 @@ def insert_outgoing(
     request_digest: bytes | None,
     now: int,
     origin_message_id: str | None = None,
-) -> None:
-    """Insert the notice, its envelope and its outbox rows.
+    lease_until: int = 0,
+) -> list[OutboxItem]:
+    """Insert the notice, its envelope and its outbox rows; returns the rows.
 
     Args:
         origin_message_id: for a forwarded copy, the received notice it copies.
+        lease_until: the rows are born claimed, until then, by the worker that
+            will be handed them once they are committed (0: due for any worker).
     """
     insert_notice(
         connection,
@@ -186,7 +190,7 @@ def insert_outgoing(
         request_digest=request_digest,
         origin_message_id=origin_message_id,
     )
-    connection.execute(
+    rows = connection.execute(
         _INSERT_OUTBOX,
         [
             {
@@ -195,13 +199,27 @@ def insert_outgoing(
                 "state": PENDING,
                 "attempts": 0,
                 "next_attempt_at": now,
-                "lease_until": 0,
+                "lease_until": lease_until,
                 "last_error": "",
                 "updated_at": now,
             }
             for recipient in header.recipient_node_ids
         ],
     )
+    expires_at = to_millis(header.expires_at)
+    return [
+        OutboxItem(
+            outbox_id=row.id,
+            message_id=header.message_id,
+            recipient_node_id=row.recipient_node_id,
+            attempts=0,
+            expires_at=expires_at,
+            envelope=envelope,
+            envelope_digest=envelope.digest(),
+            lease_until=lease_until,
+        )
+        for row in rows
+    ]
 
 
 def find_submission(
@@ -233,6 +251,7 @@ class OutboxItem:
     expires_at: int
     envelope: Envelope
     envelope_digest: bytes
+    lease_until: int
 
 
 def claim_due(
@@ -257,7 +276,8 @@ def claim_due(
         total += size
     if not rows:
         return []
-    connection.execute(_LEASE, {"ids": [row.id for row in rows], "lease_until": now + lease_ms})
+    lease_until = now + lease_ms
+    connection.execute(_LEASE, {"ids": [row.id for row in rows], "lease_until": lease_until})
     envelopes = {
         row.message_id: (
             Envelope(bytes(row.header), bytes(row.sealed_payload), bytes(row.signature)),
@@ -274,6 +294,7 @@ def claim_due(
             expires_at=row.expires_at,
             envelope=envelopes[row.message_id][0],
             envelope_digest=envelopes[row.message_id][1],
+            lease_until=lease_until,
         )
         for row in rows
     ]

@@ -297,8 +297,15 @@ async def test_random_kill_points_lose_and_duplicate_nothing(
         point = rng.choice(sorted(_SIDE))
         hit = rng.randint(1, NOTICES_PER_ITERATION)
         side = _SIDE[point]
-        processes.kill(side)
-        await processes.start(side, failpoint=f"{point}@{hit}")
+        # Both start afresh: a sender's channel that saw the recipient die waits out a
+        # reconnect backoff, and the attempts it fails meanwhile go again together, so
+        # the recipient would see fewer batches (and failpoint hits) than notices.
+        processes.kill(SENDER)
+        processes.kill(RECIPIENT)
+        await asyncio.gather(
+            processes.start(side, failpoint=f"{point}@{hit}"),
+            processes.start(RECIPIENT if side == SENDER else SENDER),
+        )
         requests = [
             referral(processes, f"random-{iteration}-{n}-{uuid.uuid4().hex[:8]}")
             for n in range(NOTICES_PER_ITERATION)

@@ -22,14 +22,16 @@ from sqlalchemy import Connection, select
 from exchange._encoding import encode
 from exchange._proto.exchange.v1 import authority_pb2 as apb
 from exchange._proto.exchange.v1 import envelope_pb2 as env_pb
-from exchange.clock import ManualClock
-from exchange.delivery import DeliveryTransport, DeliveryWorker
+from exchange.clock import ManualClock, to_millis
+from exchange.delivery import DeliveryTransport, DeliveryWorker, Lease
 from exchange.envelope import Envelope, Header
 from exchange.errors import StoreUnavailableError
 from exchange.harness import samples
 from exchange.receipt import Receipt, SignedReceipt
 from exchange.rpc.peers import PeerTransport
 from exchange.runtime import NodeContext
+from exchange.store import outbox
+from exchange.store.outbox import CLAIM_BYTES
 from exchange.store.tables import OUTBOX
 from exchange.trust import TrustedNode
 from tests.conftest import DatabaseFactory
@@ -173,18 +175,21 @@ async def test_the_worker_waits_out_an_unavailable_store(
     node.context.store = Flaky()  # type: ignore[assignment]
     worker = asyncio.create_task(_worker(federation).run())
     try:
-        for _ in range(200):
-            if (
-                await _recipient(federation, sent.message_id)
-            ).state == apb.DELIVERY_STATE_DELIVERED:
-                break
-            await asyncio.sleep(0.05)
+        await _until_delivered(federation, sent.message_id)
         assert not worker.done()
     finally:
         worker.cancel()
         node.context.store = real
     assert failures["left"] == 0
     assert (await _recipient(federation, sent.message_id)).state == apb.DELIVERY_STATE_DELIVERED
+
+
+async def _until_delivered(federation: Federation, message_id: str) -> None:
+    """Polls for up to 10 s (hang protection only; the caller asserts the state)."""
+    for _ in range(200):
+        if (await _recipient(federation, message_id)).state == apb.DELIVERY_STATE_DELIVERED:
+            return
+        await asyncio.sleep(0.05)
 
 
 class Hanging:
@@ -222,3 +227,94 @@ async def test_a_stopping_worker_puts_back_what_it_could_not_finish(
     assert await store.read(leases) == [0], "put back, not left to its lease"
     pending = await _recipient(federation, sent.message_id)
     assert (pending.state, pending.attempts) == (apb.DELIVERY_STATE_PENDING, 0)
+
+
+async def test_leases_left_by_a_dead_process_end_at_restart_only_on_sqlite(
+    manual: tuple[Federation, ManualClock],
+) -> None:
+    federation, clock = manual
+    node = federation.node(0)
+    await federation.client(0).submit(_referral(federation.sim(1).node_id))
+    now = to_millis(clock.now())
+    # Claimed by a worker whose process then died: nothing was put back.
+    await node.context.store.write(
+        lambda c: outbox.claim_due(c, now=now, lease_ms=60_000, limit=10)
+    )
+    await federation.crash("xa-police")
+    node = await federation.start("xa-police", deliver=False)
+
+    lease = await node.context.store.read(
+        lambda c: c.execute(select(OUTBOX.c.lease_until)).scalar_one()
+    )
+    if node.context.store.store.is_sqlite:
+        assert lease == 0, "one process serves SQLite: the lease was the dead one's"
+    else:
+        assert lease == now + 60_000, "another process of the node may hold it"
+
+
+# --- rows handed over by the submission, not claimed ------------------------------------------
+
+
+async def test_a_submission_hands_its_rows_to_the_worker_which_sends_them_unclaimed(
+    manual: tuple[Federation, ManualClock],
+) -> None:
+    federation, _ = manual
+    node = federation.node(0)
+    # As `Node.start` does for a process that delivers; the worker's claim loop never runs.
+    node.context.handover = _worker(federation)
+    try:
+        sent = await federation.client(0).submit(_referral(federation.sim(1).node_id))
+        await _until_delivered(federation, sent.message_id)
+    finally:
+        node.context.handover = None
+    delivered = await _recipient(federation, sent.message_id)
+    assert (delivered.state, delivered.attempts) == (apb.DELIVERY_STATE_DELIVERED, 1)
+
+
+async def test_handed_rows_are_nobody_elses_and_go_back_when_the_worker_stops(
+    manual: tuple[Federation, ManualClock],
+) -> None:
+    federation, _ = manual
+    node = federation.node(0)
+    hanging = Hanging()
+    worker = _worker(federation, hanging)
+    running = asyncio.create_task(worker.run())
+    node.context.handover = worker
+    try:
+        sent = await federation.client(0).submit(_referral(federation.sim(1).node_id))
+        await asyncio.wait_for(hanging.sending.wait(), 10)  # hang protection only
+        assert await _worker(federation).run_once() == 0, "leased to the worker handed them"
+        await worker.finish(grace=0.1)
+        running.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await running
+    finally:
+        node.context.handover = None
+    lease = await node.context.store.read(
+        lambda c: c.execute(select(OUTBOX.c.lease_until)).scalar_one()
+    )
+    assert lease == 0, "put back at once, not left to its lease"
+    pending = await _recipient(federation, sent.message_id)
+    assert (pending.state, pending.attempts) == (apb.DELIVERY_STATE_PENDING, 0)
+    assert await _worker(federation).run_once() == 1, "and claimable by any worker"
+
+
+async def test_the_worker_takes_rows_in_memory_only_while_it_has_room(
+    manual: tuple[Federation, ManualClock],
+) -> None:
+    federation, _ = manual
+    worker = _worker(federation)
+    config = federation.node(0).context.config.delivery
+    now, small = 1_800_000_000_000, 1000
+    full = worker.lease_for(config.batch_size, small, now)
+    assert full == Lease(now + int(config.lease_seconds * 1000), config.batch_size, small)
+    assert worker.lease_for(1, small, now) is None, "full: inserted due, and claimed as usual"
+    worker.hand_over(full, [])  # their transaction failed
+    large = worker.lease_for(1, CLAIM_BYTES * 2, now)
+    assert large is not None, "one envelope larger than a batch goes alone"
+    assert worker.lease_for(1, 1, now) is None, "and nothing goes with it"
+    worker.hand_over(large, [])
+    assert worker.lease_for(2, CLAIM_BYTES // 2, now) is not None
+    assert worker.lease_for(1, CLAIM_BYTES // 2 + 1, now) is None, "bytes bound the batch too"
+    await worker.finish(grace=0)
+    assert worker.lease_for(1, small, now) is None, "a stopping worker takes nothing more"

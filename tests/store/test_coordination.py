@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 
 import pytest
 from sqlalchemy import Connection, create_engine, text
@@ -17,9 +17,11 @@ from sqlalchemy.engine import make_url
 
 from exchange.logs import get_logger
 from exchange.runtime import Signal
-from exchange.store import coordination, inbox, migrate
+from exchange.store import coordination, inbox, migrate, outbox
 from exchange.store.engine import Store
 from tests.conftest import DatabaseFactory, _postgres_admin_url
+
+from ._builders import Notices
 
 pytestmark = pytest.mark.parametrize("databases", ["postgresql"], indirect=True)
 
@@ -51,11 +53,13 @@ def stores(databases: DatabaseFactory) -> Iterator[tuple[str, Store, Store]]:
 
 
 @contextlib.asynccontextmanager
-async def session(url: str) -> AsyncIterator[tuple[coordination.ProcessSession, CountingSignal]]:
+async def session(
+    url: str, channel: str = coordination.INBOX
+) -> AsyncIterator[tuple[coordination.ProcessSession, CountingSignal]]:
+    """A process session whose `channel` (INBOX or OUTBOX) fires the counting signal."""
     signal = CountingSignal()
-    running = coordination.ProcessSession(
-        url, {coordination.INBOX: signal, coordination.OUTBOX: Signal()}, get_logger("test")
-    )
+    signals = {coordination.INBOX: Signal(), coordination.OUTBOX: Signal(), channel: signal}
+    running = coordination.ProcessSession(url, signals, get_logger("test"))
     task = asyncio.create_task(running.run())
     try:
         await asyncio.wait_for(running.listening.wait(), WAIT_SECONDS)
@@ -90,6 +94,33 @@ async def test_only_a_committed_inbox_event_of_this_node_wakes_its_watchers(
         await asyncio.to_thread(other_node.write, lambda c: inbox.insert_event(c, event(1)))
         await asyncio.to_thread(store.write, lambda c: inbox.insert_event(c, event(2)))
         assert await fired(signal, snapshot) == 2, "the rolled-back or other node's event woke it"
+
+
+async def test_outbox_rows_born_leased_wake_no_other_process(
+    stores: tuple[str, Store, Store],
+) -> None:
+    # Leased at insertion to the submitting process's own worker: others would claim nothing.
+    url, store, _ = stores
+    notices = Notices()
+
+    def submitted(lease_until: int) -> Callable[[Connection], object]:
+        signed = notices.envelope()
+        return lambda c: outbox.insert_outgoing(
+            c,
+            header=signed.header,
+            envelope=signed.envelope,
+            client_id=None,
+            client_request_id=None,
+            request_digest=None,
+            now=1,
+            lease_until=lease_until,
+        )
+
+    async with session(url, coordination.OUTBOX) as (_, signal):
+        snapshot = signal.snapshot()
+        await asyncio.to_thread(store.write, submitted(lease_until=60_000))
+        await asyncio.to_thread(store.write, submitted(lease_until=0))
+        assert await fired(signal, snapshot) == 2, "the leased rows woke it"
 
 
 async def test_a_session_killed_by_the_server_comes_back_and_wakes_its_waiters(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import threading
 
@@ -39,8 +40,9 @@ def submit(
     client_id: str = "client-1",
     client_request_id: str | None = None,
     request_digest: bytes | None = None,
-) -> None:
-    store.write(
+    lease_until: int = 0,
+) -> list[outbox.OutboxItem]:
+    return store.write(
         lambda c: outbox.insert_outgoing(
             c,
             header=signed.header,
@@ -49,6 +51,7 @@ def submit(
             client_request_id=client_request_id,
             request_digest=request_digest,
             now=now,
+            lease_until=lease_until,
         )
     )
 
@@ -273,6 +276,29 @@ def test_a_claim_leases_its_rows_so_a_second_claim_at_the_same_time_gets_nothing
     assert len(claim(store, now=T0)) == 1
     assert claim(store, now=T0) == []
     assert claim(store, now=T0 + LEASE - 1) == []
+
+
+def test_insert_outgoing_returns_its_rows_as_a_claim_would(store, notices):
+    signed = notices.envelope(recipients=(NODE_XB, NODE_XC))
+
+    inserted = submit(store, signed, lease_until=T0 + LEASE)
+    again = claim(store, now=T0 + LEASE)
+
+    def unleased(items: list[outbox.OutboxItem]) -> list[outbox.OutboxItem]:
+        return sorted((dataclasses.replace(i, lease_until=0) for i in items), key=str)
+
+    assert [i.lease_until for i in again] == [T0 + 2 * LEASE] * 2
+    assert unleased(again) == unleased(inserted), "the same items, once the lease ends"
+
+
+def test_rows_inserted_with_a_lease_are_not_claimed_until_it_ends(store, notices):
+    # Handed to the submitting process's worker in memory: nobody else sends them meanwhile.
+    signed = notices.envelope()
+    (item,) = submit(store, signed, lease_until=T0 + LEASE)
+
+    assert item.lease_until == T0 + LEASE
+    assert claim(store, now=T0 + LEASE - 1) == []
+    assert claimed(claim(store, now=T0 + LEASE)) == [(signed.message_id, NODE_XB)]
 
 
 def test_a_claimed_row_is_claimable_again_when_its_lease_ends(store, notices):
