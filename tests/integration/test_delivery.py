@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 from google.protobuf.duration_pb2 import Duration
-from sqlalchemy import Connection, select
+from sqlalchemy import select
 
 from exchange._encoding import encode
 from exchange._proto.exchange.v1 import authority_pb2 as apb
@@ -27,6 +27,7 @@ from exchange.delivery import DeliveryTransport, DeliveryWorker, Lease
 from exchange.envelope import Envelope, Header
 from exchange.errors import StoreUnavailableError
 from exchange.harness import samples
+from exchange.node import Node
 from exchange.receipt import Receipt, SignedReceipt
 from exchange.rpc.peers import PeerTransport
 from exchange.runtime import NodeContext
@@ -213,20 +214,28 @@ async def test_a_stopping_worker_puts_back_what_it_could_not_finish(
     worker = _worker(federation, hanging)
     running = asyncio.create_task(worker.run())
     await asyncio.wait_for(hanging.sending.wait(), 10)  # hang protection only
-    store = federation.node(0).context.store
+    assert await _lease(federation.node(0)) > 0, "claimed while in flight"
+    await _stop_mid_attempt(worker, running)
+    assert await _lease(federation.node(0)) == 0, "put back, not left to its lease"
+    pending = await _recipient(federation, sent.message_id)
+    assert (pending.state, pending.attempts) == (apb.DELIVERY_STATE_PENDING, 0)
 
-    def leases(connection: Connection) -> list[int]:
-        return [int(v) for v in connection.execute(select(OUTBOX.c.lease_until)).scalars()]
 
-    assert all(lease > 0 for lease in await store.read(leases)), "claimed while in flight"
+async def _lease(node: Node) -> int:
+    """lease_until of the one outbox row."""
+    return int(
+        await node.context.store.read(
+            lambda c: c.execute(select(OUTBOX.c.lease_until)).scalar_one()
+        )
+    )
+
+
+async def _stop_mid_attempt(worker: DeliveryWorker, running: asyncio.Task[None]) -> None:
     # The grace period ends with the attempt still in flight: the task is cancelled.
     await worker.finish(grace=0.1)
     running.cancel()
     with pytest.raises(asyncio.CancelledError):
         await running
-    assert await store.read(leases) == [0], "put back, not left to its lease"
-    pending = await _recipient(federation, sent.message_id)
-    assert (pending.state, pending.attempts) == (apb.DELIVERY_STATE_PENDING, 0)
 
 
 async def test_leases_left_by_a_dead_process_end_at_restart_only_on_sqlite(
@@ -243,9 +252,7 @@ async def test_leases_left_by_a_dead_process_end_at_restart_only_on_sqlite(
     await federation.crash("xa-police")
     node = await federation.start("xa-police", deliver=False)
 
-    lease = await node.context.store.read(
-        lambda c: c.execute(select(OUTBOX.c.lease_until)).scalar_one()
-    )
+    lease = await _lease(node)
     if node.context.store.store.is_sqlite:
         assert lease == 0, "one process serves SQLite: the lease was the dead one's"
     else:
@@ -284,16 +291,10 @@ async def test_handed_rows_are_nobody_elses_and_go_back_when_the_worker_stops(
         sent = await federation.client(0).submit(_referral(federation.sim(1).node_id))
         await asyncio.wait_for(hanging.sending.wait(), 10)  # hang protection only
         assert await _worker(federation).run_once() == 0, "leased to the worker handed them"
-        await worker.finish(grace=0.1)
-        running.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await running
+        await _stop_mid_attempt(worker, running)
     finally:
         node.context.handover = None
-    lease = await node.context.store.read(
-        lambda c: c.execute(select(OUTBOX.c.lease_until)).scalar_one()
-    )
-    assert lease == 0, "put back at once, not left to its lease"
+    assert await _lease(node) == 0, "put back at once, not left to its lease"
     pending = await _recipient(federation, sent.message_id)
     assert (pending.state, pending.attempts) == (apb.DELIVERY_STATE_PENDING, 0)
     assert await _worker(federation).run_once() == 1, "and claimable by any worker"
