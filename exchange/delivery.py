@@ -37,8 +37,8 @@ import dataclasses
 import datetime as dt
 import functools
 import hashlib
-from collections.abc import Sequence
-from typing import Protocol, runtime_checkable
+from collections.abc import Coroutine, Sequence
+from typing import Any, Protocol, runtime_checkable
 
 from sqlalchemy import Connection
 
@@ -168,7 +168,7 @@ class DeliveryWorker:
         claimed like any other. As for a claim, one submission is taken whatever
         its size when nothing else waits.
         """
-        if self._stopping.is_set():
+        if self._stopping.is_set() or self._ended:
             return None
         if self._waiting_rows and (
             self._waiting_rows + rows > self._config.batch_size
@@ -181,13 +181,16 @@ class DeliveryWorker:
 
     def hand_over(self, lease: Lease, items: Sequence[outbox.OutboxItem]) -> None:
         """The committed rows of `lease` (none if the transaction failed)."""
-        if not items:
+        if self._ended or not items:
             self._waiting_rows -= lease.rows
             self._waiting_bytes -= lease.size
+        if not items:
             return
         if self._ended:
-            # Committed after the worker stopped: sent when their lease ends.
+            # Committed after the worker stopped (the store still takes writes until it
+            # closes): back to the outbox at once, for another process or the next start.
             self._context.log.warning("delivery.handed_after_stop", rows=len(items))
+            self._start(self._release(list(items)))
             return
         self._handed.append(_Handed(lease, items))
         self._send_handed()
@@ -198,22 +201,42 @@ class DeliveryWorker:
             handed, self._handed = self._handed, []
             self._waiting_rows -= sum(h.lease.rows for h in handed)
             self._waiting_bytes -= sum(h.lease.size for h in handed)
-            batch = [item for h in handed for item in h.items]
-            # A row that waited out most of its lease is claimable by others (and by
-            # our own claims, once due): left to them rather than sent twice at once.
-            soon = to_millis(self._context.clock.now()) + int(
-                self._config.attempt_timeout_seconds * 1000
-            )
-            sending = asyncio.ensure_future(
-                self._attempt_by_peer([i for i in batch if i.lease_until > soon])
-            )
-            self._sending.add(sending)
-            sending.add_done_callback(self._sent)
+            self._start(self._attempt_handed([item for h in handed for item in h.items]))
+
+    def _start(self, work: Coroutine[Any, Any, None]) -> None:
+        """Run `work` on handed rows as one of the batches in flight."""
+        sending = asyncio.ensure_future(work)
+        self._sending.add(sending)
+        sending.add_done_callback(self._sent)
 
     def _sent(self, task: asyncio.Task[None]) -> None:
         self._sending.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            # Only a release fails here (an attempt records its own failures): the
+            # rows are claimed when their lease ends.
+            self._context.log.warning("delivery.unreleased", error=str(task.exception()))
         if not self._ended:
             self._send_handed()
+
+    async def _attempt_handed(self, items: list[outbox.OutboxItem]) -> None:
+        stale = self._context.trust_staleness(self._context.clock.now())
+        if stale is not None:
+            # Held like claimed rows (see run_once): back to the outbox until a newer list.
+            self._context.log.warning("delivery.held", reason=stale)
+            await self._release(self._still_leased(items))
+            return
+        await self._attempt_by_peer(self._still_leased(items))
+
+    def _still_leased(self, items: list[outbox.OutboxItem]) -> list[outbox.OutboxItem]:
+        """The rows whose lease lasts beyond one more attempt.
+
+        The others are claimable by any worker (ours too, once due): left to the
+        claims rather than sent, or released, while another may hold them.
+        """
+        soon = to_millis(self._context.clock.now()) + int(
+            self._config.attempt_timeout_seconds * 1000
+        )
+        return [item for item in items if item.lease_until > soon]
 
     async def finish(self, grace: float) -> None:
         """Stop claiming, and give the batches in flight up to `grace` seconds to end.
@@ -235,16 +258,31 @@ class DeliveryWorker:
         self._loops = [asyncio.ensure_future(self._run()) for _ in range(PIPELINE)]
         try:
             await asyncio.gather(*self._loops)
+            # Told to finish: the handed batches in flight, and those waiting behind
+            # them, go on until they end or the task is cancelled (after the grace).
+            while self._sending:
+                await asyncio.wait(set(self._sending))
         finally:
+            # However it ends (a bug in a loop included): no more leases, nothing left
+            # held. Shielded: a second cancellation must not cut the putting back short.
+            self._stopping.set()
             self._ended = True
-            tasks = [*self._loops, *self._sending]
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-            if self._handed:
-                # Handed over while the worker stopped: back to the outbox at once.
-                unsent, self._handed = self._handed, []
-                await self._give_back([item for h in unsent for item in h.items])
+            winding_down = asyncio.ensure_future(self._wind_down())
+            try:
+                await asyncio.shield(winding_down)
+            except asyncio.CancelledError:
+                await winding_down
+                raise
+
+    async def _wind_down(self) -> None:
+        """Cancel what is in flight (each batch puts its rows back) and put back the rest."""
+        tasks = [*self._loops, *self._sending]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        if self._handed:
+            unsent, self._handed = self._handed, []
+            await self._give_back(self._still_leased([i for h in unsent for i in h.items]))
 
     async def _run(self) -> None:
         context = self._context
@@ -412,6 +450,8 @@ class DeliveryWorker:
             await asyncio.shield(released)
 
     async def _release(self, items: list[outbox.OutboxItem]) -> None:
+        if not items:
+            return
         now = to_millis(self._context.clock.now())
         ids = [item.outbox_id for item in items]
         released = await self._context.store.write(lambda c: outbox.release(c, now, ids))

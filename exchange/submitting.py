@@ -753,12 +753,10 @@ class Submitter:
             return submission, rows
 
         written = asyncio.ensure_future(context.store.write(commit))
-        if lease is not None:
-            assert handover is not None
-            written.add_done_callback(functools.partial(_hand_over, handover, lease))
+        written.add_done_callback(functools.partial(_after_write, context, handover, lease))
         try:
             # Shielded: should this call be cancelled, the rows still reach the worker.
-            submission, rows = await asyncio.shield(written)
+            submission, _ = await asyncio.shield(written)
         except IntegrityError:
             # Another process of this node committed the same retry first.
             if not request.client_request_id:
@@ -770,8 +768,6 @@ class Submitter:
                 raise
             return _same_request(earlier, request_digest)
         failpoints.reached("submit.after_commit")
-        if rows and lease is None:
-            context.outbox_changed.fire()
         context.log.info(
             "notice.submitted",
             message_id=submission.message_id,
@@ -781,14 +777,24 @@ class Submitter:
         return submission
 
 
-def _hand_over(
-    handover: Handover,
-    lease: Lease,
+def _after_write(
+    context: NodeContext,
+    handover: Handover | None,
+    lease: Lease | None,
     written: asyncio.Future[tuple[outbox.Submission, list[outbox.OutboxItem]]],
 ) -> None:
-    """Give the worker the rows it was promised: those committed, if any."""
+    """Tell the worker of the rows committed, if any, whether or not the caller still waits:
+    handed over if they were leased to it, else the worker is woken to claim them.
+
+    (Retrieving the outcome here also keeps a failure the cancelled caller never sees
+    from being reported as unretrieved.)
+    """
     committed = not written.cancelled() and written.exception() is None
-    handover.hand_over(lease, written.result()[1] if committed else [])
+    rows = written.result()[1] if committed else []
+    if lease is not None and handover is not None:
+        handover.hand_over(lease, rows)
+    elif rows:
+        context.outbox_changed.fire()
 
 
 def _protocol_handling(retention_days: int) -> Handling:

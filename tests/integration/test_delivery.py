@@ -23,7 +23,7 @@ from exchange._encoding import encode
 from exchange._proto.exchange.v1 import authority_pb2 as apb
 from exchange._proto.exchange.v1 import envelope_pb2 as env_pb
 from exchange.clock import ManualClock, to_millis
-from exchange.delivery import DeliveryTransport, DeliveryWorker, Lease
+from exchange.delivery import PIPELINE_HANDED, DeliveryTransport, DeliveryWorker, Lease
 from exchange.envelope import Envelope, Header
 from exchange.errors import StoreUnavailableError
 from exchange.harness import samples
@@ -298,6 +298,88 @@ async def test_handed_rows_are_nobody_elses_and_go_back_when_the_worker_stops(
     pending = await _recipient(federation, sent.message_id)
     assert (pending.state, pending.attempts) == (apb.DELIVERY_STATE_PENDING, 0)
     assert await _worker(federation).run_once() == 1, "and claimable by any worker"
+
+
+async def _claimed_as_if_handed(
+    federation: Federation, clock: ManualClock, worker: DeliveryWorker
+) -> tuple[Lease, list[outbox.OutboxItem]]:
+    """A submitted row and the lease `worker` gave for it, as a submission would hand it over."""
+    await federation.client(0).submit(_referral(federation.sim(1).node_id))
+    now = to_millis(clock.now())
+    lease = worker.lease_for(1, 1000, now)
+    assert lease is not None
+    items = await federation.node(0).context.store.write(
+        lambda c: outbox.claim_due(c, now=now, lease_ms=lease.until - now, limit=10)
+    )
+    assert len(items) == 1
+    return lease, items
+
+
+async def _running(worker: DeliveryWorker) -> asyncio.Task[None]:
+    running = asyncio.create_task(worker.run())
+    await asyncio.sleep(0)  # into its loops: a task cancelled before it starts runs nothing
+    return running
+
+
+async def _until_released(node: Node) -> None:
+    """Polls for up to 10 s (hang protection only; the caller asserts the lease)."""
+    for _ in range(200):
+        if await _lease(node) == 0:
+            return
+        await asyncio.sleep(0.05)
+
+
+async def test_rows_handed_over_after_the_worker_ended_go_back_at_once(
+    manual: tuple[Federation, ManualClock],
+) -> None:
+    # A submission whose write was still queued when the node stopped commits afterwards.
+    federation, clock = manual
+    hanging = Hanging()  # were they sent instead, the test would hang, not pass
+    worker = _worker(federation, hanging)
+    lease, items = await _claimed_as_if_handed(federation, clock, worker)
+    await _stop_mid_attempt(worker, await _running(worker))
+    assert worker.lease_for(1, 1000, to_millis(clock.now())) is None
+
+    worker.hand_over(lease, items)
+
+    await _until_released(federation.node(0))
+    assert await _lease(federation.node(0)) == 0, "not left to its lease"
+    assert not hanging.sending.is_set()
+
+
+async def test_a_stopping_worker_puts_back_handed_rows_waiting_behind_those_in_flight(
+    manual: tuple[Federation, ManualClock],
+) -> None:
+    federation, clock = manual
+    hanging = Hanging()
+    worker = _worker(federation, hanging)
+    for _ in range(PIPELINE_HANDED + 1):
+        worker.hand_over(*await _claimed_as_if_handed(federation, clock, worker))
+    running = await _running(worker)
+    await asyncio.wait_for(hanging.sending.wait(), 10)  # hang protection only
+    await _stop_mid_attempt(worker, running)
+    leases = await federation.node(0).context.store.read(
+        lambda c: c.execute(select(OUTBOX.c.lease_until)).scalars().all()
+    )
+    assert leases == [0] * (PIPELINE_HANDED + 1), "in flight or waiting, all put back"
+
+
+async def test_handed_rows_are_held_like_claimed_ones_when_the_trust_list_goes_stale(
+    manual: tuple[Federation, ManualClock], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    federation, clock = manual
+    node = federation.node(0)
+    worker = _worker(federation)
+    lease, items = await _claimed_as_if_handed(federation, clock, worker)
+    # Stale between the submission (which checked it) and the attempt.
+    monkeypatch.setattr(node.context, "trust_staleness", lambda now: "stale for the test")
+
+    worker.hand_over(lease, items)
+
+    await _until_released(node)
+    assert await _lease(node) == 0, "back to the outbox, held there until a newer list"
+    pending = await _recipient(federation, items[0].message_id)
+    assert (pending.state, pending.attempts) == (apb.DELIVERY_STATE_PENDING, 0), "not sent"
 
 
 async def test_the_worker_takes_rows_in_memory_only_while_it_has_room(

@@ -54,11 +54,11 @@ def stores(databases: DatabaseFactory) -> Iterator[tuple[str, Store, Store]]:
 
 @contextlib.asynccontextmanager
 async def session(
-    url: str, channel: str = coordination.INBOX
+    url: str, outbox_signal: Signal | None = None
 ) -> AsyncIterator[tuple[coordination.ProcessSession, CountingSignal]]:
-    """A process session whose `channel` (INBOX or OUTBOX) fires the counting signal."""
+    """A process session; its inbox signal counts."""
     signal = CountingSignal()
-    signals = {coordination.INBOX: Signal(), coordination.OUTBOX: Signal(), channel: signal}
+    signals = {coordination.INBOX: signal, coordination.OUTBOX: outbox_signal or Signal()}
     running = coordination.ProcessSession(url, signals, get_logger("test"))
     task = asyncio.create_task(running.run())
     try:
@@ -116,11 +116,19 @@ async def test_outbox_rows_born_leased_wake_no_other_process(
             lease_until=lease_until,
         )
 
-    async with session(url, coordination.OUTBOX) as (_, signal):
-        snapshot = signal.snapshot()
+    outbox_signal = CountingSignal()
+    async with session(url, outbox_signal) as (_, inbox_signal):
+        assert outbox_signal.fired == 1, "a (re)connect wakes waiters once"
         await asyncio.to_thread(store.write, submitted(lease_until=60_000))
+        # Notifications arrive in commit order: once a later one is in, an earlier one
+        # would have been.
+        marker = inbox_signal.snapshot()
+        await asyncio.to_thread(store.write, lambda c: inbox.insert_event(c, event(1)))
+        await fired(inbox_signal, marker)
+        assert outbox_signal.fired == 1, "the leased rows woke it"
+        snapshot = outbox_signal.snapshot()
         await asyncio.to_thread(store.write, submitted(lease_until=0))
-        assert await fired(signal, snapshot) == 2, "the leased rows woke it"
+        assert await fired(outbox_signal, snapshot) == 2
 
 
 async def test_a_session_killed_by_the_server_comes_back_and_wakes_its_waiters(
