@@ -181,26 +181,26 @@ class DeliveryWorker:
 
     def hand_over(self, lease: Lease, items: Sequence[outbox.OutboxItem]) -> None:
         """The committed rows of `lease` (none if the transaction failed)."""
-        if self._ended or not items:
-            self._waiting_rows -= lease.rows
-            self._waiting_bytes -= lease.size
-        if not items:
+        if items and not self._ended:
+            self._handed.append(_Handed(lease, items))
+            self._send_handed()
             return
-        if self._ended:
+        self._no_longer_waiting([lease])
+        if items:
             # Committed after the worker stopped (the store still takes writes until it
             # closes): back to the outbox at once, for another process or the next start.
             self._context.log.warning("delivery.handed_after_stop", rows=len(items))
             self._start(self._release(list(items)))
-            return
-        self._handed.append(_Handed(lease, items))
-        self._send_handed()
+
+    def _no_longer_waiting(self, leases: Sequence[Lease]) -> None:
+        self._waiting_rows -= sum(lease.rows for lease in leases)
+        self._waiting_bytes -= sum(lease.size for lease in leases)
 
     def _send_handed(self) -> None:
         """Attempt the handed rows at once, or with the next ones if enough are in flight."""
         if self._handed and len(self._sending) < PIPELINE_HANDED:
             handed, self._handed = self._handed, []
-            self._waiting_rows -= sum(h.lease.rows for h in handed)
-            self._waiting_bytes -= sum(h.lease.size for h in handed)
+            self._no_longer_waiting([h.lease for h in handed])
             self._start(self._attempt_handed([item for h in handed for item in h.items]))
 
     def _start(self, work: Coroutine[Any, Any, None]) -> None:
@@ -219,13 +219,20 @@ class DeliveryWorker:
             self._send_handed()
 
     async def _attempt_handed(self, items: list[outbox.OutboxItem]) -> None:
-        stale = self._context.trust_staleness(self._context.clock.now())
-        if stale is not None:
-            # Held like claimed rows (see run_once): back to the outbox until a newer list.
-            self._context.log.warning("delivery.held", reason=stale)
+        if self._held():
+            # Back to the outbox, where the claims hold them too until a newer list.
             await self._release(self._still_leased(items))
             return
         await self._attempt_by_peer(self._still_leased(items))
+
+    def _held(self) -> bool:
+        """Whether nothing may be sent now: the trust list is stale (see
+        `NodeContext.trust_staleness`). Held, not failed: rows go out once a newer
+        list is adopted."""
+        stale = self._context.trust_staleness(self._context.clock.now())
+        if stale is not None:
+            self._context.log.warning("delivery.held", reason=stale)
+        return stale is not None
 
     def _still_leased(self, items: list[outbox.OutboxItem]) -> list[outbox.OutboxItem]:
         """The rows whose lease lasts beyond one more attempt.
@@ -323,10 +330,7 @@ class DeliveryWorker:
     async def run_once(self) -> int:
         """Claim and attempt one batch of due rows; returns how many were attempted."""
         context = self._context
-        stale = context.trust_staleness(context.clock.now())
-        if stale is not None:
-            # Held, not failed: they go out once a newer trust list is adopted.
-            context.log.warning("delivery.held", reason=stale)
+        if self._held():
             return 0
         now = to_millis(context.clock.now())
         items = await context.store.write(

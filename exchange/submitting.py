@@ -707,16 +707,10 @@ class Submitter:
             },
         )
 
-        handover = context.handover
-        lease = (
-            handover.lease_for(
-                len(header.recipient_node_ids),
-                len(envelope.header) + len(envelope.sealed_payload),
-                to_millis(now),
-            )
-            if handover is not None
-            else None
-        )
+        handover, lease = context.handover, None
+        if handover is not None:
+            recipients, size = len(header.recipient_node_ids), outbox.batch_bytes(envelope)
+            lease = handover.lease_for(recipients, size, to_millis(now))
 
         def commit(connection: Connection) -> tuple[outbox.Submission, list[outbox.OutboxItem]]:
             if request.client_request_id:

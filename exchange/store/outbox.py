@@ -24,6 +24,7 @@ __all__ = [
     "DeliveryRecord",
     "OutboxItem",
     "Submission",
+    "batch_bytes",
     "cancel_pending",
     "claim_due",
     "delivery_status",
@@ -58,6 +59,12 @@ class Submission:
 
 
 # Statements are built once (see store/notices.py).
+def batch_bytes(envelope: Envelope) -> int:
+    """What an envelope weighs in a delivery batch (against CLAIM_BYTES), as `_DUE`
+    measures a stored one."""
+    return len(envelope.header) + len(envelope.sealed_payload)
+
+
 _INSERT_OUTBOX = insert(OUTBOX).returning(OUTBOX.c.id, OUTBOX.c.recipient_node_id)
 _INSERT_RECEIPT = insert(RECEIPTS)
 _FIND_SUBMISSION = select(
@@ -77,7 +84,7 @@ _DUE = (
         OUTBOX.c.recipient_node_id,
         OUTBOX.c.attempts,
         NOTICES.c.expires_at,
-        # What a batch holds in memory: the signature and digest add 96 bytes.
+        # What a batch holds in memory (batch_bytes): the signature and digest add 96 bytes.
         (func.length(ENVELOPES.c.header) + func.length(ENVELOPES.c.sealed_payload)).label("size"),
     )
     .join(NOTICES, NOTICES.c.message_id == OUTBOX.c.message_id)
