@@ -9,10 +9,16 @@ on average, one to `audit_nodes`.
 
 Any hash a proof needs is the fold of O(log n) stored complete subtrees
 (`exchange.merkle.aligned_blocks`), fetched in two queries.
+
+Inside a transaction begun by `Store`, appends are written once, last before
+the commit (`exchange.store.pending`): a group commit of many writes reads the
+head row once (under its lock) and writes the entries, nodes and head once.
+Every read of the log in the same transaction writes what is pending first.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -20,6 +26,7 @@ from sqlalchemy import Connection, Row, bindparam, insert, select, tuple_, updat
 
 from exchange import merkle
 from exchange.audit import AuditRecord, LoggedEntry
+from exchange.store import pending
 from exchange.store.engine import AsyncStore
 from exchange.store.tables import AUDIT_ENTRIES as _entries
 from exchange.store.tables import AUDIT_HEAD as _head
@@ -45,6 +52,7 @@ _HEAD_ID = 1
 _READ_HEAD = (
     select(_head.c.sequence, _head.c.frontier).where(_head.c.id == _HEAD_ID).with_for_update()
 )
+_READ_EDGE = select(_head.c.sequence, _head.c.frontier).where(_head.c.id == _HEAD_ID)
 _INSERT_ENTRY = insert(_entries)
 _INSERT_NODE = insert(_nodes)
 _UPDATE_HEAD = (
@@ -54,16 +62,74 @@ _UPDATE_HEAD = (
 )
 
 
-def _locked_frontier(connection: Connection) -> merkle.Frontier:
+# The name of this transaction's appends in `pending`.
+_PENDING = "audit_log"
+
+
+@dataclasses.dataclass(frozen=True)
+class _Appended:
+    """The log as this transaction left it: its right edge, and what is not yet written."""
+
+    frontier: merkle.Frontier
+    entries: tuple[LoggedEntry, ...] = ()
+    nodes: tuple[tuple[int, int, bytes], ...] = ()
+
+
+def _locked(connection: Connection) -> _Appended:
+    """The log's state in this transaction; the first call reads (and locks) the head."""
+    held: _Appended | None = pending.get(connection, _PENDING)
+    if held is not None:
+        return held
     row = connection.execute(_READ_HEAD).one_or_none()
     if row is None:
         raise RuntimeError("audit_head row missing: the store is not migrated")
-    return merkle.Frontier.from_bytes(row.sequence, row.frontier)
+    held = _Appended(merkle.Frontier.from_bytes(row.sequence, row.frontier))
+    if pending.defers(connection):
+        # The lock is held until the transaction ends: no one else moves the head.
+        pending.put(connection, _PENDING, held, _write)
+    return held
+
+
+def _write(connection: Connection, appended: _Appended) -> _Appended:
+    """Write the pending entries, their new subtrees and the head; returns the state after."""
+    if not appended.entries:
+        return appended
+    connection.execute(
+        _INSERT_ENTRY,
+        [
+            {
+                "sequence": e.sequence,
+                "occurred_at": e.occurred_at_ms,
+                "actor": e.actor,
+                "action": e.action,
+                "message_id": e.message_id,
+                "peer_node_id": e.peer_node_id,
+                "details": e.details_json,
+                "leaf_hash": e.leaf_hash,
+            }
+            for e in appended.entries
+        ],
+    )
+    if appended.nodes:
+        connection.execute(
+            _INSERT_NODE,
+            [{"level": lv, "node_index": ix, "hash": h} for lv, ix, h in appended.nodes],
+        )
+    frontier = appended.frontier
+    connection.execute(
+        _UPDATE_HEAD, {"new_sequence": frontier.size, "new_frontier": frontier.to_bytes()}
+    )
+    return _Appended(frontier)
+
+
+def _written(connection: Connection) -> None:
+    """Write this transaction's pending appends, before reading the log."""
+    pending.flush(connection, _PENDING)
 
 
 def lock(connection: Connection) -> None:
     """Take the audit lock now, for a transaction that must not interleave with another."""
-    _locked_frontier(connection)
+    _locked(connection)
 
 
 async def record(store: AsyncStore, *records: AuditRecord) -> None:
@@ -73,38 +139,21 @@ async def record(store: AsyncStore, *records: AuditRecord) -> None:
 
 def append(connection: Connection, records: Sequence[AuditRecord]) -> list[int]:
     """Append `records` in order; returns their sequence numbers."""
-    frontier = _locked_frontier(connection)
+    held = _locked(connection)
+    frontier = held.frontier
     entries, nodes = [], []
     for record in records:
         logged = LoggedEntry.of(frontier.size + 1, record)
         frontier, created = frontier.append(logged.leaf_hash)
         entries.append(logged)
         nodes.extend(created)
-    if entries:
-        connection.execute(
-            _INSERT_ENTRY,
-            [
-                {
-                    "sequence": e.sequence,
-                    "occurred_at": e.occurred_at_ms,
-                    "actor": e.actor,
-                    "action": e.action,
-                    "message_id": e.message_id,
-                    "peer_node_id": e.peer_node_id,
-                    "details": e.details_json,
-                    "leaf_hash": e.leaf_hash,
-                }
-                for e in entries
-            ],
-        )
-        if nodes:
-            connection.execute(
-                _INSERT_NODE,
-                [{"level": lv, "node_index": ix, "hash": h} for lv, ix, h in nodes],
-            )
-        connection.execute(
-            _UPDATE_HEAD, {"new_sequence": frontier.size, "new_frontier": frontier.to_bytes()}
-        )
+    if not entries:
+        return []
+    appended = _Appended(frontier, (*held.entries, *entries), (*held.nodes, *nodes))
+    if pending.defers(connection):
+        pending.put(connection, _PENDING, appended, _write)
+    else:
+        _write(connection, appended)
     return [e.sequence for e in entries]
 
 
@@ -122,6 +171,7 @@ def _entry(row: Row[Any]) -> LoggedEntry:
 
 
 def entries_after(connection: Connection, after: int, limit: int) -> list[LoggedEntry]:
+    _written(connection)
     rows = connection.execute(
         select(_entries)
         .where(_entries.c.sequence > after)
@@ -132,11 +182,13 @@ def entries_after(connection: Connection, after: int, limit: int) -> list[Logged
 
 
 def entry(connection: Connection, sequence: int) -> LoggedEntry | None:
+    _written(connection)
     row = connection.execute(select(_entries).where(_entries.c.sequence == sequence)).one_or_none()
     return None if row is None else _entry(row)
 
 
 def entries_for_message(connection: Connection, message_id: str) -> list[LoggedEntry]:
+    _written(connection)
     rows = connection.execute(
         select(_entries).where(_entries.c.message_id == message_id).order_by(_entries.c.sequence)
     )
@@ -155,12 +207,14 @@ def iter_entries(connection: Connection, batch: int = 5000) -> Iterator[LoggedEn
 
 
 def size(connection: Connection) -> int:
+    _written(connection)
     row = connection.execute(select(_head.c.sequence).where(_head.c.id == _HEAD_ID)).one_or_none()
     return 0 if row is None else int(row.sequence)
 
 
 def _range_hashes(connection: Connection, ranges: Sequence[merkle.Range]) -> list[bytes]:
     """The MTH of each leaf range, from the stored leaves and subtrees."""
+    _written(connection)
     blocks = {r: merkle.aligned_blocks(*r) for r in ranges}
     wanted = {block for run in blocks.values() for block in run}
     leaves = [index + 1 for level, index in wanted if level == 0]
@@ -186,6 +240,11 @@ def root(connection: Connection, tree_size: int) -> bytes:
     """The root hash of the log's first `tree_size` entries."""
     if tree_size == 0:
         return merkle.EMPTY_ROOT
+    _written(connection)
+    head = connection.execute(_READ_EDGE).one_or_none()
+    if head is not None and head.sequence == tree_size:
+        # The whole log (a new head's case): its right edge folds to the root.
+        return merkle.Frontier.from_bytes(head.sequence, head.frontier).root()
     (value,) = _range_hashes(connection, [(0, tree_size)])
     return value
 

@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 import dataclasses
 import fcntl
+import functools
 import queue
 import threading
 from collections.abc import Callable, Iterator
@@ -32,7 +33,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, OperationalError, PendingRollbackError
 
 from exchange.errors import ConfigError, StoreUnavailableError
-from exchange.store import coordination
+from exchange.store import coordination, pending
 
 __all__ = ["AsyncStore", "Store", "sqlite_url"]
 
@@ -147,10 +148,15 @@ class Store:
                 if self.is_sqlite and write:
                     connection.execution_options(sqlite_begin="IMMEDIATE")
                 coordination.forget_marked(connection)
-                with connection.begin():
-                    yield connection
-                    # Last before commit: the other processes of the node hear of it at commit.
-                    coordination.send_marked(connection)
+                pending.begin(connection)
+                try:
+                    with connection.begin():
+                        yield connection
+                        pending.flush(connection)
+                        # Last before commit: the other processes of the node hear of it at commit.
+                        coordination.send_marked(connection)
+                finally:
+                    pending.end(connection)
         except DBAPIError as exc:
             raise _unavailable(exc) or exc from exc
         except PendingRollbackError as exc:
@@ -278,9 +284,9 @@ class AsyncStore:
     """`Store` for the event loop: no call ever blocks the loop.
 
     Reads run in a bounded thread pool. Writes go to one writer thread that
-    commits whatever is queued together (group commit): each write runs in its
-    own savepoint, so one that fails is rolled back alone, and every caller
-    learns its outcome only after the commit that made it durable. One commit
+    commits whatever is queued together (group commit): a write that fails is
+    rolled back alone (the batch is run again with a savepoint per write), and
+    every caller learns its outcome only after the commit that made it durable. One commit
     (and one fsync) then serves many notices, and SQLite's single writer never
     has to contend for its lock, where it would wait in the busy handler's
     sleeps of up to 100 ms.
@@ -344,6 +350,35 @@ class AsyncStore:
         self._readers.shutdown(wait=True)
         self.store.dispose()
 
+    def _together(self, batch: list[_Write], connection: Connection) -> list[tuple[bool, Any]]:
+        """Run every write of `batch` in one transaction; any failure fails them all."""
+        if self._lock_first is not None:
+            self._lock_first(connection)
+        return [(True, write.fn(connection)) for write in batch]
+
+    def _apart(self, batch: list[_Write], connection: Connection) -> list[tuple[bool, Any]]:
+        """Run each write of `batch` in a savepoint of its own: one that fails fails alone."""
+        if self._lock_first is not None:
+            self._lock_first(connection)
+        if len(batch) == 1:
+            return [(True, batch[0].fn(connection))]
+        outcomes: list[tuple[bool, Any]] = []
+        for write in batch:
+            before = pending.saved(connection)
+            try:
+                with connection.begin_nested():
+                    outcomes.append((True, write.fn(connection)))
+            except Exception as exc:  # reported to that caller alone
+                pending.restore(connection, before)
+                if self.store.is_sqlite and not _sqlite_in_transaction(connection):
+                    # SQLite ended the whole transaction (a full disk, an I/O error), not
+                    # only this savepoint: the writes before it are gone, and those after
+                    # it would each commit on their own. The whole batch fails.
+                    raise _rolled_back(exc) from exc
+                translated = _unavailable(exc) if isinstance(exc, DBAPIError) else None
+                outcomes.append((False, translated or exc))
+        return outcomes
+
     def _write_loop(self) -> None:
         while True:
             first = self._queue.get()
@@ -367,31 +402,19 @@ class AsyncStore:
     def _commit(self, batch: list[_Write]) -> None:
         if not batch:
             return
-
-        def run(connection: Connection) -> list[tuple[bool, Any]]:
-            if self._lock_first is not None:
-                self._lock_first(connection)
-            if len(batch) == 1:
-                return [(True, batch[0].fn(connection))]
-            outcomes: list[tuple[bool, Any]] = []
-            for write in batch:
-                try:
-                    with connection.begin_nested():
-                        outcomes.append((True, write.fn(connection)))
-                except Exception as exc:  # reported to that caller alone
-                    if self.store.is_sqlite and not _sqlite_in_transaction(connection):
-                        # SQLite ended the whole transaction (a full disk, an I/O error), not
-                        # only this savepoint: the writes before it are gone, and those after
-                        # it would each commit on their own. The whole batch fails.
-                        raise _rolled_back(exc) from exc
-                    translated = _unavailable(exc) if isinstance(exc, DBAPIError) else None
-                    outcomes.append((False, translated or exc))
-            return outcomes
-
-        try:
-            outcomes = self.store.write(run)
-        except Exception as exc:  # nothing was committed: every caller gets the error
-            outcomes = [(False, exc)] * len(batch)
+        outcomes: list[tuple[bool, Any]] | None = None
+        if len(batch) > 1:
+            # Nearly every batch fails nowhere: it runs first without a savepoint per
+            # write (two round trips each on PostgreSQL). Should any write fail, that
+            # transaction rolls back and the batch runs again, each write in its own
+            # savepoint: a write may run twice, it never commits twice.
+            with contextlib.suppress(Exception):
+                outcomes = self.store.write(functools.partial(self._together, batch))
+        if outcomes is None:
+            try:
+                outcomes = self.store.write(functools.partial(self._apart, batch))
+            except Exception as exc:  # nothing was committed: every caller gets the error
+                outcomes = [(False, exc)] * len(batch)
         for write, (ok, value) in zip(batch, outcomes, strict=True):
             # A caller whose event loop has closed is gone; the writer carries on.
             with contextlib.suppress(RuntimeError):

@@ -262,7 +262,8 @@ async def _rewrite_history(node: Node) -> None:
         forged = AuditRecord(occurred_at=node.context.clock.now(), actor="admin", action="x")
         audit_log.append(connection, [forged] * (size + 3))
 
-    await node.context.store.write(rewrite)
+    # On a connection of its own, as a forger would: not a write of the node's own.
+    await asyncio.to_thread(node.context.store.store.write, rewrite)
 
 
 # --- the watcher's rules, against a peer that says what the test wants --------------------------

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
+import json
 import threading
 
 import pytest
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, event, select, update
 
 from exchange import merkle
 from exchange.audit import check_log
-from exchange.store import audit_log
+from exchange.store import AsyncStore, audit_log
 from exchange.store.engine import Store
 from exchange.store.tables import AUDIT_ENTRIES, AUDIT_HEAD
 
@@ -229,3 +231,90 @@ def test_appends_from_several_threads_at_once_keep_the_chain_gapless_and_valid(s
         assert [e.actor for e in entries if e.sequence in mine] == [f"node:writer-{index}"] * len(
             mine
         )
+
+
+async def test_a_group_commit_keeps_the_appends_of_the_writes_that_committed(store):
+    """Appends wait for the end of the transaction; a write rolled back takes its own along."""
+    async_store = AsyncStore(store, lock_first=audit_log.lock)
+    gate = threading.Event()
+
+    def append_then_fail(connection):
+        audit_log.append(connection, [audit_record(3)])
+        raise RuntimeError("the notice insert failed")
+
+    try:
+        held = asyncio.ensure_future(async_store.write(lambda _c: gate.wait(5)))
+        await asyncio.sleep(0.05)
+        writes = [
+            async_store.write(lambda c: audit_log.append(c, [audit_record(1), audit_record(2)])),
+            async_store.write(append_then_fail),
+            async_store.write(lambda c: audit_log.append(c, [audit_record(4)])),
+        ]
+        gate.set()
+        await held
+        outcomes = await asyncio.gather(*writes, return_exceptions=True)
+    finally:
+        async_store.close()
+
+    assert outcomes[0] == [1, 2]
+    assert isinstance(outcomes[1], RuntimeError)
+    assert outcomes[2] == [3]
+    entries = store.read(lambda c: list(audit_log.iter_entries(c)))
+    assert [json.loads(e.details_json)["n"] for e in entries] == ["1", "2", "4"]
+    assert check_log(entries, []).ok
+    assert store.read(lambda c: audit_log.root(c, 3)) == merkle.root_of(
+        [e.leaf_hash for e in entries]
+    )
+
+
+def test_a_transaction_reads_its_own_appends(store):
+    append(store, 1)
+
+    def append_and_read(connection):
+        audit_log.append(connection, [audit_record(2), audit_record(3)])
+        return (
+            audit_log.size(connection),
+            audit_log.entry(connection, 3),
+            audit_log.root(connection, 2),
+            audit_log.inclusion_path(connection, 2, 3),
+        )
+
+    size, third, root_of_two, path = store.write(append_and_read)
+
+    leaves = [e.leaf_hash for e in store.read(lambda c: list(audit_log.iter_entries(c)))]
+    assert size == 3
+    assert third is not None
+    assert third.leaf_hash == leaves[2]
+    assert root_of_two == merkle.root_of(leaves[:2])
+    merkle.verify_inclusion(leaves[1], 1, 3, path, merkle.root_of(leaves))
+
+
+def test_a_transaction_reads_and_writes_the_head_once_however_many_appends(store):
+    append(store, 1)
+    statements: list[str] = []
+
+    def seen(_conn, _cursor, statement, *_args):
+        statements.append(statement)
+
+    def many_appends(connection):
+        for n in range(2, 7):
+            audit_log.append(connection, [audit_record(n)])
+
+    event.listen(store.engine, "before_cursor_execute", seen)
+    try:
+        store.write(many_appends)
+    finally:
+        event.remove(store.engine, "before_cursor_execute", seen)
+
+    touching_head = [s for s in statements if "audit_head" in s]
+    assert len(touching_head) == 2, touching_head  # one read (locking), one update
+    assert sum("INSERT INTO audit_entries" in s for s in statements) == 1
+    assert stored_log_break(store) is None
+    assert store.read(audit_log.size) == 6
+
+
+def test_an_append_outside_a_store_transaction_is_written_at_once(store):
+    with store.engine.begin() as connection:
+        assert audit_log.append(connection, [audit_record(1)]) == [1]
+    assert store.read(audit_log.size) == 1
+    assert stored_log_break(store) is None

@@ -207,6 +207,44 @@ async def test_group_commit_rolls_back_only_the_write_that_failed(store):
     assert sorted(stored) == [5, 6, 7, 8]
 
 
+async def test_a_group_commit_that_fails_nowhere_takes_no_savepoints(store):
+    """A savepoint per write costs two round trips on PostgreSQL: only a batch in which
+    a write failed pays for them (it runs again, each write in its own)."""
+    async_store = AsyncStore(store)
+    gate = threading.Event()
+    statements: list[str] = []
+
+    def seen(_conn, _cursor, statement, *_args):
+        statements.append(statement.upper())
+
+    event.listen(store.engine, "before_cursor_execute", seen)
+    try:
+        held = asyncio.ensure_future(async_store.write(lambda _c: gate.wait(5)))
+        await asyncio.sleep(0.05)
+        clean = [async_store.write(trust_list(v)) for v in (5, 6, 7)]
+        gate.set()
+        await held
+        assert await asyncio.gather(*clean) == [5, 6, 7]
+        assert not [s for s in statements if "SAVEPOINT" in s]
+
+        gate.clear()
+        held = asyncio.ensure_future(async_store.write(lambda _c: gate.wait(5)))
+        await asyncio.sleep(0.05)
+        mixed = [async_store.write(trust_list(8)), async_store.write(trust_list(5))]
+        gate.set()
+        await held
+        outcomes = await asyncio.gather(*mixed, return_exceptions=True)
+    finally:
+        event.remove(store.engine, "before_cursor_execute", seen)
+        async_store.close()
+
+    assert outcomes[0] == 8
+    assert isinstance(outcomes[1], IntegrityError)
+    assert [s for s in statements if s.startswith("SAVEPOINT")]
+    stored = store.read(lambda c: [row.version for row in c.execute(select(TRUST_LISTS.c.version))])
+    assert sorted(stored) == [5, 6, 7, 8]
+
+
 async def test_a_write_whose_caller_gave_up_before_it_ran_is_not_made(store):
     async_store = AsyncStore(store)
     gate = threading.Event()
