@@ -288,6 +288,7 @@ class Node:
                     coordination.OUTBOX: context.outbox_changed,
                 },
                 context.log,
+                own=context.store.store.sender,
             )
             self._tasks.append(asyncio.create_task(self.session.run(), name="store-session"))
         audit = AuditLog(context)

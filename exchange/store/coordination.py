@@ -10,9 +10,11 @@ serves one process (`Store.hold_serving`). Two things cross processes here:
   transaction commits (`send_marked`), and PostgreSQL delivers it at commit,
   or never if it rolls back. Each process's
   `ProcessSession` LISTENs on one connection of its own and fires the local
-  signals (`NodeContext.inbox_changed`, `outbox_changed`). The payload is the
-  schema's name and nothing else (nodes that share a database, as in the
-  simulation, ignore each other's); no message id or case reference crosses.
+  signals (`NodeContext.inbox_changed`, `outbox_changed`). The payload is a
+  random token of the sending `Store` and the schema's name, nothing else: nodes
+  that share a database (as in the simulation) ignore each other's, and a
+  process ignores its own, whose signals it fired itself; no message id or
+  case reference crosses.
   A notification is only a wake-up: waiters re-read the store on a timeout
   anyway, so a notification lost while the session reconnects only delays an
   event, and every (re)connect fires the signals once.
@@ -63,7 +65,7 @@ _RETRY_MAX_SECONDS = 5.0
 _CONNECT_TIMEOUT_SECONDS = 5
 
 _MARKED = "exchange_notify"
-_NOTIFY = text("SELECT pg_notify(:channel, coalesce(current_schema(), ''))")
+_NOTIFY = text("SELECT pg_notify(:channel, :sender || ' ' || coalesce(current_schema(), ''))")
 # One advisory lock per node: keyed by the schema, so nodes sharing a database do not collide.
 _TRY_LEAD = "SELECT pg_try_advisory_lock(hashtextextended('exchange.leader.' || %s, 0))"
 
@@ -107,11 +109,15 @@ def forget_marked(connection: Connection) -> None:
     connection.info.pop(_MARKED, None)
 
 
-def send_marked(connection: Connection) -> None:
-    """Send the notifications this transaction marked; call it last before commit."""
+def send_marked(connection: Connection, sender: str) -> None:
+    """Send the notifications this transaction marked; call it last before commit.
+
+    Args:
+        sender: the sending store's token (`Store.sender`): no spaces.
+    """
     marked = connection.info.pop(_MARKED, None)
     for channel in sorted(marked or ()):
-        connection.execute(_NOTIFY, {"channel": channel})
+        connection.execute(_NOTIFY, {"channel": channel, "sender": sender})
 
 
 def libpq_url(url: str) -> str:
@@ -127,12 +133,21 @@ class ProcessSession:
         signals: channel -> signal fired when another process commits a change.
         log: the node's logger.
         lead: whether this process may take the leadership at all.
+        own: the token of this process's store (`Store.sender`): its own
+            notifications are not heard (it fired those signals itself).
     """
 
     def __init__(
-        self, url: str, signals: Mapping[str, Any], log: Any, *, lead: bool = True
+        self,
+        url: str,
+        signals: Mapping[str, Any],
+        log: Any,
+        *,
+        lead: bool = True,
+        own: str | None = None,
     ) -> None:
         self._conninfo = libpq_url(url)
+        self._own = own
         self._signals = dict(signals)
         self._log = log
         self._lead = lead
@@ -196,7 +211,8 @@ class ProcessSession:
                 else:
                     await connection.execute("SELECT 1")  # the heartbeat: raises once gone
                 async for notice in connection.notifies(timeout=HEARTBEAT_SECONDS):
-                    if notice.payload == schema:
+                    sender, _, of_schema = notice.payload.partition(" ")
+                    if of_schema == schema and sender != self._own:
                         signal = self._signals.get(notice.channel)
                         if signal is not None:
                             signal.fire()

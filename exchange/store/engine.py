@@ -22,6 +22,7 @@ import dataclasses
 import fcntl
 import functools
 import queue
+import secrets
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -87,6 +88,8 @@ class Store:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self.is_sqlite = engine.dialect.name == "sqlite"
+        # Names this store's change notifications, so its own process can ignore them.
+        self.sender = secrets.token_hex(8)
 
     @staticmethod
     def open(
@@ -154,7 +157,7 @@ class Store:
                         yield connection
                         pending.flush(connection)
                         # Last before commit: the other processes of the node hear of it at commit.
-                        coordination.send_marked(connection)
+                        coordination.send_marked(connection, self.sender)
                 finally:
                     pending.end(connection)
         except DBAPIError as exc:

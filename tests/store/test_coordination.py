@@ -54,12 +54,14 @@ def stores(databases: DatabaseFactory) -> Iterator[tuple[str, Store, Store]]:
 
 @contextlib.asynccontextmanager
 async def session(
-    url: str, outbox_signal: Signal | None = None
+    url: str, outbox_signal: Signal | None = None, own: Store | None = None
 ) -> AsyncIterator[tuple[coordination.ProcessSession, CountingSignal]]:
-    """A process session; its inbox signal counts."""
+    """A process session (of the process that writes with `own`); its inbox signal counts."""
     signal = CountingSignal()
     signals = {coordination.INBOX: signal, coordination.OUTBOX: outbox_signal or Signal()}
-    running = coordination.ProcessSession(url, signals, get_logger("test"))
+    running = coordination.ProcessSession(
+        url, signals, get_logger("test"), own=own.sender if own else None
+    )
     task = asyncio.create_task(running.run())
     try:
         await asyncio.wait_for(running.listening.wait(), WAIT_SECONDS)
@@ -94,6 +96,26 @@ async def test_only_a_committed_inbox_event_of_this_node_wakes_its_watchers(
         await asyncio.to_thread(other_node.write, lambda c: inbox.insert_event(c, event(1)))
         await asyncio.to_thread(store.write, lambda c: inbox.insert_event(c, event(2)))
         assert await fired(signal, snapshot) == 2, "the rolled-back or other node's event woke it"
+
+
+async def test_a_process_does_not_hear_its_own_changes_again(
+    stores: tuple[str, Store, Store],
+) -> None:
+    # Its own writes fired its signals already: hearing them again costs every watcher a read.
+    url, store, _ = stores
+    elsewhere = Store.open(url)  # another process of the same node
+    try:
+        async with session(url, own=store) as (_, signal):
+            snapshot = signal.snapshot()
+            await asyncio.to_thread(store.write, lambda c: inbox.insert_event(c, event(1)))
+            await asyncio.to_thread(elsewhere.write, lambda c: inbox.insert_event(c, event(2)))
+            # Notifications arrive in commit order: once the later one is in, the earlier
+            # one would have been.
+            assert await fired(signal, snapshot) == 2
+            await asyncio.sleep(0.2)
+            assert signal.fired == 2, "its own change woke it"
+    finally:
+        elsewhere.dispose()
 
 
 async def test_outbox_rows_born_leased_wake_no_other_process(
