@@ -32,6 +32,8 @@ __all__ = ["DeliveryStatus", "Reader"]
 DEFAULT_PAGE = 50
 MAX_PAGE = 500
 MAX_AUDIT_PAGE = 1000
+# Inbox events a watcher reads at once.
+_WATCH_PAGE = 100
 
 
 def _page_size(value: int, default: int, maximum: int) -> int:
@@ -152,8 +154,10 @@ class Reader:
             for event in batch:
                 yield event
                 after = event.sequence
-            if not batch:
-                # Woken by a commit of this process or (PostgreSQL) of another of the node.
+            if len(batch) < _WATCH_PAGE:
+                # Everything committed before the read began was read; a commit since has
+                # fired the snapshot (taken before the read). Woken by a commit of this
+                # process or (PostgreSQL) of another of the node.
                 await Signal.wait(snapshot, context.config.store.watch_poll_seconds)
 
     async def _refuse_read(self, principal: Principal, record: NoticeRecord) -> None:
@@ -220,4 +224,4 @@ class Reader:
 
 
 def _events_page(connection: Connection, after: int) -> list[inbox.InboxEvent]:
-    return inbox.events_after(connection, after, 100)
+    return inbox.events_after(connection, after, _WATCH_PAGE)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 from collections.abc import Callable
 
@@ -14,6 +15,7 @@ from exchange._proto.exchange.v1 import authority_pb2 as apb
 from exchange._proto.exchange.v1 import notices_pb2 as npb
 from exchange.harness import samples
 from exchange.node import Node
+from exchange.reading import _events_page
 from exchange.rpc.client import AuthorityClient
 from exchange.store import audit_log
 from exchange.store.tables import NOTICES, OUTBOX
@@ -231,6 +233,33 @@ async def test_watch_resumes_after_a_sequence(federation: Federation) -> None:
     async for event in b.watch(events[0].sequence):
         assert event.message_id == ids[1]
         break
+
+
+async def test_a_watcher_reads_the_store_once_per_wake_up(federation: Federation) -> None:
+    """A read that found fewer events than a page found all there were: the watcher waits
+    for the next commit instead of reading again to find nothing."""
+    a, b = federation.client(0), federation.client(1)
+    store = federation.node(1).context.store
+    reads = 0
+    read = store.read
+
+    async def counted(fn):
+        nonlocal reads
+        if getattr(fn, "func", None) is _events_page:
+            reads += 1
+        return await read(fn)
+
+    store.read = counted  # type: ignore[method-assign]
+    try:
+        watch = b.watch(0).__aiter__()
+        for _ in range(3):
+            submitted = await a.submit(_referral(federation.sim(1).node_id))
+            event = await asyncio.wait_for(watch.__anext__(), 30)
+            assert event.message_id == submitted.message_id
+        await watch.aclose()
+    finally:
+        del store.read
+    assert reads <= 4, f"{reads} reads for 3 events"
 
 
 async def test_respond_rules(federation: Federation) -> None:
