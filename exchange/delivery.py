@@ -99,6 +99,11 @@ def backoff(attempts: int, initial: float, maximum: float, jitter: float) -> dt.
     return dt.timedelta(seconds=exponential * (0.5 + jitter / 2))
 
 
+def _rejection(receipt: Receipt) -> str:
+    """A receipt's outcome as the row's last error: empty if it accepts."""
+    return "" if receipt.accepted else f"rejected by recipient: {receipt.rejection_name}"
+
+
 def _error_category(error: str) -> str:
     """What went wrong, for the audit log: a peer's status code, never its free text.
 
@@ -583,24 +588,29 @@ class DeliveryWorker:
         records: list[AuditRecord] = []
         # (index of the delivery.failed entry, the outcome): each gets an inbox event.
         failures: list[tuple[int, _Outcome, str]] = []
+        ended = outbox.record_receipts(
+            connection,
+            [
+                outbox.Landing(
+                    outbox_id=outcome.item.outbox_id,
+                    message_id=outcome.item.message_id,
+                    recipient_node_id=outcome.item.recipient_node_id,
+                    receipt=outcome.signed,
+                    accepted=outcome.receipt.accepted,
+                    received_at=to_millis(outcome.receipt.received_at),
+                    error=_rejection(outcome.receipt),
+                    now=to_millis(outcome.now),
+                )
+                for outcome in outcomes
+                if outcome.receipt is not None and outcome.signed is not None
+            ],
+        )
         for outcome in outcomes:
             item, now = outcome.item, to_millis(outcome.now)
             if outcome.receipt is not None and outcome.signed is not None:
                 receipt = outcome.receipt
-                reason = (
-                    "" if receipt.accepted else f"rejected by recipient: {receipt.rejection_name}"
-                )
-                if not outbox.record_receipt(
-                    connection,
-                    outbox_id=item.outbox_id,
-                    message_id=item.message_id,
-                    recipient_node_id=item.recipient_node_id,
-                    receipt=outcome.signed,
-                    accepted=receipt.accepted,
-                    received_at=to_millis(receipt.received_at),
-                    error=reason,
-                    now=now,
-                ):
+                reason = _rejection(receipt)
+                if item.outbox_id not in ended:
                     continue
                 if receipt.accepted:
                     records.append(

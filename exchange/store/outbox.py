@@ -10,6 +10,7 @@ ends. Only a verified receipt, an authentic rejection or expiry ends a row.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import Connection, bindparam, case, func, insert, select, update
@@ -22,6 +23,7 @@ from exchange.store.tables import ENVELOPES, NOTICES, OUTBOX, RECEIPTS, SUPERSED
 
 __all__ = [
     "DeliveryRecord",
+    "Landing",
     "OutboxItem",
     "Submission",
     "batch_bytes",
@@ -32,7 +34,7 @@ __all__ = [
     "find_submission",
     "insert_outgoing",
     "next_due_at",
-    "record_receipt",
+    "record_receipts",
     "release",
     "replace_envelope",
     "retry_later",
@@ -131,10 +133,11 @@ WITHDRAWN_BEFORE_DELIVERY = "withdrawn before delivery"
 _LAND = (
     update(OUTBOX)
     .where(
-        OUTBOX.c.id == bindparam("outbox_id"),
+        OUTBOX.c.id.in_(bindparam("ids", expanding=True)),
         (OUTBOX.c.state == PENDING) | (OUTBOX.c.last_error == WITHDRAWN_BEFORE_DELIVERY),
     )
     .values(**_OUTCOME)
+    .returning(OUTBOX.c.id)
 )
 _RESCHEDULE = (
     update(OUTBOX)
@@ -313,55 +316,65 @@ def next_due_at(connection: Connection) -> int | None:
     return None if value is None else int(value)
 
 
-def _end(
-    connection: Connection,
-    outbox_id: int,
-    state: str,
-    error: str,
-    now: int,
-    *,
-    landed: bool = False,
-) -> bool:
+def _end(connection: Connection, outbox_id: int, state: str, error: str, now: int) -> bool:
     result = connection.execute(
-        _LAND if landed else _END,
-        {"outbox_id": outbox_id, "new_state": state, "error": error[:500], "now": now},
+        _END, {"outbox_id": outbox_id, "new_state": state, "error": error[:500], "now": now}
     )
     return result.rowcount == 1
 
 
-def record_receipt(
-    connection: Connection,
-    *,
-    outbox_id: int,
-    message_id: str,
-    recipient_node_id: str,
-    receipt: SignedReceipt,
-    accepted: bool,
-    received_at: int,
-    error: str,
-    now: int,
-) -> bool:
-    """Store a verified receipt and end the row: delivered, or failed if it rejects.
+@dataclasses.dataclass(frozen=True)
+class Landing:
+    """A verified receipt for one outbox row, about to end it."""
+
+    outbox_id: int
+    message_id: str
+    recipient_node_id: str
+    receipt: SignedReceipt
+    accepted: bool
+    received_at: int
+    # The row's last error: empty, or why the recipient rejected the envelope.
+    error: str
+    now: int
+
+
+def record_receipts(connection: Connection, landings: Sequence[Landing]) -> set[int]:
+    """Store verified receipts and end their rows: delivered, or failed if they reject.
+
+    A few statements for the whole batch, not two per row: on PostgreSQL each
+    statement is a round trip of the store's one writer.
 
     Returns:
-        False if the row was no longer pending (another worker finished it) and
-        not cancelled by a withdrawal.
+        The outbox ids that were ended. Not those no longer pending (another
+        worker finished them), unless a withdrawal cancelled them meanwhile.
     """
-    state = DELIVERED if accepted else FAILED
-    if not _end(connection, outbox_id, state, error, now, landed=True):
-        return False
-    connection.execute(
-        _INSERT_RECEIPT,
-        {
-            "message_id": message_id,
-            "recipient_node_id": recipient_node_id,
-            "body": receipt.body,
-            "signature": receipt.signature,
-            "accepted": accepted,
-            "received_at": received_at,
-        },
-    )
-    return True
+    alike: dict[tuple[str, str, int], list[int]] = {}
+    for landing in landings:
+        state = DELIVERED if landing.accepted else FAILED
+        alike.setdefault((state, landing.error[:500], landing.now), []).append(landing.outbox_id)
+    ended: set[int] = set()
+    for (state, error, now), ids in alike.items():
+        rows = connection.execute(
+            _LAND, {"ids": ids, "new_state": state, "error": error, "now": now}
+        )
+        ended.update(row.id for row in rows)
+    stored = [landing for landing in landings if landing.outbox_id in ended]
+    if stored:
+        connection.execute(
+            _INSERT_RECEIPT,
+            [
+                {
+                    "message_id": landing.message_id,
+                    "recipient_node_id": landing.recipient_node_id,
+                    "body": landing.receipt.body,
+                    "signature": landing.receipt.signature,
+                    "accepted": landing.accepted,
+                    "received_at": landing.received_at,
+                }
+                for landing in stored
+            ],
+        )
+    return ended
 
 
 _REPLACE_ENVELOPE = (

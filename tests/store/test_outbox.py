@@ -7,7 +7,7 @@ import datetime as dt
 import threading
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import event, text
 from sqlalchemy.exc import IntegrityError
 
 from exchange.errors import StoreUnavailableError
@@ -76,21 +76,25 @@ def claimed(items: list[outbox.OutboxItem]) -> list[tuple[str, str]]:
 def deliver(
     store: Store, item: outbox.OutboxItem, signed: Signed, *, accepted: bool = True, now: int
 ) -> bool:
+    landed = landing(item, signed, accepted=accepted, now=now)
+    return item.outbox_id in store.write(lambda c: outbox.record_receipts(c, [landed]))
+
+
+def landing(
+    item: outbox.OutboxItem, signed: Signed, *, accepted: bool = True, now: int
+) -> outbox.Landing:
     received_at = START + dt.timedelta(milliseconds=now - T0)
-    return store.write(
-        lambda c: outbox.record_receipt(
-            c,
-            outbox_id=item.outbox_id,
-            message_id=item.message_id,
-            recipient_node_id=item.recipient_node_id,
-            receipt=receipt_for(
-                signed, item.recipient_node_id, received_at=received_at, accepted=accepted
-            ),
-            accepted=accepted,
-            received_at=now,
-            error="" if accepted else "rejected: expired",
-            now=now,
-        )
+    return outbox.Landing(
+        outbox_id=item.outbox_id,
+        message_id=item.message_id,
+        recipient_node_id=item.recipient_node_id,
+        receipt=receipt_for(
+            signed, item.recipient_node_id, received_at=received_at, accepted=accepted
+        ),
+        accepted=accepted,
+        received_at=now,
+        error="" if accepted else "rejected: expired",
+        now=now,
     )
 
 
@@ -455,6 +459,52 @@ def test_record_receipt_ends_the_row_exactly_once(store, notices, accepted, stat
     )
     assert record == outbox.DeliveryRecord(NODE_XB, state, 1, T0, error, expected)
     assert count_rows(store, "receipts") == 1
+
+
+def test_a_batch_of_receipts_ends_its_rows_in_a_statement_per_outcome_and_one_insert(
+    store, notices
+):
+    envelopes = {}
+    for _ in range(5):
+        signed = notices.envelope()
+        submit(store, signed)
+        envelopes[signed.message_id] = signed
+    items = claim(store, now=T0)
+    finished_elsewhere = items[4]
+    assert store.write(
+        lambda c: outbox.fail(c, outbox_id=finished_elsewhere.outbox_id, error="e", now=T0)
+    )
+    landings = [
+        landing(item, envelopes[item.message_id], accepted=index != 1, now=T0 + 1)
+        for index, item in enumerate(items)
+    ]
+    statements: list[str] = []
+
+    def seen(_conn, _cursor, statement, *_args):
+        statements.append(statement)
+
+    event.listen(store.engine, "before_cursor_execute", seen)
+    try:
+        ended = store.write(lambda c: outbox.record_receipts(c, landings))
+    finally:
+        event.remove(store.engine, "before_cursor_execute", seen)
+
+    assert ended == {item.outbox_id for item in items[:4]}
+    assert len([s for s in statements if s.lstrip().upper().startswith(("UPDATE", "INSERT"))]) == 3
+    states = {
+        item.message_id: store.read(lambda c, i=item: outbox.delivery_status(c, i.message_id))[0]
+        for item in items
+    }
+    assert [states[item.message_id].state for item in items] == [
+        "delivered",
+        "failed",
+        "delivered",
+        "delivered",
+        "failed",
+    ]
+    assert states[items[1].message_id].last_error == "rejected: expired"
+    assert states[items[4].message_id].last_error == "e"
+    assert count_rows(store, "receipts") == 4
 
 
 def test_a_late_receipt_for_a_failed_row_is_not_stored(store, notices):
