@@ -609,7 +609,6 @@ class DeliveryWorker:
             item, now = outcome.item, to_millis(outcome.now)
             if outcome.receipt is not None and outcome.signed is not None:
                 receipt = outcome.receipt
-                reason = _rejection(receipt)
                 if item.outbox_id not in ended:
                     continue
                 if receipt.accepted:
@@ -628,6 +627,7 @@ class DeliveryWorker:
                         )
                     )
                 else:
+                    reason = _rejection(receipt)
                     failures.append((len(records), outcome, reason))
                     records.append(self._failure_record(outcome, reason))
             elif outcome.final:

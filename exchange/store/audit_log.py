@@ -49,10 +49,8 @@ _HEAD_ID = 1
 
 # Statements are built once: building one per call costs several times what
 # executing it does.
-_READ_HEAD = (
-    select(_head.c.sequence, _head.c.frontier).where(_head.c.id == _HEAD_ID).with_for_update()
-)
 _READ_EDGE = select(_head.c.sequence, _head.c.frontier).where(_head.c.id == _HEAD_ID)
+_READ_HEAD = _READ_EDGE.with_for_update()
 _INSERT_ENTRY = insert(_entries)
 _INSERT_NODE = insert(_nodes)
 _UPDATE_HEAD = (
