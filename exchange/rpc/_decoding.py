@@ -113,18 +113,22 @@ class DecodeRequests(grpc.aio.ServerInterceptor):
         log, admit, refused = self._log, self._admit, self._refused
         name = method.rsplit("/", 1)[-1]
 
+        async def checked(data: bytes, context: Context) -> Any:
+            """The request, or the refusal (recorded) as an ExchangeError."""
+            if SMALL_REQUEST_BYTES < len(data) <= limit:
+                await admit(context, name)
+            try:
+                return _decode(deserializer, data, limit)
+            except ResourceLimitError:
+                await refused(context, name, "too large")
+                raise
+            except ValidationError:
+                await refused(context, name, "invalid request")
+                raise
+
         async def decoded(data: bytes, context: Context) -> Any:
             async with status_from_errors(context, log):
-                if SMALL_REQUEST_BYTES < len(data) <= limit:
-                    await admit(context, name)
-                try:
-                    return _decode(deserializer, data, limit)
-                except ResourceLimitError:
-                    await refused(context, name, "too large")
-                    raise
-                except ValidationError:
-                    await refused(context, name, "invalid request")
-                    raise
+                return await checked(data, context)
 
         if handler.unary_unary is not None:
             unary_unary = handler.unary_unary
@@ -160,12 +164,17 @@ class DecodeRequests(grpc.aio.ServerInterceptor):
             async def call_stream_stream(
                 requests: AsyncIterator[bytes], context: Context
             ) -> AsyncIterator[Any]:
+                # The handler may read its requests in a task of its own: a refusal is
+                # raised to it, and the call aborted here, in the call's own task (an
+                # abort from another task, while this one writes, could leave the call
+                # open until its deadline).
                 async def each() -> AsyncIterator[Any]:
                     async for data in requests:
-                        yield await decoded(data, context)
+                        yield await checked(data, context)
 
-                async for response in stream_stream(each(), context):
-                    yield response
+                async with status_from_errors(context, log):
+                    async for response in stream_stream(each(), context):
+                        yield response
 
             return grpc.stream_stream_rpc_method_handler(
                 call_stream_stream, response_serializer=serializer

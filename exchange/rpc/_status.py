@@ -84,6 +84,8 @@ async def status_from_errors(
     """Turn exceptions raised inside the block into the call's status."""
     try:
         yield
+    except grpc.aio.AbortError:
+        raise  # the status is set already (a block inside this one aborted)
     except ExchangeError as exc:
         code, message = status_of(exc)
         if code == grpc.StatusCode.INTERNAL:

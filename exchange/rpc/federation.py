@@ -172,8 +172,6 @@ class FederationService(federation_pb2_grpc.FederationServicer):
                 buffered.give(sum(_size(request) for request in batch))
                 for answer in answers:
                     yield answer
-            if isinstance(ended, grpc.aio.AbortError):
-                raise ended  # the call's status is set already (a request not decoded)
             if ended is not _END:
                 async with status_from_errors(context, self._node.log):
                     raise ended
