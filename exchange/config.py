@@ -95,6 +95,12 @@ class StoreConfig:
     # bounds the delay of an event whose notification was lost (a reconnect)
     # or written by another program (an admin command).
     watch_poll_seconds: float = 1.0
+    # Threads that read the store at once, each on a connection of its own. A
+    # `serve` process holds at most readers + 2 pooled connections (the readers,
+    # the one writer, one for the metrics endpoint and startup) and, on
+    # PostgreSQL, one more that listens for its other processes' changes: size
+    # the server's max_connections for every process of every node on it.
+    readers: int = 4
 
 
 @dataclasses.dataclass(frozen=True)
@@ -348,6 +354,8 @@ def _is_host_port(address: str) -> bool:
 
 
 def _check_store(store: StoreConfig, path: Path) -> None:
+    if not 1 <= store.readers <= 64:
+        raise ConfigError(f"{path}: store.readers: expected 1 to 64")
     if store.sqlite_synchronous not in ("FULL", "NORMAL", "EXTRA"):
         raise ConfigError(f"{path}: store.sqlite_synchronous: expected FULL, NORMAL or EXTRA")
     if not 0 < store.probe_interval_seconds <= 300:

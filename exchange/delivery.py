@@ -63,7 +63,7 @@ __all__ = ["BatchTransport", "DeliveryTransport", "DeliveryWorker", "Lease", "ba
 
 IDLE_WAIT_SECONDS = 5.0
 # Batches in flight at once (each claimed, sent and committed in turn).
-PIPELINE = 2
+PIPELINE = 4
 # Batches of rows handed over by submissions in flight at once; more wait and go together.
 PIPELINE_HANDED = 4
 

@@ -202,6 +202,8 @@ class Node:
         )
         store = Store.open(
             config.database_url(),
+            # The readers, the writer, and one for metrics and startup (config.StoreConfig).
+            pool_size=config.store.readers + 2,
             sqlite_synchronous=config.store.sqlite_synchronous,
             lock_timeout_ms=round(config.store.lock_timeout_seconds * 1000),
         )
@@ -215,7 +217,7 @@ class Node:
             config=config,
             identity=identity,
             # The node's processes take the audit lock before any other (engine.AsyncStore).
-            store=AsyncStore(store, lock_first=audit_log.lock),
+            store=AsyncStore(store, readers=config.store.readers, lock_first=audit_log.lock),
             clock=clock or SystemClock(),
             trust=trust,
             policy=ReceivePolicy(

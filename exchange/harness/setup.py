@@ -189,6 +189,15 @@ def sample_countries(count: int) -> list[CountrySpec]:
     return specs
 
 
+def _add_to_table(config: Path, table: str, settings: str) -> None:
+    """Put `settings` (TOML keys) at the top of `table` in the file `config`."""
+    header = f"\n[{table}]\n"
+    text = config.read_text()
+    if header not in text:
+        raise ValueError(f"{config} has no [{table}] table")
+    config.write_text(text.replace(header, header + settings, 1))
+
+
 def build_federation(
     root: Path,
     countries: Sequence[CountrySpec],
@@ -199,6 +208,7 @@ def build_federation(
     stewards: int = 3,
     threshold: int = 2,
     delivery_overrides: str = _SIMULATION_DELIVERY,
+    store_settings: str = "",
 ) -> list[SimNode]:
     """Create a federation of one node per country under `root`, ready to serve.
 
@@ -209,6 +219,7 @@ def build_federation(
     Args:
         database_url_for: node id -> database URL; default SQLite in the node directory.
         delivery_overrides: TOML appended to each node.toml.
+        store_settings: TOML keys added to each node.toml's [store] table.
     """
     federation_dir = root / "federation"
     federation_admin.init_federation(
@@ -239,9 +250,12 @@ def build_federation(
             passphrase=None,
             now=now,
         )
+        config = NodeLayout(directory).config
+        if store_settings:
+            _add_to_table(config, "store", store_settings)
         if delivery_overrides:
-            with NodeLayout(directory).config.open("a") as config:
-                config.write(delivery_overrides)
+            with config.open("a") as appended:
+                appended.write(delivery_overrides)
         federation_admin.add_node(federation_dir, enrolment, now=now)
     for steward in range(1, threshold + 1):
         federation_admin.sign_draft(federation_dir, f"steward-{steward}", None)

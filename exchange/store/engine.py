@@ -102,6 +102,8 @@ class Store:
         """Open the database at `url` (sqlite:///path or postgresql+psycopg://...).
 
         Args:
+            pool_size: connections the store holds at most; a thread that
+                asks for one more waits until one is returned.
             lock_timeout_ms: how long a statement waits for a lock another
                 session holds (SQLite's busy timeout, PostgreSQL's lock_timeout)
                 before `StoreUnavailableError`.
@@ -122,6 +124,7 @@ class Store:
                     "timeout": lock_timeout_ms / 1000,
                 },
                 pool_size=pool_size,
+                max_overflow=0,
             )
             _configure_sqlite(engine, sqlite_synchronous, lock_timeout_ms)
         elif parsed.get_backend_name() == "postgresql":
@@ -131,7 +134,9 @@ class Store:
                 parsed,
                 hide_parameters=True,
                 pool_size=pool_size,
-                max_overflow=pool_size,
+                # A budget, not a hint: a server's connections are shared by every
+                # process of every node on it.
+                max_overflow=0,
                 pool_pre_ping=True,
             )
             _configure_postgresql(engine, lock_timeout_ms)

@@ -9,8 +9,9 @@ import pytest
 
 from exchange.admin import federation as federation_admin
 from exchange.admin import node as node_admin
+from exchange.config import load_node_config
 from exchange.errors import ConfigError, KeyMaterialError, TrustListError
-from exchange.harness.setup import free_port
+from exchange.harness.setup import build_federation, free_port, sample_countries
 from exchange.node import Node
 from exchange.rpc.client import AuthorityClient
 from exchange.store import audit_log, migrate
@@ -88,6 +89,27 @@ def test_an_unmigrated_store_refuses_to_start(tmp_path: Path, databases: Databas
     _admit(federation, node)
     with pytest.raises(ConfigError, match="exchange node migrate"):
         Node.load(node, environ={"EXCHANGE_DATABASE_URL": databases.new_url("empty")})
+
+
+def test_store_readers_sets_the_connections_a_process_holds(
+    tmp_path: Path, databases: DatabaseFactory
+) -> None:
+    sims = build_federation(
+        tmp_path,
+        sample_countries(2),
+        now=NOW - dt.timedelta(hours=1),
+        database_url_for=databases.new_url,
+        store_settings="readers = 1\n",
+    )
+    config = load_node_config(sims[0].directory)
+    assert config.store.readers == 1
+    assert config.delivery.max_backoff_seconds == 2.0, "the simulation's settings still apply"
+    loaded = Node.load(sims[0].directory)
+    try:
+        # The readers, the writer, and one for metrics and startup.
+        assert loaded.context.store.store.engine.pool.size() == 3
+    finally:
+        loaded.context.store.close()
 
 
 def test_insecure_loopback_is_refused_off_loopback(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -12,7 +13,7 @@ from sqlalchemy import event, insert, select
 from sqlalchemy.exc import IntegrityError, OperationalError
 
 from exchange.errors import ConfigError, StoreUnavailableError
-from exchange.store import AsyncStore, registry
+from exchange.store import AsyncStore, migrate, registry
 from exchange.store.engine import Store, _unavailable
 from exchange.store.tables import ENVELOPES, TRUST_LISTS
 
@@ -175,6 +176,31 @@ async def test_async_store_runs_calls_off_the_event_loop(store):
     assert written[1].name == "store-write"
     assert read[1].name.startswith("store-read")
     assert threading.current_thread() not in (written[1], read[1])
+
+
+async def test_a_store_never_holds_more_connections_than_its_pool(databases):
+    """The pool is a budget (a server's connections are shared by every process on it):
+    the readers, the writer and a caller outside both take turns beyond it."""
+    store = Store.open(databases.new_url(), pool_size=4, sqlite_synchronous="NORMAL")
+    opened = []
+    event.listen(store.engine, "connect", lambda dbapi, _record: opened.append(dbapi))
+    migrate.upgrade(store)
+    async_store = AsyncStore(store, readers=3)
+
+    def slow_read(connection):
+        time.sleep(0.01)  # holds its connection while the others ask for theirs
+        return registry.latest_trust_list(connection)
+
+    try:
+        calls = [async_store.read(slow_read) for _ in range(30)]
+        calls += [async_store.write(trust_list(v)) for v in range(1, 11)]
+        calls += [asyncio.to_thread(store.read, slow_read) for _ in range(6)]
+        outcomes = await asyncio.gather(*calls)
+    finally:
+        async_store.close()
+
+    assert outcomes[30:40] == list(range(1, 11))
+    assert 1 <= len(opened) <= 4
 
 
 async def test_group_commit_rolls_back_only_the_write_that_failed(store):

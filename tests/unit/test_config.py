@@ -42,6 +42,7 @@ hosts = ["exchange.xa.example"]
 [store]
 database_url = "postgresql+psycopg://exchange@db/xa"
 sqlite_synchronous = "NORMAL"
+readers = 2
 
 [delivery]
 initial_backoff_seconds = 0.5
@@ -100,6 +101,7 @@ def test_a_minimal_file_loads_with_the_documented_defaults(tmp_path):
         sqlite_synchronous="FULL",
         lock_timeout_seconds=10.0,
         watch_poll_seconds=1.0,
+        readers=4,
     )
     assert config.delivery == DeliveryConfig(
         initial_backoff_seconds=1.0,
@@ -122,7 +124,7 @@ def test_every_key_can_be_set(tmp_path):
     assert config.node.authority_name == "XA National Police"
     assert config.endpoint == "xa.example:7401"
     assert config.authority.hosts == ("exchange.xa.example",)
-    assert config.store == StoreConfig("postgresql+psycopg://exchange@db/xa", "NORMAL")
+    assert config.store == StoreConfig("postgresql+psycopg://exchange@db/xa", "NORMAL", readers=2)
     assert config.delivery == DeliveryConfig(0.5, 60.0, 2.5, 24, 16, 30.0)
     assert config.receive == ReceiveConfig(60, 7)
     assert config.trust == TrustConfig(14, 60.0)
@@ -259,6 +261,8 @@ CHOICES = [
         id="lease-shorter-than-an-attempt",
     ),
     pytest.param("[delivery]\nbatch_size = 0\n", "delivery.batch_size", id="empty-batches"),
+    pytest.param("[store]\nreaders = 0\n", "store.readers", id="no-readers"),
+    pytest.param("[store]\nreaders = 65\n", "store.readers", id="too-many-readers"),
     pytest.param("[trust]\nmax_age_days = 0\n", "trust.max_age_days", id="no-freshness"),
     pytest.param(
         "[trust]\nfetch_interval_seconds = 0.5\n",

@@ -142,10 +142,15 @@ async def _run_with_nodes(
     ceiling: Callable[[list[SimNode], _Bare, dict[str, Any]], Awaitable[dict[str, Any]]],
     *,
     b_processes: int = 1,
+    readers: int | None = None,
 ) -> tuple[dict[str, Any], dict[str, Any], dict[str, float]]:
     """A fresh federation: the measure with the nodes, then the ceiling without them."""
     with federation(
-        settings.engine, settings.postgres_url, countries, b_processes=b_processes
+        settings.engine,
+        settings.postgres_url,
+        countries,
+        b_processes=b_processes,
+        readers=readers,
     ) as sims:
         nodes = Nodes()
         try:
@@ -417,6 +422,9 @@ def _alert(recipients: list[str]) -> apb.SubmitNoticeRequest:
     return request
 
 
+_FANOUT_READERS = 2
+
+
 async def fanout(settings: Settings) -> MeasureResult:
     width, repeats = settings.fanout_nodes, settings.fanout_repeats
 
@@ -453,7 +461,11 @@ async def fanout(settings: Settings) -> MeasureResult:
             times.append((time.perf_counter() - began) * 1000)
         return {"median_ms": statistics.median(times), "times_ms": times}
 
-    figure, ceil, peak = await _run_with_nodes(settings, width + 1, measure, ceiling)
+    # Every node on one PostgreSQL server (max_connections 100 by default): 21 processes
+    # of readers + 3 connections each fit with two readers, not with the default four.
+    figure, ceil, peak = await _run_with_nodes(
+        settings, width + 1, measure, ceiling, readers=_FANOUT_READERS
+    )
     return MeasureResult(
         "fanout",
         settings.engine,

@@ -49,13 +49,19 @@ class BenchError(Exception):
 
 @contextlib.contextmanager
 def federation(
-    engine: str, postgres_url: str, countries: int, *, b_processes: int = 1
+    engine: str,
+    postgres_url: str,
+    countries: int,
+    *,
+    b_processes: int = 1,
+    readers: int | None = None,
 ) -> Iterator[list[SimNode]]:
     """`countries` nodes set up as admins do, each in its own schema on PostgreSQL.
 
     Args:
         b_processes: `serve` processes of the second node (XB); its trust list
             endpoint names every one of them (gRPC round_robin, as DNS would).
+        readers: each process's `[store] readers` (None: the default).
 
     Directories and schemas are removed afterwards.
     """
@@ -73,6 +79,7 @@ def federation(
             now=dt.datetime.now(dt.UTC) - dt.timedelta(hours=1),
             database_url_for=urls.__getitem__ if urls is not None else None,
             delivery_overrides=_BENCH_DELIVERY,
+            store_settings="" if readers is None else f"readers = {readers}\n",
         )
 
 
