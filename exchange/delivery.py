@@ -66,6 +66,8 @@ IDLE_WAIT_SECONDS = 5.0
 PIPELINE = 4
 # Batches of rows handed over by submissions in flight at once; more wait and go together.
 PIPELINE_HANDED = 4
+# How a call ends that never reached the peer (a refusal of one envelope reached it).
+_NOT_REACHED = frozenset({"UNAVAILABLE", "DEADLINE_EXCEEDED"})
 
 
 class DeliveryTransport(Protocol):
@@ -125,8 +127,22 @@ class _Outcome:
     error: str = ""
     # Expired: the row fails instead of being retried.
     final: bool = False
+    # Not attempted (its peer is down, see `_Outage`): due again then, epoch ms.
+    postponed_until: int | None = None
     signed: SignedReceipt | None = None
     receipt: Receipt | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class _Outage:
+    """A peer whose last attempt reached it with no envelope: nothing more is sent to
+    it before `until`. Rows due meanwhile are postponed to then, unattempted: while
+    a peer is down, one batch at a time finds out, instead of every row at its own
+    time (each attempt a row update and an audit entry, for nothing)."""
+
+    failures: int  # attempts in a row that reached nothing
+    until: int  # epoch ms, as the rows' times (a row postponed to it is due then)
+    error: str
 
 
 @dataclasses.dataclass(frozen=True)
@@ -162,6 +178,7 @@ class DeliveryWorker:
         self._waiting_bytes = 0
         self._sending: set[asyncio.Task[None]] = set()  # attempts of handed rows
         self._ended = False
+        self._outages: dict[str, _Outage] = {}  # by peer node id
 
     def lease_for(self, rows: int, size: int, now: int) -> Lease | None:
         """A lease for the `rows` outbox rows of one envelope of `size` bytes about to
@@ -397,7 +414,11 @@ class DeliveryWorker:
         """Send one peer's due rows; how each attempt ended (nothing recorded yet)."""
         context = self._context
         now = context.clock.now()
-        peer = context.trust.active_node(items[0].recipient_node_id)
+        peer_id = items[0].recipient_node_id
+        peer = context.trust.active_node(peer_id)
+        outage = self._outages.get(peer_id)
+        if outage is not None and outage.until <= to_millis(now):
+            outage = None  # over: this batch tries the peer again
         outcomes: list[_Outcome] = []
         sending: list[outbox.OutboxItem] = []
         for item in items:
@@ -407,6 +428,10 @@ class DeliveryWorker:
                 outcomes.append(
                     _Outcome(item, now, "recipient is not an active node of the trust list")
                 )
+            elif outage is not None:
+                # Never past expiry: the failure must be reported when it happens.
+                due = min(outage.until, item.expires_at)
+                outcomes.append(_Outcome(item, now, outage.error, postponed_until=due))
             else:
                 try:
                     sending.append(await self._signed_acceptably(item, now))
@@ -420,6 +445,7 @@ class DeliveryWorker:
         answers = await self._send(peer, sending)
         failpoints.reached("deliver.after_send")
         now = context.clock.now()
+        self._note_reach(peer_id, answers, now)
         for item, answer in zip(sending, answers, strict=True):
             if isinstance(answer, SignedReceipt):
                 outcomes.append(self._checked(item, answer, now))
@@ -434,6 +460,27 @@ class DeliveryWorker:
                 )
                 outcomes.append(_Outcome(item, now, f"internal error ({type(answer).__name__})"))
         return outcomes
+
+    def _note_reach(self, peer_id: str, answers: Sequence[object], now: dt.datetime) -> None:
+        """Remember a peer that no envelope reached (an `_Outage`), or forget it."""
+        if not all(
+            isinstance(answer, PeerUnreachableError)
+            and _error_category(str(answer)) in _NOT_REACHED
+            for answer in answers
+        ):
+            self._outages.pop(peer_id, None)
+            return
+        previous = self._outages.get(peer_id)
+        if previous is not None and previous.until > to_millis(now):
+            return  # another batch in flight found out first
+        failures = 1 if previous is None else previous.failures + 1
+        delay = backoff(
+            failures - 1,
+            self._config.initial_backoff_seconds,
+            self._config.max_backoff_seconds,
+            self._context.rng.random(),
+        )
+        self._outages[peer_id] = _Outage(failures, to_millis(now + delay), str(answers[0]))
 
     async def _send(
         self, peer: TrustedNode, items: list[outbox.OutboxItem]
@@ -605,8 +652,18 @@ class DeliveryWorker:
                 if outcome.receipt is not None and outcome.signed is not None
             ],
         )
+        postponed = {
+            outcome.item.outbox_id: outcome.postponed_until
+            for outcome in outcomes
+            if outcome.postponed_until is not None
+        }
+        if postponed:
+            first = next(outcome for outcome in outcomes if outcome.postponed_until is not None)
+            outbox.postpone(connection, postponed, error=first.error, now=to_millis(first.now))
         for outcome in outcomes:
             item, now = outcome.item, to_millis(outcome.now)
+            if outcome.postponed_until is not None:
+                continue  # not attempted: nothing to audit
             if outcome.receipt is not None and outcome.signed is not None:
                 receipt = outcome.receipt
                 if item.outbox_id not in ended:
@@ -694,10 +751,12 @@ class DeliveryWorker:
         context = self._context
         if told:
             context.inbox_changed.fire()
-        delivered = 0
+        delivered = postponed = 0
         for outcome in outcomes:
             item = outcome.item
-            if outcome.receipt is not None:
+            if outcome.postponed_until is not None:
+                postponed += 1
+            elif outcome.receipt is not None:
                 context.peer_heard_from(item.recipient_node_id)
                 if outcome.receipt.accepted:
                     delivered += 1
@@ -723,4 +782,8 @@ class DeliveryWorker:
         if delivered:
             context.log.info(
                 "delivery.done", peer=outcomes[0].item.recipient_node_id, notices=delivered
+            )
+        if postponed:
+            context.log.info(
+                "delivery.postponed", peer=outcomes[0].item.recipient_node_id, rows=postponed
             )

@@ -10,7 +10,7 @@ ends. Only a verified receipt, an authentic rejection or expiry ends a row.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from sqlalchemy import Connection, bindparam, case, func, insert, select, update
@@ -449,6 +449,33 @@ def retry_later(
             "error": error[:500],
             "now": now,
         },
+    )
+
+
+_POSTPONE = (
+    update(OUTBOX)
+    .where(*_STILL_PENDING)
+    .values(
+        lease_until=0,
+        next_attempt_at=bindparam("next_attempt_at"),
+        last_error=bindparam("error"),
+        updated_at=bindparam("now"),
+    )
+)
+
+
+def postpone(connection: Connection, due: Mapping[int, int], *, error: str, now: int) -> None:
+    """Put rows back unattempted: outbox id -> when it is due again (epoch ms).
+
+    For rows whose peer is known to be down: no attempt is counted, and `error`
+    says why they wait. Only pending rows are touched.
+    """
+    connection.execute(
+        _POSTPONE,
+        [
+            {"outbox_id": outbox_id, "next_attempt_at": at, "error": error[:500], "now": now}
+            for outbox_id, at in due.items()
+        ],
     )
 
 

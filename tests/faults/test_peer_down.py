@@ -213,3 +213,41 @@ async def test_past_expiry_the_senders_authority_is_told_delivery_failed(
     assert await worker.run_once() == 0
     assert await _count(b, NOTICES, message_id) == 0
     assert (await _row(federation, message_id)).state == apb.DELIVERY_STATE_FAILED
+
+
+async def test_rows_due_while_their_peer_is_known_down_wait_for_its_next_try_unattempted(
+    down: tuple[Federation, ManualClock, DeliveryWorker],
+) -> None:
+    """One batch finds the peer down; what falls due before the peer's next try waits for
+    it, with no attempt counted and nothing audited (a row update and an audit entry per
+    row and retry, all through an outage, otherwise)."""
+    federation, clock, worker = down
+    a = federation.node(XA)
+    b_id = federation.sim(XB).node_id
+    client = federation.client(XA)
+    first = (await client.submit(_referral(b_id, "XA-1", OUTAGE))).message_id
+    assert await worker.run_once() == 1
+    assert (await _row(federation, first)).attempts == 1
+
+    later = [
+        (await client.submit(_referral(b_id, f"XA-{i}", OUTAGE))).message_id for i in (2, 3, 4)
+    ]
+    assert await worker.run_once() == 3, "claimed at once"
+    rows = [await _row(federation, message_id) for message_id in later]
+    assert [row.attempts for row in rows] == [0, 0, 0]
+    assert all(row.last_error.startswith("UNAVAILABLE") for row in rows)
+    (next_try,) = {row.next_attempt_at.ToDatetime(dt.UTC) for row in rows}
+    # The peer's first wait: within [50 %, 100 %] of the initial backoff.
+    assert clock.now() < next_try <= clock.now() + dt.timedelta(seconds=INITIAL)
+    for message_id in later:
+        entries = await a.context.store.read(
+            lambda c, m=message_id: audit_log.entries_for_message(c, m)
+        )
+        assert [e.action for e in entries] == ["notice.submitted"]
+
+    # Then the peer is tried again, with every row that waited for it.
+    clock.set(next_try)
+    while await a.context.store.read(outbox.next_due_at) <= to_millis(clock.now()):
+        assert await worker.run_once() >= 1
+    rows = [await _row(federation, message_id) for message_id in later]
+    assert [row.attempts for row in rows] == [1, 1, 1]
