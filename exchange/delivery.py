@@ -66,8 +66,6 @@ IDLE_WAIT_SECONDS = 5.0
 PIPELINE = 4
 # Batches of rows handed over by submissions in flight at once; more wait and go together.
 PIPELINE_HANDED = 4
-# How a call ends that never reached the peer (a refusal of one envelope reached it).
-_NOT_REACHED = frozenset({"UNAVAILABLE", "DEADLINE_EXCEEDED"})
 
 
 class DeliveryTransport(Protocol):
@@ -143,6 +141,8 @@ class _Outage:
     failures: int  # attempts in a row that reached nothing
     until: int  # epoch ms, as the rows' times (a row postponed to it is due then)
     error: str
+    endpoint: str  # where it was tried: a trust list naming another ends the outage
+    backlog_postponed: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -381,6 +381,7 @@ class DeliveryWorker:
         """
         try:
             await self._commit(await self._try(items))
+            await self._postpone_backlog(items[0].recipient_node_id)
         except asyncio.CancelledError:
             await self._give_back(items)
             raise
@@ -417,7 +418,9 @@ class DeliveryWorker:
         peer_id = items[0].recipient_node_id
         peer = context.trust.active_node(peer_id)
         outage = self._outages.get(peer_id)
-        if outage is not None and outage.until <= to_millis(now):
+        if outage is not None and (
+            outage.until <= to_millis(now) or peer is None or peer.endpoint != outage.endpoint
+        ):
             outage = None  # over: this batch tries the peer again
         outcomes: list[_Outcome] = []
         sending: list[outbox.OutboxItem] = []
@@ -445,7 +448,7 @@ class DeliveryWorker:
         answers = await self._send(peer, sending)
         failpoints.reached("deliver.after_send")
         now = context.clock.now()
-        self._note_reach(peer_id, answers, now)
+        self._note_reach(peer, answers, now)
         for item, answer in zip(sending, answers, strict=True):
             if isinstance(answer, SignedReceipt):
                 outcomes.append(self._checked(item, answer, now))
@@ -461,18 +464,41 @@ class DeliveryWorker:
                 outcomes.append(_Outcome(item, now, f"internal error ({type(answer).__name__})"))
         return outcomes
 
-    def _note_reach(self, peer_id: str, answers: Sequence[object], now: dt.datetime) -> None:
-        """Remember a peer that no envelope reached (an `_Outage`), or forget it."""
+    async def _postpone_backlog(self, peer_id: str) -> None:
+        """Once per outage of the peer (see `_Outage`), put off its whole backlog."""
+        outage = self._outages.get(peer_id)
+        if outage is None or outage.backlog_postponed:
+            return
+        self._outages[peer_id] = dataclasses.replace(outage, backlog_postponed=True)
+        now = to_millis(self._context.clock.now())
+        rows = await self._context.store.write(
+            lambda c: outbox.postpone_peer(
+                c, peer_id, until=outage.until, error=outage.error, now=now
+            )
+        )
+        self._context.log.info("delivery.peer_down", peer=peer_id, postponed=rows)
+
+    def _note_reach(self, peer: TrustedNode, answers: Sequence[object], now: dt.datetime) -> None:
+        """Remember a peer that no envelope reached (an `_Outage`), or forget it.
+
+        Only UNAVAILABLE unanswered counts: a refusal (even UNAVAILABLE, the peer's
+        store busy) means the peer is up, and a deadline may be one large envelope's.
+        """
         if not all(
             isinstance(answer, PeerUnreachableError)
-            and _error_category(str(answer)) in _NOT_REACHED
+            and not answer.refused
+            and _error_category(str(answer)) == "UNAVAILABLE"
             for answer in answers
         ):
-            self._outages.pop(peer_id, None)
+            self._outages.pop(peer.node_id, None)
             return
-        previous = self._outages.get(peer_id)
+        previous = self._outages.get(peer.node_id)
         if previous is not None and previous.until > to_millis(now):
             return  # another batch in flight found out first
+        if previous is not None and to_millis(now) - previous.until > int(
+            self._config.max_backoff_seconds * 1000
+        ):
+            previous = None  # an outage long over: this one starts afresh
         failures = 1 if previous is None else previous.failures + 1
         delay = backoff(
             failures - 1,
@@ -480,7 +506,9 @@ class DeliveryWorker:
             self._config.max_backoff_seconds,
             self._context.rng.random(),
         )
-        self._outages[peer_id] = _Outage(failures, to_millis(now + delay), str(answers[0]))
+        self._outages[peer.node_id] = _Outage(
+            failures, to_millis(now + delay), str(answers[0]), peer.endpoint
+        )
 
     async def _send(
         self, peer: TrustedNode, items: list[outbox.OutboxItem]

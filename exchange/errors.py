@@ -154,4 +154,11 @@ class StoreUnavailableError(ExchangeError):
 
 
 class PeerUnreachableError(ExchangeError):
-    """A peer node could not be reached, or answered a delivery with an error."""
+    """A peer node could not be reached, or answered a delivery with an error.
+
+    `refused` says the peer answered (a refusal of that envelope): it is up.
+    """
+
+    def __init__(self, message: str, *, refused: bool = False) -> None:
+        super().__init__(message)
+        self.refused = refused

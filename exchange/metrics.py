@@ -295,7 +295,10 @@ class NodeMetrics(Collector):
         """The scrape-time gauges (the counters are collected by their own objects)."""
         up = GaugeMetricFamily("exchange_store_up", "1 if the store answered this scrape.")
         try:
-            gauges = self._store.read(self._gauges)
+            # One scrape at a time reads the store: the endpoint has one connection of
+            # the process's budget (StoreConfig.readers), however many scrape at once.
+            with self._lock:
+                gauges = self._store.read(self._gauges)
         except StoreUnavailableError:
             up.add_metric([], 0)
             gauges = []

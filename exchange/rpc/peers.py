@@ -244,7 +244,7 @@ def _outcome(response: pb.DeliverStreamResponse) -> SignedReceipt | PeerUnreacha
     if not response.HasField("refusal"):
         return PeerUnreachableError("the peer's answer carries neither receipt nor refusal")
     name = _CODE_NAMES.get(response.refusal.code, "UNKNOWN")
-    return PeerUnreachableError(f"{name}: {response.refusal.message}")
+    return PeerUnreachableError(f"{name}: {response.refusal.message}", refused=True)
 
 
 _CODE_NAMES = {code.value[0]: code.name for code in grpc.StatusCode}

@@ -32,6 +32,7 @@ from typing import Any, TypeVar
 from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, OperationalError, PendingRollbackError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
 from exchange.errors import ConfigError, StoreUnavailableError
 from exchange.store import coordination, pending
@@ -105,8 +106,9 @@ class Store:
             pool_size: connections the store holds at most; a thread that
                 asks for one more waits until one is returned.
             lock_timeout_ms: how long a statement waits for a lock another
-                session holds (SQLite's busy timeout, PostgreSQL's lock_timeout)
-                before `StoreUnavailableError`.
+                session holds (SQLite's busy timeout, PostgreSQL's lock_timeout),
+                or a caller for a free connection of the pool, before
+                `StoreUnavailableError`.
         """
         try:
             parsed = make_url(url)
@@ -125,6 +127,7 @@ class Store:
                 },
                 pool_size=pool_size,
                 max_overflow=0,
+                pool_timeout=lock_timeout_ms / 1000,
             )
             _configure_sqlite(engine, sqlite_synchronous, lock_timeout_ms)
         elif parsed.get_backend_name() == "postgresql":
@@ -137,6 +140,7 @@ class Store:
                 # A budget, not a hint: a server's connections are shared by every
                 # process of every node on it.
                 max_overflow=0,
+                pool_timeout=lock_timeout_ms / 1000,
                 pool_pre_ping=True,
             )
             _configure_postgresql(engine, lock_timeout_ms)
@@ -167,6 +171,9 @@ class Store:
                     pending.end(connection)
         except DBAPIError as exc:
             raise _unavailable(exc) or exc from exc
+        except PoolTimeoutError as exc:
+            # Every connection of the budget is in use (Store.open's pool_size).
+            raise StoreUnavailableError("no store connection came free in time; retry") from exc
         except PendingRollbackError as exc:
             # The connection died inside the transaction (a write of a group commit caught
             # the driver's error in its savepoint): nothing of it is committed.

@@ -34,6 +34,8 @@ __all__ = [
     "find_submission",
     "insert_outgoing",
     "next_due_at",
+    "postpone",
+    "postpone_peer",
     "record_receipts",
     "release",
     "replace_envelope",
@@ -477,6 +479,32 @@ def postpone(connection: Connection, due: Mapping[int, int], *, error: str, now:
             for outbox_id, at in due.items()
         ],
     )
+
+
+def postpone_peer(
+    connection: Connection, recipient_node_id: str, *, until: int, error: str, now: int
+) -> int:
+    """Put off to `until` every pending row to `recipient_node_id` due before it; how many.
+
+    For a peer just found down: its backlog waits for the next try of the peer in
+    one statement, rather than being claimed and put back batch by batch. Leased
+    rows are left to their holders, and rows that expire before `until` keep their
+    time (the failure is reported when it happens).
+    """
+    result = connection.execute(
+        update(OUTBOX)
+        .where(
+            OUTBOX.c.recipient_node_id == recipient_node_id,
+            OUTBOX.c.state == PENDING,
+            OUTBOX.c.lease_until <= now,
+            OUTBOX.c.next_attempt_at < until,
+            OUTBOX.c.message_id.in_(
+                select(NOTICES.c.message_id).where(NOTICES.c.expires_at > until)
+            ),
+        )
+        .values(next_attempt_at=until, last_error=error[:500], updated_at=now)
+    )
+    return result.rowcount
 
 
 def fail(connection: Connection, *, outbox_id: int, error: str, now: int) -> bool:

@@ -25,7 +25,7 @@ from exchange._proto.exchange.v1 import envelope_pb2 as env_pb
 from exchange.clock import ManualClock, to_millis
 from exchange.delivery import PIPELINE_HANDED, DeliveryTransport, DeliveryWorker, Lease
 from exchange.envelope import Envelope, Header
-from exchange.errors import StoreUnavailableError
+from exchange.errors import PeerUnreachableError, StoreUnavailableError
 from exchange.harness import samples
 from exchange.node import Node
 from exchange.receipt import Receipt, SignedReceipt
@@ -401,3 +401,41 @@ async def test_the_worker_takes_rows_in_memory_only_while_it_has_room(
     assert worker.lease_for(1, CLAIM_BYTES // 2 + 1, now) is None, "bytes bound the batch too"
     await worker.finish(grace=0)
     assert worker.lease_for(1, small, now) is None, "a stopping worker takes nothing more"
+
+
+@dataclasses.dataclass
+class Failing:
+    """Answers every envelope with the same error, as the transport reports it."""
+
+    error: PeerUnreachableError
+
+    async def deliver(self, peer: TrustedNode, envelope: Envelope, timeout: float) -> SignedReceipt:
+        raise self.error
+
+
+OUTAGE_CASES = [
+    pytest.param(PeerUnreachableError("UNAVAILABLE: connection refused"), True, id="not-reached"),
+    pytest.param(
+        PeerUnreachableError("UNAVAILABLE: the store is busy; retry", refused=True),
+        False,
+        id="refused-by-the-peer",
+    ),
+    pytest.param(PeerUnreachableError("DEADLINE_EXCEEDED: too slow"), False, id="deadline"),
+]
+
+
+@pytest.mark.parametrize(("error", "down"), OUTAGE_CASES)
+async def test_only_a_peer_not_reached_is_taken_for_down(
+    manual: tuple[Federation, ManualClock], error: PeerUnreachableError, down: bool
+) -> None:
+    """Down, a peer's next rows wait for its next try unattempted; a refusal (the peer
+    answered) or a deadline (perhaps one large envelope's) leaves the next rows tried."""
+    federation, _ = manual
+    client, b_id = federation.client(0), federation.sim(1).node_id
+    worker = _worker(federation, Failing(error))
+    first = await client.submit(_referral(b_id))
+    assert await worker.run_once() == 1
+    second = await client.submit(_referral(b_id))
+    assert await worker.run_once() == 1
+    assert (await _recipient(federation, first.message_id)).attempts == 1
+    assert (await _recipient(federation, second.message_id)).attempts == (0 if down else 1)

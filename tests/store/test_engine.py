@@ -203,6 +203,21 @@ async def test_a_store_never_holds_more_connections_than_its_pool(databases):
     assert 1 <= len(opened) <= 4
 
 
+def test_a_caller_finding_no_free_connection_in_time_is_told_unavailable(databases):
+    store = Store.open(databases.new_url(), pool_size=1, lock_timeout_ms=200)
+    try:
+        migrate.upgrade(store)
+        # The pool's one connection, held.
+        with (
+            store.engine.connect(),
+            pytest.raises(StoreUnavailableError, match="no store connection"),
+        ):
+            store.read(registry.latest_trust_list)
+        assert store.read(registry.latest_trust_list) is None, "free again"
+    finally:
+        store.dispose()
+
+
 async def test_group_commit_rolls_back_only_the_write_that_failed(store):
     """Writes queued together share one commit; each succeeds or fails on its own."""
     async_store = AsyncStore(store)

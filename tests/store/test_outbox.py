@@ -611,3 +611,33 @@ def test_cancel_pending_ends_only_pending_rows(store, notices):
         NODE_XB: ("delivered", ""),
         NODE_XC: ("failed", outbox.WITHDRAWN_BEFORE_DELIVERY),
     }
+
+
+def test_postpone_peer_puts_off_a_down_peers_due_backlog_in_one_statement(store, notices):
+    waiting = notices.envelope()  # to XB: put off
+    leased = notices.envelope()  # to XB, claimed by a worker: left to it
+    other_peer = notices.envelope(recipients=(NODE_XC,))
+    expiring = notices.envelope(ttl=dt.timedelta(seconds=30))  # to XB, expires first
+    later = notices.envelope()  # to XB, due after the outage anyway
+    submit(store, leased)
+    (claimed_row,) = claim(store, now=T0, limit=1)
+    for signed in (waiting, other_peer, expiring):
+        submit(store, signed)
+    submit(store, later, now=T0 + 120 * SECOND)
+    until = T0 + 60 * SECOND
+
+    moved = store.write(
+        lambda c: outbox.postpone_peer(c, NODE_XB, until=until, error="UNAVAILABLE: down", now=T0)
+    )
+
+    def due(signed: Signed) -> tuple[int, int, str]:
+        (record,) = store.read(lambda c: outbox.delivery_status(c, signed.message_id))
+        return record.next_attempt_at, record.attempts, record.last_error
+
+    assert moved == 1
+    assert due(waiting) == (until, 0, "UNAVAILABLE: down"), "no attempt counted"
+    assert claimed_row.message_id == leased.message_id
+    assert due(leased) == (T0, 0, "")
+    assert due(other_peer) == (T0, 0, "")
+    assert due(expiring) == (T0, 0, ""), "its failure is reported when it expires"
+    assert due(later) == (T0 + 120 * SECOND, 0, "")
