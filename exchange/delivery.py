@@ -680,14 +680,15 @@ class DeliveryWorker:
                 if outcome.receipt is not None and outcome.signed is not None
             ],
         )
-        postponed = {
-            outcome.item.outbox_id: outcome.postponed_until
-            for outcome in outcomes
-            if outcome.postponed_until is not None
-        }
+        postponed = [(o, o.postponed_until) for o in outcomes if o.postponed_until is not None]
         if postponed:
-            first = next(outcome for outcome in outcomes if outcome.postponed_until is not None)
-            outbox.postpone(connection, postponed, error=first.error, now=to_millis(first.now))
+            first, _ = postponed[0]  # one peer's outage: the same error for each
+            outbox.postpone(
+                connection,
+                {outcome.item.outbox_id: until for outcome, until in postponed},
+                error=first.error,
+                now=to_millis(first.now),
+            )
         for outcome in outcomes:
             item, now = outcome.item, to_millis(outcome.now)
             if outcome.postponed_until is not None:

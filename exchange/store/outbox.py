@@ -141,17 +141,18 @@ _LAND = (
     .values(**_OUTCOME)
     .returning(OUTBOX.c.id)
 )
-_RESCHEDULE = (
+# Due again at a new time, unattempted (a peer known down); and after a failed attempt.
+_POSTPONE = (
     update(OUTBOX)
     .where(*_STILL_PENDING)
     .values(
-        attempts=OUTBOX.c.attempts + 1,
         lease_until=0,
         next_attempt_at=bindparam("next_attempt_at"),
         last_error=bindparam("error"),
         updated_at=bindparam("now"),
     )
 )
+_RESCHEDULE = _POSTPONE.values(attempts=OUTBOX.c.attempts + 1)
 _STATUS = (
     select(
         OUTBOX.c.recipient_node_id,
@@ -452,18 +453,6 @@ def retry_later(
             "now": now,
         },
     )
-
-
-_POSTPONE = (
-    update(OUTBOX)
-    .where(*_STILL_PENDING)
-    .values(
-        lease_until=0,
-        next_attempt_at=bindparam("next_attempt_at"),
-        last_error=bindparam("error"),
-        updated_at=bindparam("now"),
-    )
-)
 
 
 def postpone(connection: Connection, due: Mapping[int, int], *, error: str, now: int) -> None:
