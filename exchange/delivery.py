@@ -127,6 +127,9 @@ class _Outcome:
     final: bool = False
     # Not attempted (its peer is down, see `_Outage`): due again then, epoch ms.
     postponed_until: int | None = None
+    # Attempted, and its batch found the peer down: not due before the peer's next
+    # try (epoch ms), which its own backoff, jittered apart, could otherwise precede.
+    not_before: int | None = None
     signed: SignedReceipt | None = None
     receipt: Receipt | None = None
 
@@ -449,11 +452,13 @@ class DeliveryWorker:
         failpoints.reached("deliver.after_send")
         now = context.clock.now()
         self._note_reach(peer, answers, now)
+        down = self._outages.get(peer.node_id)
+        next_try = None if down is None else down.until
         for item, answer in zip(sending, answers, strict=True):
             if isinstance(answer, SignedReceipt):
                 outcomes.append(self._checked(item, answer, now))
             elif isinstance(answer, PeerUnreachableError):
-                outcomes.append(_Outcome(item, now, str(answer)))
+                outcomes.append(_Outcome(item, now, str(answer), not_before=next_try))
             else:
                 context.log.error(
                     "delivery.attempt_failed",
@@ -727,8 +732,9 @@ class DeliveryWorker:
                     self._config.max_backoff_seconds,
                     self._context.rng.random(),
                 )
+                next_attempt = max(to_millis(outcome.now + delay), outcome.not_before or 0)
                 # Never sleep past expiry: the failure must be reported when it happens.
-                next_attempt = min(to_millis(outcome.now + delay), item.expires_at)
+                next_attempt = min(next_attempt, item.expires_at)
                 outbox.retry_later(
                     connection,
                     outbox_id=item.outbox_id,

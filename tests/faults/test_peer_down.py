@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import random
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -252,3 +253,38 @@ async def test_rows_due_while_their_peer_is_known_down_wait_for_its_next_try_una
         assert await worker.run_once() >= 1
     rows = [await _row(federation, message_id) for message_id in later]
     assert [row.attempts for row in rows] == [1, 1, 1]
+
+
+class _Draws(random.Random):
+    """Jitter from a list, in the order drawn: the test chooses whose wait is longer."""
+
+    def __init__(self, draws: list[float]) -> None:
+        super().__init__()
+        self._draws = iter(draws)
+
+    def random(self) -> float:
+        return next(self._draws)
+
+
+async def test_a_row_that_found_its_peer_down_waits_for_the_peers_next_try_or_its_expiry(
+    down: tuple[Federation, ManualClock, DeliveryWorker],
+) -> None:
+    """A row's own backoff and its peer's are jittered apart; were the row due first, it
+    would be claimed only to be put back, or, expiring before the peer's next try, be
+    left due before its expiry, when its failure must be reported."""
+    federation, clock, worker = down
+    b_id = federation.sim(XB).node_id
+    client = federation.client(XA)
+    soon = await client.submit(_referral(b_id, "XA-1", dt.timedelta(minutes=1)))
+    later = await client.submit(_referral(b_id, "XA-2", OUTAGE))
+    expires = soon.expires_at.ToDatetime(dt.UTC)
+    # Drawn in this order: the peer's wait (99 % jitter: 0.995 s), then each row's own
+    # (0 %: 0.5 s), from 0.7 s before the first row expires.
+    federation.node(XA).context.rng = _Draws([0.99, 0.0, 0.0])
+    clock.set(expires - dt.timedelta(seconds=0.7))
+    assert await worker.run_once() == 2
+
+    peers_next_try = clock.now() + dt.timedelta(seconds=0.995)
+    rows = [await _row(federation, m) for m in (soon.message_id, later.message_id)]
+    assert [row.attempts for row in rows] == [1, 1]
+    assert [row.next_attempt_at.ToDatetime(dt.UTC) for row in rows] == [expires, peers_next_try]
