@@ -19,8 +19,9 @@ entry:
 A row is ended only by one of those outcomes, so nothing accepted is silently
 dropped; a crash between send and commit only means one more (idempotent)
 delivery after the lease runs out: the recipient answers a repeat with the
-receipt it gave first. Two batches are in flight at once, so that one is sent
-while the other's outcomes are committed; the leases keep them apart.
+receipt it gave first. Several batches are in flight at once (`PIPELINE`), so
+that one is sent while another's outcomes are committed; the leases keep them
+apart.
 
 A submission does not wait for a claim: while the worker has room, the
 submitter inserts its rows already leased to it and hands them over once they
@@ -138,14 +139,29 @@ class _Outcome:
 class _Outage:
     """A peer whose last attempt reached it with no envelope: nothing more is sent to
     it before `until`. Rows due meanwhile are postponed to then, unattempted: while
-    a peer is down, one batch at a time finds out, instead of every row at its own
-    time (each attempt a row update and an audit entry, for nothing)."""
+    a peer is down, one envelope at a time finds out (see `_wait_for`), instead of
+    every row at its own time (each attempt a row update and an audit entry, for
+    nothing)."""
 
     failures: int  # attempts in a row that reached nothing
     until: int  # epoch ms, as the rows' times (a row postponed to it is due then)
     error: str
     endpoint: str  # where it was tried: a trust list naming another ends the outage
     backlog_postponed: bool = False
+    # When a batch, finding the outage over, began to try the peer again (epoch ms).
+    # Until that try is answered or times out, other rows wait for it instead of
+    # each trying (and each failing, audited) at once.
+    probe_since: int | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class _Waiting:
+    """Rows to a peer known down wait unattempted until `until` (epoch ms), all of
+    them, or all but one if `probe`: that one tries the peer."""
+
+    until: int
+    error: str
+    probe: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -182,6 +198,8 @@ class DeliveryWorker:
         self._sending: set[asyncio.Task[None]] = set()  # attempts of handed rows
         self._ended = False
         self._outages: dict[str, _Outage] = {}  # by peer node id
+        # Peers whose outage an answer has just ended: their waiting rows are due now.
+        self._recovered: set[str] = set()
 
     def lease_for(self, rows: int, size: int, now: int) -> Lease | None:
         """A lease for the `rows` outbox rows of one envelope of `size` bytes about to
@@ -383,8 +401,14 @@ class DeliveryWorker:
         got them, sending them again is safe (a repeat gets the same receipt).
         """
         try:
-            await self._commit(await self._try(items))
-            await self._postpone_backlog(items[0].recipient_node_id)
+            outcomes = await self._try(items)
+            await self._commit(outcomes)
+            peer_id = items[0].recipient_node_id
+            await self._postpone_backlog(peer_id)
+            if peer_id not in self._outages and any(o.postponed_until for o in outcomes):
+                # The peer answered another batch while these rows were being put back.
+                self._recovered.add(peer_id)
+            await self._resume_backlog(peer_id)
         except asyncio.CancelledError:
             await self._give_back(items)
             raise
@@ -420,11 +444,7 @@ class DeliveryWorker:
         now = context.clock.now()
         peer_id = items[0].recipient_node_id
         peer = context.trust.active_node(peer_id)
-        outage = self._outages.get(peer_id)
-        if outage is not None and (
-            outage.until <= to_millis(now) or peer is None or peer.endpoint != outage.endpoint
-        ):
-            outage = None  # over: this batch tries the peer again
+        waiting = None if peer is None else self._wait_for(peer, to_millis(now))
         outcomes: list[_Outcome] = []
         sending: list[outbox.OutboxItem] = []
         for item in items:
@@ -434,10 +454,11 @@ class DeliveryWorker:
                 outcomes.append(
                     _Outcome(item, now, "recipient is not an active node of the trust list")
                 )
-            elif outage is not None:
-                # Never past expiry: the failure must be reported when it happens.
-                due = min(outage.until, item.expires_at)
-                outcomes.append(_Outcome(item, now, outage.error, postponed_until=due))
+            elif waiting is not None and not (waiting.probe and not sending):
+                # (A probe sends the first row it can sign.) Never past expiry: the
+                # failure must be reported when it happens.
+                due = min(waiting.until, item.expires_at)
+                outcomes.append(_Outcome(item, now, waiting.error, postponed_until=due))
             else:
                 try:
                     sending.append(await self._signed_acceptably(item, now))
@@ -469,6 +490,26 @@ class DeliveryWorker:
                 outcomes.append(_Outcome(item, now, f"internal error ({type(answer).__name__})"))
         return outcomes
 
+    def _wait_for(self, peer: TrustedNode, now: int) -> _Waiting | None:
+        """Whether rows to `peer` wait unattempted (None: send them all).
+
+        While an outage lasts, rows wait for its end. The first batch to find it over
+        sends one envelope (the probe) and puts the rest back; batches after it wait
+        for the probe's answer, an attempt's timeout at most: an answer makes the
+        peer's rows due at once (`_resume_backlog`), a failure puts them off to the
+        next outage's end (`_postpone_backlog`).
+        """
+        outage = self._outages.get(peer.node_id)
+        if outage is None or peer.endpoint != outage.endpoint:
+            return None  # not known down, or moved: a new endpoint is worth a try
+        if now < outage.until:
+            return _Waiting(outage.until, outage.error)
+        timeout = int(self._config.attempt_timeout_seconds * 1000)
+        if outage.probe_since is not None and now < outage.probe_since + timeout:
+            return _Waiting(outage.probe_since + timeout, outage.error)
+        self._outages[peer.node_id] = dataclasses.replace(outage, probe_since=now)
+        return _Waiting(now + timeout, outage.error, probe=True)
+
     async def _postpone_backlog(self, peer_id: str) -> None:
         """Once per outage of the peer (see `_Outage`), put off its whole backlog."""
         outage = self._outages.get(peer_id)
@@ -483,6 +524,17 @@ class DeliveryWorker:
         )
         self._context.log.info("delivery.peer_down", peer=peer_id, postponed=rows)
 
+    async def _resume_backlog(self, peer_id: str) -> None:
+        """Once an answer has ended the peer's outage, make the rows waiting for it due."""
+        if peer_id not in self._recovered:
+            return
+        self._recovered.discard(peer_id)
+        now = to_millis(self._context.clock.now())
+        rows = await self._context.store.write(lambda c: outbox.resume_peer(c, peer_id, now=now))
+        self._context.log.info("delivery.peer_back", peer=peer_id, resumed=rows)
+        if rows:
+            self._context.outbox_changed.fire()
+
     def _note_reach(self, peer: TrustedNode, answers: Sequence[object], now: dt.datetime) -> None:
         """Remember a peer that no envelope reached (an `_Outage`), or forget it.
 
@@ -495,12 +547,15 @@ class DeliveryWorker:
             and _error_category(str(answer)) == "UNAVAILABLE"
             for answer in answers
         ):
-            self._outages.pop(peer.node_id, None)
+            if self._outages.pop(peer.node_id, None) is not None:
+                self._recovered.add(peer.node_id)
             return
         previous = self._outages.get(peer.node_id)
-        if previous is not None and previous.until > to_millis(now):
+        if previous is not None and previous.endpoint != peer.endpoint:
+            previous = None  # down at its new endpoint too: an outage of its own
+        elif previous is not None and previous.until > to_millis(now):
             return  # another batch in flight found out first
-        if previous is not None and to_millis(now) - previous.until > int(
+        elif previous is not None and to_millis(now) - previous.until > int(
             self._config.max_backoff_seconds * 1000
         ):
             previous = None  # an outage long over: this one starts afresh

@@ -13,11 +13,12 @@ import dataclasses
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, case, func, insert, select, update
+from sqlalchemy import ColumnElement, Connection, bindparam, case, func, insert, select, update
 
 from exchange.clock import to_millis
 from exchange.envelope import Envelope, Header
 from exchange.receipt import SignedReceipt
+from exchange.store import coordination
 from exchange.store.notices import OUTGOING, insert_notice
 from exchange.store.tables import ENVELOPES, NOTICES, OUTBOX, RECEIPTS, SUPERSEDED_ENVELOPES
 
@@ -470,6 +471,15 @@ def postpone(connection: Connection, due: Mapping[int, int], *, error: str, now:
     )
 
 
+def _waiting_for(recipient_node_id: str, now: int) -> tuple[ColumnElement[bool], ...]:
+    """The pending rows to a peer that no worker holds (a holder records their outcome)."""
+    return (
+        OUTBOX.c.recipient_node_id == recipient_node_id,
+        OUTBOX.c.state == PENDING,
+        OUTBOX.c.lease_until <= now,
+    )
+
+
 def postpone_peer(
     connection: Connection, recipient_node_id: str, *, until: int, error: str, now: int
 ) -> int:
@@ -483,9 +493,7 @@ def postpone_peer(
     result = connection.execute(
         update(OUTBOX)
         .where(
-            OUTBOX.c.recipient_node_id == recipient_node_id,
-            OUTBOX.c.state == PENDING,
-            OUTBOX.c.lease_until <= now,
+            *_waiting_for(recipient_node_id, now),
             OUTBOX.c.next_attempt_at < until,
             OUTBOX.c.message_id.in_(
                 select(NOTICES.c.message_id).where(NOTICES.c.expires_at > until)
@@ -493,6 +501,24 @@ def postpone_peer(
         )
         .values(next_attempt_at=until, last_error=error[:500], updated_at=now)
     )
+    return result.rowcount
+
+
+def resume_peer(connection: Connection, recipient_node_id: str, *, now: int) -> int:
+    """Make every pending row to `recipient_node_id` that waits past `now` due now; how many.
+
+    For a peer that has just answered after an outage: its backlog, put off to
+    the peer's next try (`postpone_peer`, `postpone`) or by each row's own
+    backoff, goes now rather than at each row's time. Leased rows are left to
+    their holders.
+    """
+    result = connection.execute(
+        update(OUTBOX)
+        .where(*_waiting_for(recipient_node_id, now), OUTBOX.c.next_attempt_at > now)
+        .values(next_attempt_at=now, updated_at=now)
+    )
+    # The node's other processes (PostgreSQL) hear of it too: only INSERTs are marked.
+    coordination.mark_changed(connection, coordination.OUTBOX)
     return result.rowcount
 
 

@@ -10,10 +10,13 @@ so hours of outage pass in a few hundred attempts.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime as dt
+import itertools
 import random
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from google.protobuf.duration_pb2 import Duration
@@ -22,11 +25,15 @@ from sqlalchemy import func, select
 from exchange._proto.exchange.v1 import authority_pb2 as apb
 from exchange.clock import ManualClock, from_millis, to_millis
 from exchange.delivery import DeliveryWorker
+from exchange.envelope import Envelope
+from exchange.errors import PeerUnreachableError
 from exchange.harness import samples
 from exchange.node import Node
+from exchange.receipt import SignedReceipt
 from exchange.rpc.peers import PeerTransport
 from exchange.store import audit_log, outbox
 from exchange.store.tables import INBOX_EVENTS, NOTICES, RECEIPTS
+from exchange.trust import TrustedNode
 from tests.conftest import DatabaseFactory
 from tests.live import Federation, start_federation
 
@@ -136,14 +143,19 @@ async def test_a_peer_down_for_hours_is_retried_with_bounded_backoff_and_gets_ea
     start = clock.now()
     schedule = await _attempt_each_when_due(federation, clock, worker, sent, start + OUTAGE)
 
-    # Bounded: at least one attempt per 600 s once the backoff is at its cap, at most one
-    # per 300 s, after the ten doublings that lead there.
+    # Bounded: the peer is tried (with one envelope, once it is known down) at least once
+    # per 600 s once the backoff is at its cap, at most once per 300 s, after the ten
+    # doublings that lead there; each row waits within its own bounds.
     doublings = 10
+    tries = sorted({attempted for m in sent for attempted, _ in schedule[m]})
+    for failures, (before, after) in enumerate(itertools.pairwise(tries)):
+        wait = (after - before).total_seconds()
+        assert 0.5 * min(MAXIMUM, INITIAL * 2**failures) - 0.001 <= wait <= MAXIMUM + 0.001
+    assert OUTAGE / dt.timedelta(seconds=MAXIMUM) <= len(tries)
+    assert len(tries) <= doublings + 1 + OUTAGE / dt.timedelta(seconds=MAXIMUM / 2)
     for message_id in sent:
-        attempts = schedule[message_id]
-        _assert_backoff(attempts, start + 3 * OUTAGE)
-        assert OUTAGE / dt.timedelta(seconds=MAXIMUM) <= len(attempts)
-        assert len(attempts) <= doublings + 1 + OUTAGE / dt.timedelta(seconds=MAXIMUM / 2)
+        assert schedule[message_id], "each row is tried in turn"
+        _assert_backoff(schedule[message_id], start + 3 * OUTAGE)
         row = await _row(federation, message_id)
         assert row.state == apb.DELIVERY_STATE_PENDING
         assert row.last_error.startswith("UNAVAILABLE")
@@ -247,12 +259,12 @@ async def test_rows_due_while_their_peer_is_known_down_wait_for_its_next_try_una
         )
         assert [e.action for e in entries] == ["notice.submitted"]
 
-    # Then the peer is tried again, with every row that waited for it.
+    # Then the peer is tried again, with one of the rows that waited for it.
     clock.set(next_try)
     while await a.context.store.read(outbox.next_due_at) <= to_millis(clock.now()):
         assert await worker.run_once() >= 1
-    rows = [await _row(federation, message_id) for message_id in later]
-    assert [row.attempts for row in rows] == [1, 1, 1]
+    rows = [await _row(federation, message_id) for message_id in [first, *later]]
+    assert sum(row.attempts for row in rows) == 1 + 1
 
 
 class _Draws(random.Random):
@@ -288,3 +300,148 @@ async def test_a_row_that_found_its_peer_down_waits_for_the_peers_next_try_or_it
     rows = [await _row(federation, m) for m in (soon.message_id, later.message_id)]
     assert [row.attempts for row in rows] == [1, 1]
     assert [row.next_attempt_at.ToDatetime(dt.UTC) for row in rows] == [expires, peers_next_try]
+
+
+class _Gated:
+    """XA's peer transport behind a gate: a send waits until the test opens it."""
+
+    def __init__(self, inner: PeerTransport) -> None:
+        self.inner = inner
+        self.gate = asyncio.Event()
+        self.entered = asyncio.Event()
+        self.sent: list[int] = []  # envelopes per call, as calls begin
+
+    async def deliver(self, peer: TrustedNode, envelope: Envelope, timeout: float) -> SignedReceipt:
+        (answer,) = await self.deliver_many(peer, [envelope], timeout)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    async def deliver_many(
+        self, peer: TrustedNode, envelopes: list[Envelope], timeout: float
+    ) -> list[SignedReceipt | PeerUnreachableError | Exception]:
+        self.sent.append(len(envelopes))
+        self.entered.set()
+        await self.gate.wait()
+        return list(await self.inner.deliver_many(peer, envelopes, timeout))
+
+
+async def _actions(federation: Federation, message_id: str) -> list[str]:
+    """The audit actions on XA of one message, in order."""
+    node = federation.node(XA)
+    entries = await node.context.store.read(lambda c: audit_log.entries_for_message(c, message_id))
+    return [entry.action for entry in entries]
+
+
+async def _outage_over(
+    federation: Federation, clock: ManualClock, gated: _Gated
+) -> tuple[DeliveryWorker, list[str]]:
+    """Three rows to XB, the first two of which found it down; the clock at the end of
+    that outage, when all three are due. Returns XA's worker, claiming two rows at a
+    time through `gated` (closed), and the rows' message ids, oldest first."""
+    node = federation.node(XA)
+    config = node.context.config
+    two_at_a_time = dataclasses.replace(
+        config, delivery=dataclasses.replace(config.delivery, batch_size=2)
+    )
+    context = dataclasses.replace(node.context, config=two_at_a_time)
+    worker = DeliveryWorker(context, gated)
+    b_id = federation.sim(XB).node_id
+    sent = [
+        (await federation.client(XA).submit(_referral(b_id, f"XA-{i}", OUTAGE))).message_id
+        for i in range(3)
+    ]
+    # Drawn in this order: the peer's wait (0.995 s), then each row's own (0.5 s), which
+    # then waits for the peer's next try like the third.
+    context.rng = _Draws([0.99, 0.0, 0.0])
+    gated.gate.set()
+    assert await worker.run_once() == 2
+    assert gated.sent == [2]
+    (next_try,) = {(await _row(federation, m)).next_attempt_at.ToDatetime(dt.UTC) for m in sent}
+    clock.set(next_try)
+    context.rng = random.Random()
+    gated.gate.clear()
+    gated.entered.clear()
+    gated.sent.clear()
+    return worker, sent
+
+
+async def test_when_a_peers_outage_ends_one_batch_tries_it_and_the_others_wait_for_it(
+    down: tuple[Federation, ManualClock, DeliveryWorker],
+) -> None:
+    federation, clock, worker = down
+    gated = _Gated(worker._transport)  # type: ignore[arg-type]
+    worker, sent = await _outage_over(federation, clock, gated)
+
+    probe = asyncio.create_task(worker.run_once())  # the two oldest rows
+    async with asyncio.timeout(10):  # hang protection only
+        await gated.entered.wait()
+        # The third, claimed while the probe is out, waits for its answer.
+        assert await worker.run_once() == 1
+        assert gated.sent == [1], "one envelope tries the peer"
+        gated.gate.set()
+        assert await probe == 2
+
+    rows = [await _row(federation, m) for m in sent]
+    assert [row.attempts for row in rows] == [2, 1, 0]
+    failed = [(await _actions(federation, m)).count("delivery.attempt_failed") for m in sent]
+    assert failed == [2, 1, 0]
+    # The probe found the peer down again: it waits for the peer's next try (about 2 s
+    # away), the others for the probe's answer, an attempt's timeout at most.
+    timeout = dt.timedelta(seconds=federation.node(XA).config.delivery.attempt_timeout_seconds)
+    due = [row.next_attempt_at.ToDatetime(dt.UTC) for row in rows]
+    assert all(clock.now() < at <= clock.now() + timeout for at in due)
+
+
+@pytest.mark.parametrize("put_back_late", [False, True], ids=["before", "after"])
+async def test_a_receipt_after_an_outage_makes_the_peers_waiting_rows_due_at_once(
+    down: tuple[Federation, ManualClock, DeliveryWorker],
+    monkeypatch: pytest.MonkeyPatch,
+    put_back_late: bool,
+) -> None:
+    """Rows put back while the probe is out are due once it is answered, whether they
+    were put back before the answer came or (`put_back_late`) after it."""
+    federation, clock, worker = down
+    gated = _Gated(worker._transport)  # type: ignore[arg-type]
+    worker, sent = await _outage_over(federation, clock, gated)
+    b = await federation.start(federation.sim(XB).node_id, deliver=False)
+    # A new channel: the old one's reconnect to the restarted XB runs on real time.
+    gated.inner = PeerTransport(federation.node(XA).tls.channel_credentials())
+    # The waiting batch's commit (nothing attempted), held back while the test says.
+    committing, held = asyncio.Event(), asyncio.Event()
+    commit = worker._commit
+
+    async def late_commit(outcomes: list[Any]) -> None:
+        if all(outcome.postponed_until for outcome in outcomes):
+            committing.set()
+            await held.wait()
+        await commit(outcomes)
+
+    monkeypatch.setattr(worker, "_commit", late_commit)
+    if not put_back_late:
+        held.set()
+    try:
+        probe = asyncio.create_task(worker.run_once())
+        async with asyncio.timeout(10):  # hang protection only
+            await gated.entered.wait()
+            waiting = asyncio.create_task(worker.run_once())
+            await committing.wait()
+            if not put_back_late:
+                assert await waiting == 1
+            gated.gate.set()
+            assert await probe == 2
+            held.set()
+            assert await waiting == 1
+        assert gated.sent == [1]
+
+        assert (await _row(federation, sent[0])).state == apb.DELIVERY_STATE_DELIVERED
+        rows = [await _row(federation, m) for m in sent[1:]]
+        assert all(row.next_attempt_at.ToDatetime(dt.UTC) <= clock.now() for row in rows)
+        assert [row.attempts for row in rows] == [1, 0]
+        async with asyncio.timeout(10):
+            assert await worker.run_once() == 2
+        for message_id in sent:
+            assert (await _row(federation, message_id)).state == apb.DELIVERY_STATE_DELIVERED
+            assert await _count(b, NOTICES, message_id) == 1
+    finally:
+        await gated.inner.close()

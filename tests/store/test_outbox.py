@@ -641,3 +641,34 @@ def test_postpone_peer_puts_off_a_down_peers_due_backlog_in_one_statement(store,
     assert due(other_peer) == (T0, 0, "")
     assert due(expiring) == (T0, 0, ""), "its failure is reported when it expires"
     assert due(later) == (T0 + 120 * SECOND, 0, "")
+
+
+def test_resume_peer_makes_a_returned_peers_waiting_rows_due_now(store, notices):
+    leased = notices.envelope()  # to XB, claimed by a worker: left to it
+    put_off = notices.envelope()  # to XB, waiting for the peer's next try: due now
+    later = notices.envelope()  # to XB, due later by its own time: due now
+    other_peer = notices.envelope(recipients=(NODE_XC,))  # put off too, but not XB
+    ended = notices.envelope()  # to XB, withdrawn: stays ended
+    submit(store, leased)
+    claim(store, now=T0, limit=1)
+    for signed in (put_off, other_peer, ended):
+        submit(store, signed)
+    submit(store, later, now=T0 + 120 * SECOND)
+    until = T0 + 60 * SECOND
+    for peer in (NODE_XB, NODE_XC):
+        store.write(lambda c, p=peer: outbox.postpone_peer(c, p, until=until, error="down", now=T0))
+    store.write(lambda c: outbox.cancel_pending(c, ended.message_id, T0))
+
+    now = T0 + 5 * SECOND
+    resumed = store.write(lambda c: outbox.resume_peer(c, NODE_XB, now=now))
+
+    def due(signed: Signed) -> tuple[int, str]:
+        (record,) = store.read(lambda c: outbox.delivery_status(c, signed.message_id))
+        return record.next_attempt_at, record.state
+
+    assert resumed == 2
+    assert due(put_off) == (now, outbox.PENDING)
+    assert due(later) == (now, outbox.PENDING)
+    assert due(leased) == (T0, outbox.PENDING)
+    assert due(other_peer) == (until, outbox.PENDING)
+    assert due(ended)[1] == outbox.FAILED
