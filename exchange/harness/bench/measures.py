@@ -346,6 +346,8 @@ async def latency(settings: Settings) -> MeasureResult:
         seen: dict[str, float] = {}
         everything = asyncio.Event()
         sent: dict[str, float] = {}
+        # When each SubmitNotice returned: the part of the latency that is node A's call.
+        accepted: dict[str, float] = {}
 
         async with authority_client(a) as sender, authority_client(b) as receiver:
 
@@ -363,6 +365,7 @@ async def latency(settings: Settings) -> MeasureResult:
 
                 async def one(scheduled: float) -> None:
                     submitted = await sender.submit(request)
+                    accepted[submitted.message_id] = time.perf_counter()
                     sent[submitted.message_id] = scheduled
 
                 completed = await _open_loop(count, rate, one)
@@ -371,10 +374,13 @@ async def latency(settings: Settings) -> MeasureResult:
             finally:
                 watcher.cancel()
         latencies = [(seen[m] - scheduled) * 1000 for m, scheduled in sent.items()]
+        submits = [(accepted[m] - scheduled) * 1000 for m, scheduled in sent.items()]
         return {
             "p50_ms": statistics.median(latencies),
             "p99_ms": _percentile(latencies, 0.99),
             "max_ms": max(latencies),
+            "submit_call_p50_ms": statistics.median(submits),
+            "submit_call_p99_ms": _percentile(submits, 0.99),
             "submits_completed_per_second": completed,
         }
 
