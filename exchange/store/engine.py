@@ -42,6 +42,8 @@ __all__ = ["AsyncStore", "Store", "sqlite_url"]
 T = TypeVar("T")
 
 _LOCK_TIMEOUT_MS = 10_000
+# PostgreSQL connections older than this are replaced when next taken from the pool.
+_RECYCLE_SECONDS = 300
 
 
 def sqlite_url(path: Path) -> str:
@@ -141,7 +143,14 @@ class Store:
                 # process of every node on it.
                 max_overflow=0,
                 pool_timeout=lock_timeout_ms / 1000,
-                pool_pre_ping=True,
+                # No ping before each transaction: it is a round trip on the path of every
+                # read and write. A connection the server has ended fails its next
+                # transaction instead (StoreUnavailableError: retry), and that failure
+                # replaces every connection of the pool opened before it. Connections
+                # are reopened after _RECYCLE_SECONDS, so one a firewall or proxy dropped
+                # unseen does not linger.
+                pool_pre_ping=False,
+                pool_recycle=_RECYCLE_SECONDS,
             )
             _configure_postgresql(engine, lock_timeout_ms)
             # The node's other processes hear of new inbox events and outbox rows.

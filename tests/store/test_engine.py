@@ -7,15 +7,17 @@ import sqlite3
 import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from sqlalchemy import event, insert, select
+from sqlalchemy import Connection, create_engine, event, insert, select, text
 from sqlalchemy.exc import IntegrityError, OperationalError
 
 from exchange.errors import ConfigError, StoreUnavailableError
 from exchange.store import AsyncStore, migrate, registry
 from exchange.store.engine import Store, _unavailable
 from exchange.store.tables import ENVELOPES, TRUST_LISTS
+from tests.conftest import _postgres_admin_url
 
 from ._builders import count_rows
 
@@ -385,3 +387,41 @@ def test_a_driver_error_is_told_as_what_it_means(driver_message: str, told: str)
     unavailable = _unavailable(error)
     assert unavailable is not None
     assert str(unavailable).startswith(told)
+
+
+def _backend_pids_at_once(store: Store, connections: int) -> set[int]:
+    """The server's process ids of `connections` pool connections, all taken at once."""
+    together = threading.Barrier(connections)
+
+    def pid(connection: Connection) -> int:
+        together.wait(timeout=10)
+        return int(connection.exec_driver_sql("SELECT pg_backend_pid()").scalar_one())
+
+    with ThreadPoolExecutor(connections) as threads:
+        return set(threads.map(lambda _: store.read(pid), range(connections)))
+
+
+@pytest.mark.parametrize("databases", ["postgresql"], indirect=True)
+def test_connections_the_server_ended_cost_one_call_told_to_retry(store):
+    """There is no ping before each transaction (a round trip on every call): after the
+    server ends the pool's connections (a restart, a failover), the first call on one
+    is told to retry, nothing of it committed, and that replaces every other one."""
+    ended = _backend_pids_at_once(store, 3)
+    assert len(ended) == 3
+    admin = create_engine(_postgres_admin_url())
+    try:
+        with admin.begin() as connection:
+            for pid in ended:
+                connection.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+    finally:
+        admin.dispose()
+
+    outcomes: list[int | str] = []
+    for version in range(1, 5):
+        try:
+            outcomes.append(store.write(trust_list(version)))
+        except StoreUnavailableError as exc:
+            outcomes.append(str(exc))
+    assert outcomes == ["database connection lost; retry", 2, 3, 4]
+    assert count_rows(store, "trust_lists") == 3
+    assert not _backend_pids_at_once(store, 3) & ended
