@@ -500,8 +500,13 @@ class DeliveryWorker:
         next outage's end (`_postpone_backlog`).
         """
         outage = self._outages.get(peer.node_id)
-        if outage is None or peer.endpoint != outage.endpoint:
-            return None  # not known down, or moved: a new endpoint is worth a try
+        if outage is None:
+            return None
+        if peer.endpoint != outage.endpoint:
+            # Moved (a new trust list): the new endpoint gets a probe, as after a backoff.
+            outage = dataclasses.replace(
+                outage, endpoint=peer.endpoint, failures=0, until=now, probe_since=None
+            )
         if now < outage.until:
             return _Waiting(outage.until, outage.error)
         timeout = int(self._config.attempt_timeout_seconds * 1000)
@@ -528,28 +533,38 @@ class DeliveryWorker:
         """Once an answer has ended the peer's outage, make the rows waiting for it due."""
         if peer_id not in self._recovered:
             return
-        self._recovered.discard(peer_id)
         now = to_millis(self._context.clock.now())
         rows = await self._context.store.write(lambda c: outbox.resume_peer(c, peer_id, now=now))
+        # Only now: should the write fail, the peer's next batch resumes its backlog.
+        self._recovered.discard(peer_id)
         self._context.log.info("delivery.peer_back", peer=peer_id, resumed=rows)
         if rows:
             self._context.outbox_changed.fire()
 
     def _note_reach(self, peer: TrustedNode, answers: Sequence[object], now: dt.datetime) -> None:
-        """Remember a peer that no envelope reached (an `_Outage`), or forget it.
+        """Remember a peer that no envelope reached (an `_Outage`), or forget it once it
+        answers.
 
-        Only UNAVAILABLE unanswered counts: a refusal (even UNAVAILABLE, the peer's
-        store busy) means the peer is up, and a deadline may be one large envelope's.
+        Only UNAVAILABLE unanswered starts an outage, and only an answer ends one: a
+        receipt, or a refusal (even UNAVAILABLE, the peer's store busy), which says the
+        peer is up. A deadline or an error does neither: it may be one large
+        envelope's, and the next probe goes after an attempt's timeout.
         """
-        if not all(
-            isinstance(answer, PeerUnreachableError)
-            and not answer.refused
-            and _error_category(str(answer)) == "UNAVAILABLE"
+        if any(
+            isinstance(answer, SignedReceipt)
+            or (isinstance(answer, PeerUnreachableError) and answer.refused)
             for answer in answers
         ):
             if self._outages.pop(peer.node_id, None) is not None:
                 self._recovered.add(peer.node_id)
             return
+        if not all(
+            isinstance(answer, PeerUnreachableError)
+            and _error_category(str(answer)) == "UNAVAILABLE"
+            for answer in answers
+        ):
+            return
+        self._recovered.discard(peer.node_id)  # down again before its backlog was resumed
         previous = self._outages.get(peer.node_id)
         if previous is not None and previous.endpoint != peer.endpoint:
             previous = None  # down at its new endpoint too: an outage of its own

@@ -43,7 +43,7 @@ T = TypeVar("T")
 
 _LOCK_TIMEOUT_MS = 10_000
 # PostgreSQL connections older than this are replaced when next taken from the pool.
-_RECYCLE_SECONDS = 300
+_RECYCLE_SECONDS = 180
 
 
 def sqlite_url(path: Path) -> str:
@@ -144,11 +144,11 @@ class Store:
                 max_overflow=0,
                 pool_timeout=lock_timeout_ms / 1000,
                 # No ping before each transaction: it is a round trip on the path of every
-                # read and write. A connection the server has ended fails its next
-                # transaction instead (StoreUnavailableError: retry), and that failure
+                # read and write. A transaction on a connection the server has ended fails
+                # instead (StoreUnavailableError: retry), and the first such failure
                 # replaces every connection of the pool opened before it. Connections
-                # are reopened after _RECYCLE_SECONDS, so one a firewall or proxy dropped
-                # unseen does not linger.
+                # are reopened after _RECYCLE_SECONDS, under the idle timeouts of common
+                # load balancers, so one a firewall or proxy dropped unseen does not linger.
                 pool_pre_ping=False,
                 pool_recycle=_RECYCLE_SECONDS,
             )

@@ -14,7 +14,7 @@ import dataclasses
 import datetime as dt
 import itertools
 import random
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -154,7 +154,7 @@ async def test_a_peer_down_for_hours_is_retried_with_bounded_backoff_and_gets_ea
     assert OUTAGE / dt.timedelta(seconds=MAXIMUM) <= len(tries)
     assert len(tries) <= doublings + 1 + OUTAGE / dt.timedelta(seconds=MAXIMUM / 2)
     for message_id in sent:
-        assert schedule[message_id], "each row is tried in turn"
+        assert schedule[message_id], "each row was tried"
         _assert_backoff(schedule[message_id], start + 3 * OUTAGE)
         row = await _row(federation, message_id)
         assert row.state == apb.DELIVERY_STATE_PENDING
@@ -333,12 +333,24 @@ async def _actions(federation: Federation, message_id: str) -> list[str]:
     return [entry.action for entry in entries]
 
 
-async def _outage_over(
-    federation: Federation, clock: ManualClock, gated: _Gated
-) -> tuple[DeliveryWorker, list[str]]:
+@dataclasses.dataclass
+class _OutageOver:
+    federation: Federation
+    clock: ManualClock
+    worker: DeliveryWorker  # XA's, claiming two rows at a time through `gated`
+    gated: _Gated  # closed
+    sent: list[str]  # the rows' message ids, oldest first
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter((self.federation, self.clock, self.worker, self.gated, self.sent))
+
+
+@pytest.fixture
+async def over(down: tuple[Federation, ManualClock, DeliveryWorker]) -> _OutageOver:
     """Three rows to XB, the first two of which found it down; the clock at the end of
-    that outage, when all three are due. Returns XA's worker, claiming two rows at a
-    time through `gated` (closed), and the rows' message ids, oldest first."""
+    that outage, when all three are due."""
+    federation, clock, down_worker = down
+    gated = _Gated(down_worker._transport)  # type: ignore[arg-type]
     node = federation.node(XA)
     config = node.context.config
     two_at_a_time = dataclasses.replace(
@@ -363,15 +375,13 @@ async def _outage_over(
     gated.gate.clear()
     gated.entered.clear()
     gated.sent.clear()
-    return worker, sent
+    return _OutageOver(federation, clock, worker, gated, sent)
 
 
 async def test_when_a_peers_outage_ends_one_batch_tries_it_and_the_others_wait_for_it(
-    down: tuple[Federation, ManualClock, DeliveryWorker],
+    over: _OutageOver,
 ) -> None:
-    federation, clock, worker = down
-    gated = _Gated(worker._transport)  # type: ignore[arg-type]
-    worker, sent = await _outage_over(federation, clock, gated)
+    federation, clock, worker, gated, sent = over
 
     probe = asyncio.create_task(worker.run_once())  # the two oldest rows
     async with asyncio.timeout(10):  # hang protection only
@@ -395,15 +405,13 @@ async def test_when_a_peers_outage_ends_one_batch_tries_it_and_the_others_wait_f
 
 @pytest.mark.parametrize("put_back_late", [False, True], ids=["before", "after"])
 async def test_a_receipt_after_an_outage_makes_the_peers_waiting_rows_due_at_once(
-    down: tuple[Federation, ManualClock, DeliveryWorker],
+    over: _OutageOver,
     monkeypatch: pytest.MonkeyPatch,
     put_back_late: bool,
 ) -> None:
     """Rows put back while the probe is out are due once it is answered, whether they
     were put back before the answer came or (`put_back_late`) after it."""
-    federation, clock, worker = down
-    gated = _Gated(worker._transport)  # type: ignore[arg-type]
-    worker, sent = await _outage_over(federation, clock, gated)
+    federation, clock, worker, gated, sent = over
     b = await federation.start(federation.sim(XB).node_id, deliver=False)
     # A new channel: the old one's reconnect to the restarted XB runs on real time.
     gated.inner = PeerTransport(federation.node(XA).tls.channel_credentials())
@@ -445,3 +453,62 @@ async def test_a_receipt_after_an_outage_makes_the_peers_waiting_rows_due_at_onc
             assert await _count(b, NOTICES, message_id) == 1
     finally:
         await gated.inner.close()
+
+
+class _Answering:
+    """A transport whose every envelope gets the same answer, reaching no peer."""
+
+    def __init__(self, answer: Exception) -> None:
+        self._answer = answer
+
+    async def deliver(self, peer: TrustedNode, envelope: Envelope, timeout: float) -> SignedReceipt:
+        raise self._answer
+
+    async def deliver_many(
+        self, peer: TrustedNode, envelopes: list[Envelope], timeout: float
+    ) -> list[SignedReceipt | PeerUnreachableError | Exception]:
+        return [self._answer for _ in envelopes]
+
+
+async def test_a_probe_that_runs_out_of_time_neither_ends_the_outage_nor_resumes_the_backlog(
+    over: _OutageOver,
+) -> None:
+    """A deadline may be one large envelope's: only an answer says the peer is back."""
+    federation, clock, worker, gated, sent = over
+    gated.inner = _Answering(PeerUnreachableError("DEADLINE_EXCEEDED: Deadline Exceeded"))  # type: ignore[assignment]
+    gated.gate.set()
+
+    assert await worker.run_once() == 2  # the probe and a row put back
+    assert await worker.run_once() == 1  # the third waits: the outage goes on
+    assert gated.sent == [1]
+    rows = [await _row(federation, m) for m in sent]
+    assert [row.attempts for row in rows] == [2, 1, 0]
+    assert all(row.next_attempt_at.ToDatetime(dt.UTC) > clock.now() for row in rows)
+
+
+async def test_a_peer_at_a_new_endpoint_gets_one_probe_even_while_its_outage_lasts(
+    over: _OutageOver,
+) -> None:
+    federation, clock, worker, gated, sent = over
+    clock.advance(dt.timedelta(milliseconds=-1))  # the outage not over yet
+    b_id = federation.sim(XB).node_id
+    # A newer trust list names another endpoint (the worker's context: a copy, see above).
+    context = worker._context
+    moved = dataclasses.replace(context.trust.nodes[b_id], endpoint="127.0.0.1:1")  # refuses
+    context.trust = dataclasses.replace(context.trust, nodes={**context.trust.nodes, b_id: moved})
+    fresh = [
+        (await federation.client(XA).submit(_referral(b_id, f"XA-{i}", OUTAGE))).message_id
+        for i in (7, 8, 9)
+    ]
+
+    probe = asyncio.create_task(worker.run_once())
+    async with asyncio.timeout(10):  # hang protection only
+        await gated.entered.wait()
+        assert await worker.run_once() == 1  # the third waits for the probe
+        assert gated.sent == [1], "one envelope tries the new endpoint"
+        gated.gate.set()
+        assert await probe == 2
+    rows = [await _row(federation, m) for m in fresh]
+    assert [row.attempts for row in rows] == [1, 0, 0]
+    assert all(row.next_attempt_at.ToDatetime(dt.UTC) > clock.now() for row in rows)
+    assert [(await _row(federation, m)).attempts for m in sent] == [1, 1, 0]
