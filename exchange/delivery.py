@@ -405,7 +405,9 @@ class DeliveryWorker:
             await self._commit(outcomes)
             peer_id = items[0].recipient_node_id
             await self._postpone_backlog(peer_id)
-            if peer_id not in self._outages and any(o.postponed_until for o in outcomes):
+            if peer_id not in self._outages and any(
+                o.postponed_until is not None for o in outcomes
+            ):
                 # The peer answered another batch while these rows were being put back.
                 self._recovered.add(peer_id)
             await self._resume_backlog(peer_id)

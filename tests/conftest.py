@@ -58,6 +58,17 @@ def _postgres_admin_url() -> str:
     return url.render_as_string(hide_password=False)
 
 
+def terminate_backends(pids: set[int]) -> None:
+    """End PostgreSQL server sessions from outside, as a restart or failover would."""
+    engine = create_engine(_postgres_admin_url())
+    try:
+        with engine.begin() as connection:
+            for pid in pids:
+                connection.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+    finally:
+        engine.dispose()
+
+
 class DatabaseFactory:
     """Hands out fresh, empty databases of one engine; drops them afterwards."""
 

@@ -40,6 +40,7 @@ __all__ = [
     "record_receipts",
     "release",
     "replace_envelope",
+    "resume_peer",
     "retry_later",
     "superseded_envelopes",
 ]

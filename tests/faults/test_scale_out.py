@@ -28,7 +28,7 @@ from sqlalchemy.engine import make_url
 from exchange._proto.exchange.v1 import authority_pb2 as apb
 from exchange.harness import samples
 from exchange.layout import NodeLayout
-from tests.conftest import DatabaseFactory, _postgres_admin_url
+from tests.conftest import DatabaseFactory, _postgres_admin_url, terminate_backends
 from tests.faults.processes import (
     DEADLINE_SECONDS,
     ProcessFederation,
@@ -260,16 +260,6 @@ def _sessions(url: str) -> set[int]:
         engine.dispose()
 
 
-def _terminate(pids: set[int]) -> None:
-    engine = create_engine(_postgres_admin_url())
-    try:
-        with engine.begin() as connection:
-            for pid in pids:
-                connection.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
-    finally:
-        engine.dispose()
-
-
 async def test_sessions_come_back_after_their_connections_are_killed(
     processes: ProcessFederation,
 ) -> None:
@@ -284,7 +274,7 @@ async def test_sessions_come_back_after_their_connections_are_killed(
         first = await submit(federation, A, 0, 10, "XA-BEFORE")
         for watcher in opened:
             await watcher.wait_for(set(first))
-        _terminate(before)
+        terminate_backends(before)
         deadline = time.monotonic() + DEADLINE_SECONDS
         while len(after := _sessions(url)) != 2 or after & before:
             assert time.monotonic() < deadline, f"sessions not back: {after} (were {before})"

@@ -10,14 +10,14 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from sqlalchemy import Connection, create_engine, event, insert, select, text
+from sqlalchemy import Connection, event, insert, select
 from sqlalchemy.exc import IntegrityError, OperationalError
 
 from exchange.errors import ConfigError, StoreUnavailableError
 from exchange.store import AsyncStore, migrate, registry
 from exchange.store.engine import Store, _unavailable
 from exchange.store.tables import ENVELOPES, TRUST_LISTS
-from tests.conftest import _postgres_admin_url
+from tests.conftest import terminate_backends
 
 from ._builders import count_rows
 
@@ -408,13 +408,7 @@ def test_connections_the_server_ended_cost_one_call_told_to_retry(store):
     is told to retry, nothing of it committed, and that replaces every other one."""
     ended = _backend_pids_at_once(store, 3)
     assert len(ended) == 3
-    admin = create_engine(_postgres_admin_url())
-    try:
-        with admin.begin() as connection:
-            for pid in ended:
-                connection.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
-    finally:
-        admin.dispose()
+    terminate_backends(ended)
 
     outcomes: list[int | str] = []
     for version in range(1, 5):
