@@ -115,6 +115,10 @@ class DeliveryConfig:
     batch_size: int = 64
     # A worker that dies mid-delivery leaves its rows to others after this.
     lease_seconds: float = 60.0
+    # Rows to a peer known down wait parked (unclaimed, while one row at a time tries
+    # the peer) this long before they are parked again: the longest they wait for a
+    # peer that is back should the process that parked them die.
+    park_seconds: float = 600.0
 
     def default_ttl(self) -> dt.timedelta:
         return dt.timedelta(hours=self.default_ttl_hours)
@@ -377,6 +381,8 @@ def _check_delivery(delivery: DeliveryConfig, path: Path) -> None:
         "batch_size": delivery.batch_size < 1,
         # A lease shorter than an attempt would let a second worker send while the first waits.
         "lease_seconds": delivery.lease_seconds <= delivery.attempt_timeout_seconds,
+        # A park shorter than the peer's backoff would be rewritten at each try of it.
+        "park_seconds": delivery.park_seconds < delivery.max_backoff_seconds,
     }
     expected = {
         "initial_backoff_seconds": "a number above 0",
@@ -385,6 +391,7 @@ def _check_delivery(delivery: DeliveryConfig, path: Path) -> None:
         "default_ttl_hours": "between 1 and 720",
         "batch_size": "at least 1",
         "lease_seconds": "more than attempt_timeout_seconds",
+        "park_seconds": "at least max_backoff_seconds",
     }
     for key, wrong in problems.items():
         if wrong:

@@ -138,26 +138,38 @@ class _Outcome:
 @dataclasses.dataclass(frozen=True)
 class _Outage:
     """A peer whose last attempt reached it with no envelope: nothing more is sent to
-    it before `until`. Rows due meanwhile are postponed to then, unattempted: while
-    a peer is down, one envelope at a time finds out (see `_wait_for`), instead of
+    it before `until`, and then one envelope (the probe, see `_wait_for`), instead of
     every row at its own time (each attempt a row update and an audit entry, for
-    nothing)."""
+    nothing). Its waiting rows are parked meanwhile, unattempted: not due before
+    `parked_until`, unless an answer to a probe makes them due at once.
+
+    Parked once for many tries, not put off to each next try: a backlog rewritten
+    at each try costs as much as it is large, each time (and on PostgreSQL leaves as
+    many dead row versions)."""
 
     failures: int  # attempts in a row that reached nothing
-    until: int  # epoch ms, as the rows' times (a row postponed to it is due then)
+    until: int  # epoch ms, as the rows' times: when the next probe goes
     error: str
     endpoint: str  # where it was tried: a trust list naming another ends the outage
-    backlog_postponed: bool = False
+    # When the peer's backlog, parked by this process, falls due again (epoch ms).
+    parked_until: int | None = None
     # When a batch, finding the outage over, began to try the peer again (epoch ms).
     # Until that try is answered or times out, other rows wait for it instead of
     # each trying (and each failing, audited) at once.
     probe_since: int | None = None
 
+    def next_probe(self, timeout: int) -> int:
+        """When the peer is next tried (epoch ms): after the outage, and after the
+        probe out now has had its time."""
+        if self.probe_since is None:
+            return self.until
+        return max(self.until, self.probe_since + timeout)
+
 
 @dataclasses.dataclass(frozen=True)
 class _Waiting:
-    """Rows to a peer known down wait unattempted until `until` (epoch ms), all of
-    them, or all but one if `probe`: that one tries the peer."""
+    """Rows to a peer known down wait unattempted, parked until `until` (epoch ms),
+    all of them, or all but one if `probe`: that one tries the peer."""
 
     until: int
     error: str
@@ -198,6 +210,8 @@ class DeliveryWorker:
         self._sending: set[asyncio.Task[None]] = set()  # attempts of handed rows
         self._ended = False
         self._outages: dict[str, _Outage] = {}  # by peer node id
+        # Peers whose probe row is being claimed (`_claim_probes`): one claim each.
+        self._probing: set[str] = set()
         # Peers whose outage an answer has just ended: their waiting rows are due now.
         self._recovered: set[str] = set()
 
@@ -333,6 +347,19 @@ class DeliveryWorker:
         if self._handed:
             unsent, self._handed = self._handed, []
             await self._give_back(self._still_leased([i for h in unsent for i in h.items]))
+        await self._unpark()
+
+    async def _unpark(self) -> None:
+        """Make the rows this worker parked due (best effort): no one here tries their
+        peers any more, and the next start or another process finds out whether
+        they are still down, instead of waiting for the park to end."""
+        now = to_millis(self._context.clock.now())
+        parked = [p for p, outage in self._outages.items() if outage.parked_until is not None]
+        for peer_id in parked:
+            with contextlib.suppress(Exception):
+                await self._context.store.write(
+                    functools.partial(outbox.resume_peer, recipient_node_id=peer_id, now=now)
+                )
 
     async def _run(self) -> None:
         context = self._context
@@ -343,7 +370,7 @@ class DeliveryWorker:
                 if await self.run_once():
                     outages = 0
                     continue
-                due = await context.store.read(outbox.next_due_at)
+                due = await self.next_due()
                 outages = 0
             except StoreUnavailableError as exc:
                 outages += 1
@@ -370,22 +397,59 @@ class DeliveryWorker:
             for waiting in waits:
                 waiting.cancel()
 
+    async def next_due(self) -> int | None:
+        """When there is next something to send (epoch ms): a row due, or a peer known
+        down to try again (its parked rows are not due)."""
+        due = await self._context.store.read(outbox.next_due_at)
+        timeout = int(self._config.attempt_timeout_seconds * 1000)
+        probes = [outage.next_probe(timeout) for outage in self._outages.values()]
+        return min([at for at in (due, *probes) if at is not None], default=None)
+
     async def run_once(self) -> int:
-        """Claim and attempt one batch of due rows; returns how many were attempted."""
+        """Claim and attempt one batch of due rows, and a row of each peer known down
+        whose next try has come; returns how many were attempted."""
         context = self._context
         if self._held():
             return 0
         now = to_millis(context.clock.now())
+        lease_ms = int(self._config.lease_seconds * 1000)
+        probes = await self._claim_probes(now, lease_ms)
         items = await context.store.write(
-            lambda c: outbox.claim_due(
-                c,
-                now=now,
-                lease_ms=int(self._config.lease_seconds * 1000),
-                limit=self._config.batch_size,
-            )
+            lambda c: outbox.claim_due(c, now=now, lease_ms=lease_ms, limit=self._config.batch_size)
         )
-        await self._attempt_by_peer(items)
-        return len(items)
+        await self._attempt_by_peer([*probes, *items])
+        return len(probes) + len(items)
+
+    async def _claim_probes(self, now: int, lease_ms: int) -> list[outbox.OutboxItem]:
+        """A row of each peer known down whose next try has come, due or parked.
+
+        A peer with nothing left to send it, or no longer an active member, is
+        forgotten: the next row to it, when one comes, finds out how it stands.
+        """
+        timeout = int(self._config.attempt_timeout_seconds * 1000)
+        for peer_id in [p for p in self._outages if self._context.trust.active_node(p) is None]:
+            del self._outages[peer_id]
+        peers = [
+            peer_id
+            for peer_id, outage in self._outages.items()
+            if outage.next_probe(timeout) <= now and peer_id not in self._probing
+        ]
+        if not peers:
+            return []
+        self._probing.update(peers)
+        try:
+            claimed = await self._context.store.write(
+                lambda c: {
+                    peer_id: outbox.claim_probe(c, peer_id, now=now, lease_ms=lease_ms)
+                    for peer_id in peers
+                }
+            )
+        finally:
+            self._probing.difference_update(peers)
+        for peer_id, rows in claimed.items():
+            if not rows:
+                self._outages.pop(peer_id, None)
+        return [item for rows in claimed.values() for item in rows]
 
     async def _attempt_by_peer(self, items: list[outbox.OutboxItem]) -> None:
         by_peer: dict[str, list[outbox.OutboxItem]] = {}
@@ -446,17 +510,23 @@ class DeliveryWorker:
         now = context.clock.now()
         peer_id = items[0].recipient_node_id
         peer = context.trust.active_node(peer_id)
-        waiting = None if peer is None else self._wait_for(peer, to_millis(now))
+        # Asked once there is a row to send: a batch of expired rows is no probe.
+        waiting: _Waiting | None = None
+        asked = False
         outcomes: list[_Outcome] = []
         sending: list[outbox.OutboxItem] = []
         for item in items:
             if item.expires_at <= to_millis(now):
                 outcomes.append(_Outcome(item, now, "expired before delivery", final=True))
-            elif peer is None:
+                continue
+            if peer is None:
                 outcomes.append(
                     _Outcome(item, now, "recipient is not an active node of the trust list")
                 )
-            elif waiting is not None and not (waiting.probe and not sending):
+                continue
+            if not asked:
+                waiting, asked = self._wait_for(peer, to_millis(now)), True
+            if waiting is not None and not (waiting.probe and not sending):
                 # (A probe sends the first row it can sign.) Never past expiry: the
                 # failure must be reported when it happens.
                 due = min(waiting.until, item.expires_at)
@@ -495,11 +565,11 @@ class DeliveryWorker:
     def _wait_for(self, peer: TrustedNode, now: int) -> _Waiting | None:
         """Whether rows to `peer` wait unattempted (None: send them all).
 
-        While an outage lasts, rows wait for its end. The first batch to find it over
-        sends one envelope (the probe) and puts the rest back; batches after it wait
-        for the probe's answer, an attempt's timeout at most: an answer makes the
-        peer's rows due at once (`_resume_backlog`), a failure puts them off to the
-        next outage's end (`_postpone_backlog`).
+        While an outage lasts, rows are parked with the peer's backlog. The first
+        batch to find it over sends one envelope (the probe) and parks the rest;
+        batches after it park theirs too: an answer makes the peer's rows due at
+        once (`_resume_backlog`); otherwise the next probe goes at the next outage's
+        end, or an attempt's timeout after this one.
         """
         outage = self._outages.get(peer.node_id)
         if outage is None:
@@ -509,27 +579,34 @@ class DeliveryWorker:
             outage = dataclasses.replace(
                 outage, endpoint=peer.endpoint, failures=0, until=now, probe_since=None
             )
-        if now < outage.until:
-            return _Waiting(outage.until, outage.error)
+        parked = self._parked_until(outage, now)
         timeout = int(self._config.attempt_timeout_seconds * 1000)
-        if outage.probe_since is not None and now < outage.probe_since + timeout:
-            return _Waiting(outage.probe_since + timeout, outage.error)
+        if now < outage.next_probe(timeout):
+            return _Waiting(parked, outage.error)
         self._outages[peer.node_id] = dataclasses.replace(outage, probe_since=now)
-        return _Waiting(now + timeout, outage.error, probe=True)
+        return _Waiting(parked, outage.error, probe=True)
+
+    def _parked_until(self, outage: _Outage, now: int) -> int:
+        """Until when the rows of a peer known down wait, unless an answer comes first."""
+        if outage.parked_until is not None and outage.parked_until > outage.until:
+            return outage.parked_until
+        return max(now, outage.until) + int(self._config.park_seconds * 1000)
 
     async def _postpone_backlog(self, peer_id: str) -> None:
-        """Once per outage of the peer (see `_Outage`), put off its whole backlog."""
+        """Park the whole backlog of a peer known down (see `_Outage`): when it is first
+        found down, and again when the park would end before the peer's next try."""
         outage = self._outages.get(peer_id)
-        if outage is None or outage.backlog_postponed:
+        if outage is None:
             return
-        self._outages[peer_id] = dataclasses.replace(outage, backlog_postponed=True)
         now = to_millis(self._context.clock.now())
+        until = self._parked_until(outage, now)
+        if until == outage.parked_until:
+            return
+        self._outages[peer_id] = dataclasses.replace(outage, parked_until=until)
         rows = await self._context.store.write(
-            lambda c: outbox.postpone_peer(
-                c, peer_id, until=outage.until, error=outage.error, now=now
-            )
+            lambda c: outbox.postpone_peer(c, peer_id, until=until, error=outage.error, now=now)
         )
-        self._context.log.info("delivery.peer_down", peer=peer_id, postponed=rows)
+        self._context.log.info("delivery.peer_down", peer=peer_id, parked=rows)
 
     async def _resume_backlog(self, peer_id: str) -> None:
         """Once an answer has ended the peer's outage, make the rows waiting for it due."""
@@ -584,7 +661,11 @@ class DeliveryWorker:
             self._context.rng.random(),
         )
         self._outages[peer.node_id] = _Outage(
-            failures, to_millis(now + delay), str(answers[0]), peer.endpoint
+            failures,
+            to_millis(now + delay),
+            str(answers[0]),
+            peer.endpoint,
+            parked_until=None if previous is None else previous.parked_until,
         )
 
     async def _send(

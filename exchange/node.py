@@ -276,10 +276,11 @@ class Node:
         if context.store.store.is_sqlite:
             # One process serves a SQLite store (`hold_serving`): a lease found now was
             # taken by a process of this node that died, and its rows go again at once
-            # rather than when their lease ends. (On PostgreSQL other processes may
-            # hold theirs; there the leases run out.)
+            # rather than when their lease ends; so do rows it parked for a peer it
+            # knew down. (On PostgreSQL other processes may hold theirs; there the
+            # leases and the parks run out.)
             now = to_millis(context.clock.now())
-            released = await context.store.write(lambda c: outbox.release(c, now))
+            released = await context.store.write(lambda c: outbox.release_and_resume(c, now))
             if released:
                 context.log.info("delivery.released", rows=released)
         else:

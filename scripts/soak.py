@@ -74,6 +74,7 @@ SOAK_CONFIG = """
 [delivery]
 initial_backoff_seconds = 0.2
 max_backoff_seconds = 2.0
+park_seconds = 30.0
 attempt_timeout_seconds = 5.0
 lease_seconds = 6.0
 

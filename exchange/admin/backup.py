@@ -117,7 +117,8 @@ def restore(directory: Path, source: Path, *, now: dt.datetime) -> BackupSummary
         _pg_restore(url, source)
     store = Store.open(config.database_url())
     try:
-        store.write(lambda c: outbox.release(c, to_millis(now)))
+        # Leases and parked rows belonged to processes now gone: all due at once.
+        store.write(lambda c: outbox.release_and_resume(c, to_millis(now)))
         revision = migrate.current_revision(store)
         size, root = store.read(_audit_head)
     finally:

@@ -33,9 +33,12 @@ _AUTHORITIES = [
 # audit heads signed and cross-checked within the scenario's run.
 _SIMULATION_DELIVERY = """
 [delivery]
-# The simulation retries quickly; production defaults are 1 s growing to 600 s.
+# The simulation retries quickly; production defaults are 1 s growing to 600 s,
+# and rows to a peer known down parked 600 s (30 s here: a sender restarted while
+# its peer was down reaches it again within the scenario's time).
 initial_backoff_seconds = 0.25
 max_backoff_seconds = 2.0
+park_seconds = 30.0
 
 [audit]
 # Production defaults: a head every 10 s, peers' heads checked every 60 s.

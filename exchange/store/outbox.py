@@ -30,6 +30,7 @@ __all__ = [
     "batch_bytes",
     "cancel_pending",
     "claim_due",
+    "claim_probe",
     "delivery_status",
     "fail",
     "find_submission",
@@ -39,6 +40,7 @@ __all__ = [
     "postpone_peer",
     "record_receipts",
     "release",
+    "release_and_resume",
     "replace_envelope",
     "resume_peer",
     "retry_later",
@@ -83,7 +85,7 @@ _FIND_SUBMISSION = select(
     NOTICES.c.client_id == bindparam("client_id"),
     NOTICES.c.client_request_id == bindparam("client_request_id"),
 )
-_DUE = (
+_CLAIMABLE = (
     select(
         OUTBOX.c.id,
         OUTBOX.c.message_id,
@@ -95,15 +97,14 @@ _DUE = (
     )
     .join(NOTICES, NOTICES.c.message_id == OUTBOX.c.message_id)
     .join(ENVELOPES, ENVELOPES.c.message_id == OUTBOX.c.message_id)
-    .where(
-        OUTBOX.c.state == PENDING,
-        OUTBOX.c.next_attempt_at <= bindparam("now"),
-        OUTBOX.c.lease_until <= bindparam("now"),
-    )
+    .where(OUTBOX.c.state == PENDING, OUTBOX.c.lease_until <= bindparam("now"))
     .order_by(OUTBOX.c.next_attempt_at, OUTBOX.c.id)
     .limit(bindparam("limit"))
     .with_for_update(skip_locked=True, of=OUTBOX)
 )
+_DUE = _CLAIMABLE.where(OUTBOX.c.next_attempt_at <= bindparam("now"))
+# A peer's waiting rows, due or not: the oldest due first (see `claim_probe`).
+_PROBE = _CLAIMABLE.where(OUTBOX.c.recipient_node_id == bindparam("recipient_node_id"))
 _CLAIMED_ENVELOPES = select(
     ENVELOPES.c.message_id,
     ENVELOPES.c.header,
@@ -280,6 +281,28 @@ def claim_due(
     rows left are claimed by the next batch.
     """
     rows = connection.execute(_DUE, {"now": now, "limit": limit}).all()
+    return _lease(connection, rows, now=now, lease_ms=lease_ms, max_bytes=max_bytes)
+
+
+def claim_probe(
+    connection: Connection, recipient_node_id: str, *, now: int, lease_ms: int
+) -> list[OutboxItem]:
+    """Claim the one row to `recipient_node_id` due first, due yet or not (none if
+    every row to it is ended or leased).
+
+    For a peer known down, whose rows are parked (see `postpone_peer`): when its
+    next try comes, one envelope tries it, and an answer makes the rest due.
+    """
+    rows = connection.execute(
+        _PROBE, {"now": now, "limit": 1, "recipient_node_id": recipient_node_id}
+    ).all()
+    return _lease(connection, rows, now=now, lease_ms=lease_ms, max_bytes=CLAIM_BYTES)
+
+
+def _lease(
+    connection: Connection, rows: Sequence[Any], *, now: int, lease_ms: int, max_bytes: int
+) -> list[OutboxItem]:
+    """Lease the claimed `rows` (up to `max_bytes` of envelopes); the items to send."""
     counted: set[str] = set()
     total = 0
     for index, row in enumerate(rows):
@@ -472,13 +495,13 @@ def postpone(connection: Connection, due: Mapping[int, int], *, error: str, now:
     )
 
 
-def _waiting_for(recipient_node_id: str, now: int) -> tuple[ColumnElement[bool], ...]:
-    """The pending rows to a peer that no worker holds (a holder records their outcome)."""
-    return (
-        OUTBOX.c.recipient_node_id == recipient_node_id,
-        OUTBOX.c.state == PENDING,
-        OUTBOX.c.lease_until <= now,
-    )
+def _waiting_for(recipient_node_id: str | None, now: int) -> tuple[ColumnElement[bool], ...]:
+    """The pending rows to a peer (None: to any) that no worker holds (a holder records
+    their outcome)."""
+    waiting = (OUTBOX.c.state == PENDING, OUTBOX.c.lease_until <= now)
+    if recipient_node_id is None:
+        return waiting
+    return (OUTBOX.c.recipient_node_id == recipient_node_id, *waiting)
 
 
 def postpone_peer(
@@ -486,10 +509,11 @@ def postpone_peer(
 ) -> int:
     """Put off to `until` every pending row to `recipient_node_id` due before it; how many.
 
-    For a peer just found down: its backlog waits for the next try of the peer in
-    one statement, rather than being claimed and put back batch by batch. Leased
-    rows are left to their holders, and rows that expire before `until` keep their
-    time (the failure is reported when it happens).
+    For a peer found down: its backlog is parked in one statement, rather than
+    claimed and put back batch by batch, until an answer to a probe of the peer
+    (`claim_probe`) resumes it (`resume_peer`) or the park ends. Leased rows are
+    left to their holders, and rows that expire before `until` keep their time
+    (the failure is reported when it happens).
     """
     result = connection.execute(
         update(OUTBOX)
@@ -505,13 +529,17 @@ def postpone_peer(
     return result.rowcount
 
 
-def resume_peer(connection: Connection, recipient_node_id: str, *, now: int) -> int:
+def resume_peer(connection: Connection, recipient_node_id: str | None, *, now: int) -> int:
     """Make every pending row to `recipient_node_id` that waits past `now` due now; how many.
 
-    For a peer that has just answered after an outage: its backlog, put off to
-    the peer's next try (`postpone_peer`, `postpone`) or by each row's own
-    backoff, goes now rather than at each row's time. Leased rows are left to
-    their holders.
+    For a peer that has just answered after an outage: its backlog, parked
+    (`postpone_peer`, `postpone`) or waiting for each row's own backoff, goes now
+    rather than at each row's time. Leased rows are left to their holders.
+
+    Args:
+        recipient_node_id: None for every peer's rows: for a store where no process
+            can know a peer down (a SQLite node starting; a restored backup), whose
+            parked rows would otherwise wait for their park to end.
     """
     result = connection.execute(
         update(OUTBOX)
@@ -584,3 +612,15 @@ def release(connection: Connection, now: int, outbox_ids: list[int] | None = Non
         leased.append(OUTBOX.c.id.in_(outbox_ids))
     result = connection.execute(update(OUTBOX).where(*leased).values(lease_until=0, updated_at=now))
     return result.rowcount
+
+
+def release_and_resume(connection: Connection, now: int) -> int:
+    """Release every lease and make every waiting row due now (`release` and
+    `resume_peer` of every peer); how many rows were leased.
+
+    Only for a store no process serves from: its leases and parked rows belong to
+    processes now gone, and its peers are found down again, or not, at once.
+    """
+    released = release(connection, now)
+    resume_peer(connection, None, now=now)
+    return released

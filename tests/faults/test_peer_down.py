@@ -31,7 +31,7 @@ from exchange.harness import samples
 from exchange.node import Node
 from exchange.receipt import SignedReceipt
 from exchange.rpc.peers import PeerTransport
-from exchange.store import audit_log, outbox
+from exchange.store import audit_log
 from exchange.store.tables import INBOX_EVENTS, NOTICES, RECEIPTS
 from exchange.trust import TrustedNode
 from tests.conftest import DatabaseFactory
@@ -39,6 +39,7 @@ from tests.live import Federation, start_federation
 
 XA, XB = 0, 1
 INITIAL, MAXIMUM = 1.0, 600.0
+PARK = 600.0  # how long a down peer's rows wait parked, as in production
 PRODUCTION_BACKOFF = (
     f"[delivery]\ninitial_backoff_seconds = {INITIAL}\nmax_backoff_seconds = {MAXIMUM}\n"
 )
@@ -65,6 +66,7 @@ async def down(
         toml.write_text(text[:start] + PRODUCTION_BACKOFF + text[end:])
         node = await running.start(a.node_id, deliver=False)
         assert node.config.delivery.max_backoff_seconds == MAXIMUM
+        assert node.config.delivery.park_seconds == PARK
         await running.crash(running.sim(XB).node_id)
         transport = PeerTransport(node.tls.channel_credentials())
         yield running, clock, DeliveryWorker(node.context, transport)
@@ -103,10 +105,9 @@ async def _attempt_each_when_due(
 ) -> dict[str, list[tuple[dt.datetime, dt.datetime]]]:
     """Run XA's worker at each moment a row falls due, until `until`; for each message, the
     (attempted at, next attempt at) of every failed attempt."""
-    node = federation.node(XA)
     schedule: dict[str, list[tuple[dt.datetime, dt.datetime]]] = {m: [] for m in message_ids}
     while True:
-        due = await node.context.store.read(outbox.next_due_at)
+        due = await worker.next_due()
         if due is None or from_millis(due) >= until:
             return schedule
         clock.set(max(clock.now(), from_millis(due)))
@@ -119,13 +120,15 @@ async def _attempt_each_when_due(
 
 
 def _assert_backoff(attempts: list[tuple[dt.datetime, dt.datetime]], expires: dt.datetime) -> None:
-    """Each wait is at least 50 % of min(600 s, 1 s * 2**failures before) and at most 600 s,
-    never past expiry. (Not at most 100 %: the row also waits for its peer's next try,
-    whose backoff counts the peer's failed tries, not the row's.)"""
+    """Each wait is at least 50 % of min(600 s, 1 s * 2**failures before), never past expiry,
+    and at most a park (600 s here) past the peer's next try (600 s at most). (Not at most
+    100 % of its own backoff: the row also waits for its peer's next try, whose backoff
+    counts the peer's failed tries, not the row's; and while the peer is down its rows
+    are parked until a try of it is answered.)"""
     for failures, (attempted, next_at) in enumerate(attempts):
         exponential = min(MAXIMUM, INITIAL * 2**failures)
         wait = (next_at - attempted).total_seconds()
-        assert wait <= MAXIMUM + 0.001, (failures, wait)
+        assert wait <= MAXIMUM + PARK + 0.001, (failures, wait)
         if next_at != expires:
             assert exponential * 0.5 - 0.001 <= wait, (failures, wait)
 
@@ -165,7 +168,7 @@ async def test_a_peer_down_for_hours_is_retried_with_bounded_backoff_and_gets_ea
     b = await federation.start(b_id, deliver=False)
     async with asyncio.timeout(60):  # hang protection only
         while {(await _row(federation, m)).state for m in sent} != {apb.DELIVERY_STATE_DELIVERED}:
-            due = await a.context.store.read(outbox.next_due_at)
+            due = await worker.next_due()
             if due is not None:
                 clock.set(max(clock.now(), from_millis(due)))
             if not await worker.run_once():
@@ -229,12 +232,12 @@ async def test_past_expiry_the_senders_authority_is_told_delivery_failed(
     assert (await _row(federation, message_id)).state == apb.DELIVERY_STATE_FAILED
 
 
-async def test_rows_due_while_their_peer_is_known_down_wait_for_its_next_try_unattempted(
+async def test_rows_to_a_peer_known_down_are_parked_unattempted_and_one_tries_it_next(
     down: tuple[Federation, ManualClock, DeliveryWorker],
 ) -> None:
-    """One batch finds the peer down; what falls due before the peer's next try waits for
-    it, with no attempt counted and nothing audited (a row update and an audit entry per
-    row and retry, all through an outage, otherwise)."""
+    """One batch finds the peer down; what falls due meanwhile is parked, with no attempt
+    counted and nothing audited (a row update and an audit entry per row and retry, all
+    through an outage, otherwise), and one row tries the peer at its next try."""
     federation, clock, worker = down
     a = federation.node(XA)
     b_id = federation.sim(XB).node_id
@@ -250,9 +253,12 @@ async def test_rows_due_while_their_peer_is_known_down_wait_for_its_next_try_una
     rows = [await _row(federation, message_id) for message_id in later]
     assert [row.attempts for row in rows] == [0, 0, 0]
     assert all(row.last_error.startswith("UNAVAILABLE") for row in rows)
-    (next_try,) = {row.next_attempt_at.ToDatetime(dt.UTC) for row in rows}
-    # The peer's first wait: within [50 %, 100 %] of the initial backoff.
+    # The peer's first wait: within [50 %, 100 %] of the initial backoff; its rows are
+    # parked a park past it.
+    next_try = from_millis(await worker.next_due())  # type: ignore[arg-type]
     assert clock.now() < next_try <= clock.now() + dt.timedelta(seconds=INITIAL)
+    park = dt.timedelta(seconds=PARK)
+    assert {row.next_attempt_at.ToDatetime(dt.UTC) for row in rows} == {next_try + park}
     for message_id in later:
         entries = await a.context.store.read(
             lambda c, m=message_id: audit_log.entries_for_message(c, m)
@@ -261,10 +267,11 @@ async def test_rows_due_while_their_peer_is_known_down_wait_for_its_next_try_una
 
     # Then the peer is tried again, with one of the rows that waited for it.
     clock.set(next_try)
-    while await a.context.store.read(outbox.next_due_at) <= to_millis(clock.now()):
-        assert await worker.run_once() >= 1
+    assert await worker.run_once() == 1
+    assert await worker.run_once() == 0
     rows = [await _row(federation, message_id) for message_id in [first, *later]]
     assert sum(row.attempts for row in rows) == 1 + 1
+    assert await worker.next_due() > to_millis(clock.now())  # type: ignore[operator]
 
 
 class _Draws(random.Random):
@@ -283,23 +290,27 @@ async def test_a_row_that_found_its_peer_down_waits_for_the_peers_next_try_or_it
 ) -> None:
     """A row's own backoff and its peer's are jittered apart; were the row due first, it
     would be claimed only to be put back, or, expiring before the peer's next try, be
-    left due before its expiry, when its failure must be reported."""
+    left due before its expiry, when its failure must be reported. Rows that outlive
+    the park are parked; those that expire first keep their time."""
     federation, clock, worker = down
     b_id = federation.sim(XB).node_id
     client = federation.client(XA)
     soon = await client.submit(_referral(b_id, "XA-1", dt.timedelta(minutes=1)))
-    later = await client.submit(_referral(b_id, "XA-2", OUTAGE))
+    within = await client.submit(_referral(b_id, "XA-2", dt.timedelta(minutes=2)))
+    later = await client.submit(_referral(b_id, "XA-3", OUTAGE))
     expires = soon.expires_at.ToDatetime(dt.UTC)
     # Drawn in this order: the peer's wait (99 % jitter: 0.995 s), then each row's own
     # (0 %: 0.5 s), from 0.7 s before the first row expires.
-    federation.node(XA).context.rng = _Draws([0.99, 0.0, 0.0])
+    federation.node(XA).context.rng = _Draws([0.99, 0.0, 0.0, 0.0])
     clock.set(expires - dt.timedelta(seconds=0.7))
-    assert await worker.run_once() == 2
+    assert await worker.run_once() == 3
 
     peers_next_try = clock.now() + dt.timedelta(seconds=0.995)
-    rows = [await _row(federation, m) for m in (soon.message_id, later.message_id)]
-    assert [row.attempts for row in rows] == [1, 1]
-    assert [row.next_attempt_at.ToDatetime(dt.UTC) for row in rows] == [expires, peers_next_try]
+    parked = peers_next_try + dt.timedelta(seconds=PARK)
+    rows = [await _row(federation, m.message_id) for m in (soon, within, later)]
+    assert [row.attempts for row in rows] == [1, 1, 1]
+    due = [row.next_attempt_at.ToDatetime(dt.UTC) for row in rows]
+    assert due == [expires, peers_next_try, parked]
 
 
 class _Gated:
@@ -347,8 +358,8 @@ class _OutageOver:
 
 @pytest.fixture
 async def over(down: tuple[Federation, ManualClock, DeliveryWorker]) -> _OutageOver:
-    """Three rows to XB, the first two of which found it down; the clock at the end of
-    that outage, when all three are due."""
+    """Three rows to XB, the first two of which found it down, all three parked; the
+    clock at the end of that outage, when the peer is to be tried again."""
     federation, clock, down_worker = down
     gated = _Gated(down_worker._transport)  # type: ignore[arg-type]
     node = federation.node(XA)
@@ -369,7 +380,10 @@ async def over(down: tuple[Federation, ManualClock, DeliveryWorker]) -> _OutageO
     gated.gate.set()
     assert await worker.run_once() == 2
     assert gated.sent == [2]
-    (next_try,) = {(await _row(federation, m)).next_attempt_at.ToDatetime(dt.UTC) for m in sent}
+    next_try = from_millis(await worker.next_due())  # type: ignore[arg-type]
+    assert next_try == clock.now() + dt.timedelta(seconds=0.995)
+    for message_id in sent:
+        assert (await _row(federation, message_id)).next_attempt_at.ToDatetime(dt.UTC) > next_try
     clock.set(next_try)
     context.rng = random.Random()
     gated.gate.clear()
@@ -378,29 +392,35 @@ async def over(down: tuple[Federation, ManualClock, DeliveryWorker]) -> _OutageO
     return _OutageOver(federation, clock, worker, gated, sent)
 
 
-async def test_when_a_peers_outage_ends_one_batch_tries_it_and_the_others_wait_for_it(
+async def test_when_a_peers_outage_ends_one_envelope_tries_it_and_the_others_wait_for_it(
     over: _OutageOver,
 ) -> None:
     federation, clock, worker, gated, sent = over
+    parked = {(await _row(federation, m)).next_attempt_at.ToDatetime(dt.UTC) for m in sent}
 
-    probe = asyncio.create_task(worker.run_once())  # the two oldest rows
+    probe = asyncio.create_task(worker.run_once())  # the oldest row, parked
     async with asyncio.timeout(10):  # hang protection only
         await gated.entered.wait()
-        # The third, claimed while the probe is out, waits for its answer.
+        # A row submitted while the probe is out waits for its answer, parked too.
+        b_id = federation.sim(XB).node_id
+        fresh = (await federation.client(XA).submit(_referral(b_id, "XA-5", OUTAGE))).message_id
         assert await worker.run_once() == 1
+        assert await worker.run_once() == 0
         assert gated.sent == [1], "one envelope tries the peer"
         gated.gate.set()
-        assert await probe == 2
+        assert await probe == 1
 
-    rows = [await _row(federation, m) for m in sent]
-    assert [row.attempts for row in rows] == [2, 1, 0]
+    rows = [await _row(federation, m) for m in [*sent, fresh]]
+    assert [row.attempts for row in rows] == [2, 1, 0, 0]
     failed = [(await _actions(federation, m)).count("delivery.attempt_failed") for m in sent]
     assert failed == [2, 1, 0]
-    # The probe found the peer down again: it waits for the peer's next try (about 2 s
-    # away), the others for the probe's answer, an attempt's timeout at most.
-    timeout = dt.timedelta(seconds=federation.node(XA).config.delivery.attempt_timeout_seconds)
-    due = [row.next_attempt_at.ToDatetime(dt.UTC) for row in rows]
-    assert all(clock.now() < at <= clock.now() + timeout for at in due)
+    # The probe found the peer down again: the peer's next try is about 2 s away, and the
+    # probe's row waits for it (or its own backoff); the others stay parked as they were.
+    next_try = from_millis(await worker.next_due())  # type: ignore[arg-type]
+    assert clock.now() < next_try <= clock.now() + dt.timedelta(seconds=2 * INITIAL)
+    probe_due = rows[0].next_attempt_at.ToDatetime(dt.UTC)
+    assert next_try <= probe_due <= clock.now() + dt.timedelta(seconds=2 * INITIAL)
+    assert {row.next_attempt_at.ToDatetime(dt.UTC) for row in rows[1:]} == parked
 
 
 @pytest.mark.parametrize("put_back_late", [False, True], ids=["before", "after"])
@@ -432,12 +452,16 @@ async def test_a_receipt_after_an_outage_makes_the_peers_waiting_rows_due_at_onc
         probe = asyncio.create_task(worker.run_once())
         async with asyncio.timeout(10):  # hang protection only
             await gated.entered.wait()
+            # A row submitted while the probe is out: claimed and parked.
+            b_id = federation.sim(XB).node_id
+            fresh = await federation.client(XA).submit(_referral(b_id, "XA-5", OUTAGE))
+            sent.append(fresh.message_id)
             waiting = asyncio.create_task(worker.run_once())
             await committing.wait()
             if not put_back_late:
                 assert await waiting == 1
             gated.gate.set()
-            assert await probe == 2
+            assert await probe == 1
             held.set()
             assert await waiting == 1
         assert gated.sent == [1]
@@ -445,9 +469,10 @@ async def test_a_receipt_after_an_outage_makes_the_peers_waiting_rows_due_at_onc
         assert (await _row(federation, sent[0])).state == apb.DELIVERY_STATE_DELIVERED
         rows = [await _row(federation, m) for m in sent[1:]]
         assert all(row.next_attempt_at.ToDatetime(dt.UTC) <= clock.now() for row in rows)
-        assert [row.attempts for row in rows] == [1, 0]
+        assert [row.attempts for row in rows] == [1, 0, 0]
         async with asyncio.timeout(10):
-            assert await worker.run_once() == 2
+            assert await worker.run_once() == 2  # two at a time
+            assert await worker.run_once() == 1
         for message_id in sent:
             assert (await _row(federation, message_id)).state == apb.DELIVERY_STATE_DELIVERED
             assert await _count(b, NOTICES, message_id) == 1
@@ -478,12 +503,24 @@ async def test_a_probe_that_runs_out_of_time_neither_ends_the_outage_nor_resumes
     gated.inner = _Answering(PeerUnreachableError("DEADLINE_EXCEEDED: Deadline Exceeded"))  # type: ignore[assignment]
     gated.gate.set()
 
-    assert await worker.run_once() == 2  # the probe and a row put back
-    assert await worker.run_once() == 1  # the third waits: the outage goes on
+    parked = {(await _row(federation, m)).next_attempt_at.ToDatetime(dt.UTC) for m in sent}
+    assert await worker.run_once() == 1  # the probe
+    assert await worker.run_once() == 0  # the outage goes on: nothing resumed
     assert gated.sent == [1]
     rows = [await _row(federation, m) for m in sent]
     assert [row.attempts for row in rows] == [2, 1, 0]
-    assert all(row.next_attempt_at.ToDatetime(dt.UTC) > clock.now() for row in rows)
+    assert {row.next_attempt_at.ToDatetime(dt.UTC) for row in rows[1:]} == parked
+    # The peer is tried again an attempt's timeout after the probe went, not before (the
+    # probe's row, due again by its own backoff before then, is parked).
+    went = clock.now()
+    timeout = dt.timedelta(seconds=federation.node(XA).config.delivery.attempt_timeout_seconds)
+    while (due := from_millis(await worker.next_due())) < went + timeout:  # type: ignore[arg-type]
+        clock.set(due)
+        await worker.run_once()
+    assert gated.sent == [1]
+    clock.set(went + timeout)
+    assert await worker.run_once() == 1
+    assert gated.sent == [1, 1]
 
 
 async def test_a_peer_at_a_new_endpoint_gets_one_probe_even_while_its_outage_lasts(
@@ -512,3 +549,69 @@ async def test_a_peer_at_a_new_endpoint_gets_one_probe_even_while_its_outage_las
     assert [row.attempts for row in rows] == [1, 0, 0]
     assert all(row.next_attempt_at.ToDatetime(dt.UTC) > clock.now() for row in rows)
     assert [(await _row(federation, m)).attempts for m in sent] == [1, 1, 0]
+
+
+async def test_a_peer_known_down_with_nothing_left_to_send_it_is_not_tried_again(
+    down: tuple[Federation, ManualClock, DeliveryWorker],
+) -> None:
+    """Its next try claims nothing: the worker forgets the outage instead of waking for
+    it again and again, and the next row to the peer, if any comes, finds out."""
+    federation, clock, worker = down
+    b_id = federation.sim(XB).node_id
+    client = federation.client(XA)
+    submitted = await client.submit(_referral(b_id, "XA-1", dt.timedelta(minutes=1)))
+    assert await worker.run_once() == 1
+    clock.set(submitted.expires_at.ToDatetime(dt.UTC))
+    assert await worker.run_once() == 1  # expired: failed, the authority told
+    assert (await _row(federation, submitted.message_id)).state == apb.DELIVERY_STATE_FAILED
+
+    assert await worker.run_once() == 0
+    assert await worker.next_due() is None
+
+
+async def test_a_worker_that_stops_leaves_the_rows_it_parked_due(
+    down: tuple[Federation, ManualClock, DeliveryWorker],
+) -> None:
+    """No one tries their peer once it has stopped: the next start, or another process,
+    finds out whether the peer is still down, instead of waiting for the park to end."""
+    federation, clock, worker = down
+    b_id = federation.sim(XB).node_id
+    sent = [
+        (await federation.client(XA).submit(_referral(b_id, f"XA-{i}", OUTAGE))).message_id
+        for i in range(2)
+    ]
+    assert await worker.run_once() == 2
+    rows = [await _row(federation, m) for m in sent]
+    assert all(row.next_attempt_at.ToDatetime(dt.UTC) > clock.now() for row in rows)
+
+    running = asyncio.create_task(worker.run())
+    await worker.finish(grace=5)
+    await running
+    rows = [await _row(federation, m) for m in sent]
+    assert all(row.next_attempt_at.ToDatetime(dt.UTC) <= clock.now() for row in rows)
+    assert [row.attempts for row in rows] == [1, 1]
+
+
+async def test_a_sqlite_node_that_died_resumes_the_rows_it_parked_when_it_starts(
+    down: tuple[Federation, ManualClock, DeliveryWorker],
+) -> None:
+    """One process serves a SQLite store: at its start no one knows the peer down, and the
+    rows go at once. On PostgreSQL another process may still hold the outage: the rows
+    wait for the park to end (or that process's probe)."""
+    federation, clock, worker = down
+    a_id, b_id = federation.sim(XA).node_id, federation.sim(XB).node_id
+    sent = [
+        (await federation.client(XA).submit(_referral(b_id, f"XA-{i}", OUTAGE))).message_id
+        for i in range(2)
+    ]
+    assert await worker.run_once() == 2
+    parked = [(await _row(federation, m)).next_attempt_at.ToDatetime(dt.UTC) for m in sent]
+    assert all(at > clock.now() for at in parked)
+
+    await federation.crash(a_id)
+    node = await federation.start(a_id, deliver=False)
+    due = [(await _row(federation, m)).next_attempt_at.ToDatetime(dt.UTC) for m in sent]
+    if node.context.store.store.is_sqlite:
+        assert all(at <= clock.now() for at in due)
+    else:
+        assert due == parked

@@ -7,13 +7,14 @@ import datetime as dt
 import threading
 
 import pytest
-from sqlalchemy import event, text
+from sqlalchemy import event, select, text
 from sqlalchemy.exc import IntegrityError
 
 from exchange.errors import StoreUnavailableError
 from exchange.store import outbox
 from exchange.store.engine import Store
 from exchange.store.notices import OUTGOING, find_notice, load_envelope
+from exchange.store.tables import OUTBOX
 
 from ._builders import (
     NODE_XA,
@@ -672,3 +673,27 @@ def test_resume_peer_makes_a_returned_peers_waiting_rows_due_now(store, notices)
     assert due(leased) == (T0, outbox.PENDING)
     assert due(other_peer) == (until, outbox.PENDING)
     assert due(ended)[1] == outbox.FAILED
+
+
+def test_claim_probe_takes_the_peers_row_due_first_whether_due_or_not(store, notices):
+    leased = notices.envelope()  # to XB, claimed by a worker: left to it
+    parked = notices.envelope()  # to XB, parked far ahead
+    parked_later = notices.envelope()  # to XB, parked further still
+    other_peer = notices.envelope(recipients=(NODE_XC,))  # due, but not XB
+    ended = notices.envelope()  # to XB, withdrawn
+    submit(store, leased)
+    claim(store, now=T0, limit=1)
+    for signed in (parked_later, parked, other_peer, ended):
+        submit(store, signed)
+    store.write(lambda c: outbox.cancel_pending(c, ended.message_id, T0))
+    ids = store.read(lambda c: dict(c.execute(select(OUTBOX.c.message_id, OUTBOX.c.id)).all()))
+    # Parked out of their order of submission: the one due first is taken first.
+    due = {ids[parked.message_id]: T0 + 60 * SECOND, ids[parked_later.message_id]: T0 + 90 * SECOND}
+    store.write(lambda c: outbox.postpone(c, due, error="UNAVAILABLE: down", now=T0))
+
+    (probe,) = store.write(lambda c: outbox.claim_probe(c, NODE_XB, now=T0, lease_ms=LEASE))
+    assert probe.message_id == parked.message_id
+    assert probe.lease_until == T0 + LEASE
+    (second,) = store.write(lambda c: outbox.claim_probe(c, NODE_XB, now=T0, lease_ms=LEASE))
+    assert second.message_id == parked_later.message_id
+    assert store.write(lambda c: outbox.claim_probe(c, NODE_XB, now=T0, lease_ms=LEASE)) == []

@@ -98,6 +98,12 @@ PATHS = [
     ),
     Path("outbox-next-due", lambda c, ids: outbox.next_due_at(c), queue=True),
     Path(
+        "outbox-claim-probe",
+        lambda c, ids: outbox.claim_probe(c, NODE_XA, now=T0 + DAY, lease_ms=1_000),
+        ordered=True,
+        queue=True,
+    ),
+    Path(
         "purge-scan",
         lambda c, ids: lifecycle.due_for_purge(c, now=T0 + 400 * DAY, limit=100),
         ordered=True,

@@ -51,6 +51,7 @@ attempt_timeout_seconds = 2.5
 default_ttl_hours = 24
 batch_size = 16
 lease_seconds = 30
+park_seconds = 120
 
 [receive]
 max_clock_skew_seconds = 60
@@ -110,6 +111,7 @@ def test_a_minimal_file_loads_with_the_documented_defaults(tmp_path):
         default_ttl_hours=168,
         batch_size=64,
         lease_seconds=60.0,
+        park_seconds=600.0,
     )
     assert config.delivery.default_ttl().total_seconds() == 7 * 24 * 3600
     assert config.receive == ReceiveConfig(max_clock_skew_seconds=300, max_message_age_days=31)
@@ -125,7 +127,7 @@ def test_every_key_can_be_set(tmp_path):
     assert config.endpoint == "xa.example:7401"
     assert config.authority.hosts == ("exchange.xa.example",)
     assert config.store == StoreConfig("postgresql+psycopg://exchange@db/xa", "NORMAL", readers=2)
-    assert config.delivery == DeliveryConfig(0.5, 60.0, 2.5, 24, 16, 30.0)
+    assert config.delivery == DeliveryConfig(0.5, 60.0, 2.5, 24, 16, 30.0, 120.0)
     assert config.receive == ReceiveConfig(60, 7)
     assert config.trust == TrustConfig(14, 60.0)
     assert config.logging == LoggingConfig("debug", "json")
@@ -261,6 +263,11 @@ CHOICES = [
         id="lease-shorter-than-an-attempt",
     ),
     pytest.param("[delivery]\nbatch_size = 0\n", "delivery.batch_size", id="empty-batches"),
+    pytest.param(
+        "[delivery]\nmax_backoff_seconds = 600\npark_seconds = 60\n",
+        "delivery.park_seconds",
+        id="park-shorter-than-the-backoff",
+    ),
     pytest.param("[store]\nreaders = 0\n", "store.readers", id="no-readers"),
     pytest.param("[store]\nreaders = 65\n", "store.readers", id="too-many-readers"),
     pytest.param("[trust]\nmax_age_days = 0\n", "trust.max_age_days", id="no-freshness"),

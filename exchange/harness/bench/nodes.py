@@ -33,12 +33,14 @@ __all__ = [
 ]
 
 # Retries as the simulation's: a peer that comes back is tried again within 2 s
-# (production backs off up to 600 s, which would measure the backoff, not the drain).
-# The audit timers keep their production defaults.
+# (production backs off up to 600 s, which would measure the backoff, not the drain),
+# and its rows are parked 30 s at a time meanwhile. The audit timers keep their
+# production defaults.
 _BENCH_DELIVERY = """
 [delivery]
 initial_backoff_seconds = 0.25
 max_backoff_seconds = 2.0
+park_seconds = 30.0
 """
 _ENVIRON = {"EXCHANGE_LOG_LEVEL": "warning"}
 
