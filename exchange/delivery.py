@@ -414,41 +414,59 @@ class DeliveryWorker:
         now = to_millis(context.clock.now())
         lease_ms = int(self._config.lease_seconds * 1000)
         probes = await self._claim_probes(now, lease_ms)
-        items = await context.store.write(
-            lambda c: outbox.claim_due(c, now=now, lease_ms=lease_ms, limit=self._config.batch_size)
-        )
-        await self._attempt_by_peer([*probes, *items])
+        try:
+            try:
+                items = await context.store.write(
+                    lambda c: outbox.claim_due(
+                        c, now=now, lease_ms=lease_ms, limit=self._config.batch_size
+                    )
+                )
+            except BaseException:
+                await self._give_back(probes)
+                raise
+            await self._attempt_by_peer([*probes, *items])
+        finally:
+            # Only now may another loop claim a probe of these peers: their tries
+            # have been answered, or have failed, or have had their time.
+            self._probing.difference_update(item.recipient_node_id for item in probes)
         return len(probes) + len(items)
 
     async def _claim_probes(self, now: int, lease_ms: int) -> list[outbox.OutboxItem]:
-        """A row of each peer known down whose next try has come, due or parked.
+        """A row of each peer known down whose next try has come (or whose endpoint a
+        trust list moved), due or parked. Their peers stay in `_probing` until the
+        caller has attempted them.
 
         A peer with nothing left to send it, or no longer an active member, is
         forgotten: the next row to it, when one comes, finds out how it stands.
         """
         timeout = int(self._config.attempt_timeout_seconds * 1000)
-        for peer_id in [p for p in self._outages if self._context.trust.active_node(p) is None]:
-            del self._outages[peer_id]
-        peers = [
-            peer_id
-            for peer_id, outage in self._outages.items()
-            if outage.next_probe(timeout) <= now and peer_id not in self._probing
-        ]
-        if not peers:
+        outages: dict[str, _Outage] = {}
+        for peer_id, outage in list(self._outages.items()):
+            peer = self._context.trust.active_node(peer_id)
+            if peer is None:
+                del self._outages[peer_id]
+            elif peer_id not in self._probing and (
+                outage.next_probe(timeout) <= now or peer.endpoint != outage.endpoint
+            ):
+                outages[peer_id] = outage
+        if not outages:
             return []
-        self._probing.update(peers)
+        self._probing.update(outages)
         try:
             claimed = await self._context.store.write(
                 lambda c: {
                     peer_id: outbox.claim_probe(c, peer_id, now=now, lease_ms=lease_ms)
-                    for peer_id in peers
+                    for peer_id in outages
                 }
             )
-        finally:
-            self._probing.difference_update(peers)
+        except BaseException:
+            self._probing.difference_update(outages)
+            raise
         for peer_id, rows in claimed.items():
             if not rows:
-                self._outages.pop(peer_id, None)
+                self._probing.discard(peer_id)
+                if self._outages.get(peer_id) is outages[peer_id]:  # not a newer one
+                    del self._outages[peer_id]
         return [item for rows in claimed.values() for item in rows]
 
     async def _attempt_by_peer(self, items: list[outbox.OutboxItem]) -> None:
@@ -587,10 +605,15 @@ class DeliveryWorker:
         return _Waiting(parked, outage.error, probe=True)
 
     def _parked_until(self, outage: _Outage, now: int) -> int:
-        """Until when the rows of a peer known down wait, unless an answer comes first."""
-        if outage.parked_until is not None and outage.parked_until > outage.until:
+        """Until when the rows of a peer known down wait, unless an answer comes first:
+        the park under way, or a new one if that ends before the peer's next try (a
+        park that has ended, say while tries of the peer ran out of time, would leave
+        rows put back due, to be claimed again at once)."""
+        timeout = int(self._config.attempt_timeout_seconds * 1000)
+        start = max(now, outage.next_probe(timeout))
+        if outage.parked_until is not None and outage.parked_until > start:
             return outage.parked_until
-        return max(now, outage.until) + int(self._config.park_seconds * 1000)
+        return start + int(self._config.park_seconds * 1000)
 
     async def _postpone_backlog(self, peer_id: str) -> None:
         """Park the whole backlog of a peer known down (see `_Outage`): when it is first

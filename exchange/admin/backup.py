@@ -91,8 +91,9 @@ def backup(directory: Path, destination: Path) -> BackupSummary:
 def restore(directory: Path, source: Path, *, now: dt.datetime) -> BackupSummary:
     """Replace the node's store with the backup in `source`. Stop the node first.
 
-    Outbox rows that were being delivered when the backup was taken are released
-    (their workers are gone), so a restored node resumes delivery at once.
+    Outbox rows that were being delivered when the backup was taken are released,
+    and rows parked for a peer then known down, or waiting for their next try, are
+    due (their workers are gone), so a restored node resumes delivery at once.
 
     The backup is checked before anything is changed (a SQLite copy for
     integrity, a dump by pg_restore's listing); the replacement is one

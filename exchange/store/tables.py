@@ -225,6 +225,9 @@ class OutboxRow(SQLModel, table=True):
         # One notice's rows in one state (still delivering? delivered to whom?):
         # without it SQLite reads every pending or delivered row for each notice.
         Index("ix_outbox_message_state", "message_id", "state"),
+        # One peer's pending rows (parked, resumed, one claimed to probe it), without
+        # reading other peers' backlogs.
+        Index("ix_outbox_recipient", "recipient_node_id", "state", "next_attempt_at", "id"),
     )
 
     id: int | None = Field(default=None, primary_key=True, sa_type=_ID)

@@ -522,6 +522,16 @@ async def test_a_probe_that_runs_out_of_time_neither_ends_the_outage_nor_resumes
     assert await worker.run_once() == 1
     assert gated.sent == [1, 1]
 
+    # Past the park, the peer still unanswering: the rows are parked anew, not put back
+    # due to be claimed again at once, over and over.
+    clock.set(max(parked) + dt.timedelta(milliseconds=1))
+    async with asyncio.timeout(10):  # hang protection: the loop ends
+        while await worker.run_once():
+            pass
+    rows = [await _row(federation, m) for m in sent]
+    assert all(row.next_attempt_at.ToDatetime(dt.UTC) > clock.now() for row in rows)
+    assert len(gated.sent) == 3, "one more probe"
+
 
 async def test_a_peer_at_a_new_endpoint_gets_one_probe_even_while_its_outage_lasts(
     over: _OutageOver,
@@ -533,22 +543,22 @@ async def test_a_peer_at_a_new_endpoint_gets_one_probe_even_while_its_outage_las
     context = worker._context
     moved = dataclasses.replace(context.trust.nodes[b_id], endpoint="127.0.0.1:1")  # refuses
     context.trust = dataclasses.replace(context.trust, nodes={**context.trust.nodes, b_id: moved})
-    fresh = [
-        (await federation.client(XA).submit(_referral(b_id, f"XA-{i}", OUTAGE))).message_id
-        for i in (7, 8, 9)
-    ]
 
+    # Nothing is due (the rows are parked): the worker claims one of them to try the
+    # new endpoint all the same.
     probe = asyncio.create_task(worker.run_once())
     async with asyncio.timeout(10):  # hang protection only
         await gated.entered.wait()
-        assert await worker.run_once() == 1  # the third waits for the probe
+        # A row submitted while the probe is out waits for its answer, parked.
+        fresh = (await federation.client(XA).submit(_referral(b_id, "XA-7", OUTAGE))).message_id
+        assert await worker.run_once() == 1
         assert gated.sent == [1], "one envelope tries the new endpoint"
         gated.gate.set()
-        assert await probe == 2
-    rows = [await _row(federation, m) for m in fresh]
-    assert [row.attempts for row in rows] == [1, 0, 0]
-    assert all(row.next_attempt_at.ToDatetime(dt.UTC) > clock.now() for row in rows)
-    assert [(await _row(federation, m)).attempts for m in sent] == [1, 1, 0]
+        assert await probe == 1
+    assert [(await _row(federation, m)).attempts for m in sent] == [2, 1, 0]
+    row = await _row(federation, fresh)
+    assert row.attempts == 0
+    assert row.next_attempt_at.ToDatetime(dt.UTC) > clock.now()
 
 
 async def test_a_peer_known_down_with_nothing_left_to_send_it_is_not_tried_again(

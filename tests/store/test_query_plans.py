@@ -99,9 +99,8 @@ PATHS = [
     Path("outbox-next-due", lambda c, ids: outbox.next_due_at(c), queue=True),
     Path(
         "outbox-claim-probe",
+        # Not `queue`: one peer's rows, by their recipient, not every pending row.
         lambda c, ids: outbox.claim_probe(c, NODE_XA, now=T0 + DAY, lease_ms=1_000),
-        ordered=True,
-        queue=True,
     ),
     Path(
         "purge-scan",
