@@ -625,3 +625,32 @@ async def test_a_sqlite_node_that_died_resumes_the_rows_it_parked_when_it_starts
         assert all(at <= clock.now() for at in due)
     else:
         assert due == parked
+
+
+async def test_a_peers_backlog_is_parked_again_before_its_park_ends_while_the_peer_is_down(
+    down: tuple[Federation, ManualClock, DeliveryWorker],
+) -> None:
+    """Through an outage longer than the park, each try of the peer sends one row and the
+    rest never fall due: before their park would end, they are parked anew, once."""
+    federation, clock, worker = down
+    b_id = federation.sim(XB).node_id
+    sent = [
+        (await federation.client(XA).submit(_referral(b_id, f"XA-{i}", OUTAGE))).message_id
+        for i in range(3)
+    ]
+    assert await worker.run_once() == 3
+    first_park = {(await _row(federation, m)).next_attempt_at.ToDatetime(dt.UTC) for m in sent}
+    (first_park_end,) = first_park
+
+    tries = 0
+    while clock.now() < first_park_end + dt.timedelta(seconds=MAXIMUM):
+        due = await worker.next_due()
+        assert due is not None
+        clock.set(from_millis(due))
+        assert await worker.run_once() == 1, "only the probe"
+        tries += 1
+    rows = [await _row(federation, m) for m in sent]
+    assert sum(row.attempts for row in rows) == 3 + tries
+    waiting = [row for row in rows if row.next_attempt_at.ToDatetime(dt.UTC) > first_park_end]
+    assert waiting, "parked anew"
+    assert all(row.next_attempt_at.ToDatetime(dt.UTC) > clock.now() for row in rows)
