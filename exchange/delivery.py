@@ -153,17 +153,16 @@ class _Outage:
     endpoint: str  # where it was tried: a trust list naming another ends the outage
     # When the peer's backlog, parked by this process, falls due again (epoch ms).
     parked_until: int | None = None
-    # When a batch, finding the outage over, began to try the peer again (epoch ms).
-    # Until that try is answered or times out, other rows wait for it instead of
-    # each trying (and each failing, audited) at once.
-    probe_since: int | None = None
+    # When the try of the peer out now (a batch found the outage over) has had its
+    # time, an attempt's timeout after it went (epoch ms). Until it is answered or
+    # then, other rows wait for it instead of each trying (and each failing, audited).
+    probe_until: int | None = None
 
-    def next_probe(self, timeout: int) -> int:
+    @property
+    def next_probe(self) -> int:
         """When the peer is next tried (epoch ms): after the outage, and after the
         probe out now has had its time."""
-        if self.probe_since is None:
-            return self.until
-        return max(self.until, self.probe_since + timeout)
+        return max(self.until, self.probe_until or self.until)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -401,8 +400,7 @@ class DeliveryWorker:
         """When there is next something to send (epoch ms): a row due, or a peer known
         down to try again (its parked rows are not due)."""
         due = await self._context.store.read(outbox.next_due_at)
-        timeout = int(self._config.attempt_timeout_seconds * 1000)
-        probes = [outage.next_probe(timeout) for outage in self._outages.values()]
+        probes = [outage.next_probe for outage in self._outages.values()]
         return min([at for at in (due, *probes) if at is not None], default=None)
 
     async def run_once(self) -> int:
@@ -439,14 +437,13 @@ class DeliveryWorker:
         A peer with nothing left to send it, or no longer an active member, is
         forgotten: the next row to it, when one comes, finds out how it stands.
         """
-        timeout = int(self._config.attempt_timeout_seconds * 1000)
         outages: dict[str, _Outage] = {}
         for peer_id, outage in list(self._outages.items()):
             peer = self._context.trust.active_node(peer_id)
             if peer is None:
                 del self._outages[peer_id]
             elif peer_id not in self._probing and (
-                outage.next_probe(timeout) <= now or peer.endpoint != outage.endpoint
+                outage.next_probe <= now or peer.endpoint != outage.endpoint
             ):
                 outages[peer_id] = outage
         if not outages:
@@ -486,7 +483,7 @@ class DeliveryWorker:
             outcomes = await self._try(items)
             await self._commit(outcomes)
             peer_id = items[0].recipient_node_id
-            await self._postpone_backlog(peer_id)
+            await self._park_backlog(peer_id)
             if peer_id not in self._outages and any(
                 o.postponed_until is not None for o in outcomes
             ):
@@ -595,13 +592,13 @@ class DeliveryWorker:
         if peer.endpoint != outage.endpoint:
             # Moved (a new trust list): the new endpoint gets a probe, as after a backoff.
             outage = dataclasses.replace(
-                outage, endpoint=peer.endpoint, failures=0, until=now, probe_since=None
+                outage, endpoint=peer.endpoint, failures=0, until=now, probe_until=None
             )
         parked = self._parked_until(outage, now)
-        timeout = int(self._config.attempt_timeout_seconds * 1000)
-        if now < outage.next_probe(timeout):
+        if now < outage.next_probe:
             return _Waiting(parked, outage.error)
-        self._outages[peer.node_id] = dataclasses.replace(outage, probe_since=now)
+        timeout = int(self._config.attempt_timeout_seconds * 1000)
+        self._outages[peer.node_id] = dataclasses.replace(outage, probe_until=now + timeout)
         return _Waiting(parked, outage.error, probe=True)
 
     def _parked_until(self, outage: _Outage, now: int) -> int:
@@ -609,13 +606,12 @@ class DeliveryWorker:
         the park under way, or a new one if that ends before the peer's next try (a
         park that has ended, say while tries of the peer ran out of time, would leave
         rows put back due, to be claimed again at once)."""
-        timeout = int(self._config.attempt_timeout_seconds * 1000)
-        start = max(now, outage.next_probe(timeout))
+        start = max(now, outage.next_probe)
         if outage.parked_until is not None and outage.parked_until > start:
             return outage.parked_until
         return start + int(self._config.park_seconds * 1000)
 
-    async def _postpone_backlog(self, peer_id: str) -> None:
+    async def _park_backlog(self, peer_id: str) -> None:
         """Park the whole backlog of a peer known down (see `_Outage`): when it is first
         found down, and again when the park would end before the peer's next try."""
         outage = self._outages.get(peer_id)

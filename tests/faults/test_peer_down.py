@@ -87,6 +87,18 @@ async def _row(federation: Federation, message_id: str) -> apb.RecipientDelivery
     return only
 
 
+async def _submit(federation: Federation, count: int, ttl: dt.timedelta = OUTAGE) -> list[str]:
+    """The message ids of `count` referrals XA submits to XB, XA-0 onwards."""
+    b_id = federation.sim(XB).node_id
+    client = federation.client(XA)
+    return [(await client.submit(_referral(b_id, f"XA-{i}", ttl))).message_id for i in range(count)]
+
+
+async def _next_attempts(federation: Federation, message_ids: list[str]) -> list[dt.datetime]:
+    """When each of `message_ids` is next due at XA (parked or not)."""
+    return [(await _row(federation, m)).next_attempt_at.ToDatetime(dt.UTC) for m in message_ids]
+
+
 async def _count(node: Node, table: object, message_id: str) -> int:
     query = (
         select(func.count())
@@ -139,10 +151,7 @@ async def test_a_peer_down_for_hours_is_retried_with_bounded_backoff_and_gets_ea
     federation, clock, worker = down
     a = federation.node(XA)
     b_id = federation.sim(XB).node_id
-    sent = [
-        (await federation.client(XA).submit(_referral(b_id, f"XA-{i}", 3 * OUTAGE))).message_id
-        for i in range(2)
-    ]
+    sent = await _submit(federation, 2, 3 * OUTAGE)
     start = clock.now()
     schedule = await _attempt_each_when_due(federation, clock, worker, sent, start + OUTAGE)
 
@@ -369,11 +378,7 @@ async def over(down: tuple[Federation, ManualClock, DeliveryWorker]) -> _OutageO
     )
     context = dataclasses.replace(node.context, config=two_at_a_time)
     worker = DeliveryWorker(context, gated)
-    b_id = federation.sim(XB).node_id
-    sent = [
-        (await federation.client(XA).submit(_referral(b_id, f"XA-{i}", OUTAGE))).message_id
-        for i in range(3)
-    ]
+    sent = await _submit(federation, 3)
     # Drawn in this order: the peer's wait (0.995 s), then each row's own (0.5 s), which
     # then waits for the peer's next try like the third.
     context.rng = _Draws([0.99, 0.0, 0.0])
@@ -396,7 +401,7 @@ async def test_when_a_peers_outage_ends_one_envelope_tries_it_and_the_others_wai
     over: _OutageOver,
 ) -> None:
     federation, clock, worker, gated, sent = over
-    parked = {(await _row(federation, m)).next_attempt_at.ToDatetime(dt.UTC) for m in sent}
+    parked = set(await _next_attempts(federation, sent))
 
     probe = asyncio.create_task(worker.run_once())  # the oldest row, parked
     async with asyncio.timeout(10):  # hang protection only
@@ -503,7 +508,7 @@ async def test_a_probe_that_runs_out_of_time_neither_ends_the_outage_nor_resumes
     gated.inner = _Answering(PeerUnreachableError("DEADLINE_EXCEEDED: Deadline Exceeded"))  # type: ignore[assignment]
     gated.gate.set()
 
-    parked = {(await _row(federation, m)).next_attempt_at.ToDatetime(dt.UTC) for m in sent}
+    parked = set(await _next_attempts(federation, sent))
     assert await worker.run_once() == 1  # the probe
     assert await worker.run_once() == 0  # the outage goes on: nothing resumed
     assert gated.sent == [1]
@@ -585,11 +590,7 @@ async def test_a_worker_that_stops_leaves_the_rows_it_parked_due(
     """No one tries their peer once it has stopped: the next start, or another process,
     finds out whether the peer is still down, instead of waiting for the park to end."""
     federation, clock, worker = down
-    b_id = federation.sim(XB).node_id
-    sent = [
-        (await federation.client(XA).submit(_referral(b_id, f"XA-{i}", OUTAGE))).message_id
-        for i in range(2)
-    ]
+    sent = await _submit(federation, 2)
     assert await worker.run_once() == 2
     rows = [await _row(federation, m) for m in sent]
     assert all(row.next_attempt_at.ToDatetime(dt.UTC) > clock.now() for row in rows)
@@ -609,18 +610,15 @@ async def test_a_sqlite_node_that_died_resumes_the_rows_it_parked_when_it_starts
     rows go at once. On PostgreSQL another process may still hold the outage: the rows
     wait for the park to end (or that process's probe)."""
     federation, clock, worker = down
-    a_id, b_id = federation.sim(XA).node_id, federation.sim(XB).node_id
-    sent = [
-        (await federation.client(XA).submit(_referral(b_id, f"XA-{i}", OUTAGE))).message_id
-        for i in range(2)
-    ]
+    a_id = federation.sim(XA).node_id
+    sent = await _submit(federation, 2)
     assert await worker.run_once() == 2
-    parked = [(await _row(federation, m)).next_attempt_at.ToDatetime(dt.UTC) for m in sent]
+    parked = await _next_attempts(federation, sent)
     assert all(at > clock.now() for at in parked)
 
     await federation.crash(a_id)
     node = await federation.start(a_id, deliver=False)
-    due = [(await _row(federation, m)).next_attempt_at.ToDatetime(dt.UTC) for m in sent]
+    due = await _next_attempts(federation, sent)
     if node.context.store.store.is_sqlite:
         assert all(at <= clock.now() for at in due)
     else:
@@ -633,14 +631,9 @@ async def test_a_peers_backlog_is_parked_again_before_its_park_ends_while_the_pe
     """Through an outage longer than the park, each try of the peer sends one row and the
     rest never fall due: before their park would end, they are parked anew, once."""
     federation, clock, worker = down
-    b_id = federation.sim(XB).node_id
-    sent = [
-        (await federation.client(XA).submit(_referral(b_id, f"XA-{i}", OUTAGE))).message_id
-        for i in range(3)
-    ]
+    sent = await _submit(federation, 3)
     assert await worker.run_once() == 3
-    first_park = {(await _row(federation, m)).next_attempt_at.ToDatetime(dt.UTC) for m in sent}
-    (first_park_end,) = first_park
+    (first_park_end,) = set(await _next_attempts(federation, sent))
 
     tries = 0
     while clock.now() < first_park_end + dt.timedelta(seconds=MAXIMUM):
