@@ -1,4 +1,5 @@
-"""Acting as a node towards a peer: craft envelopes with its keys and deliver them raw."""
+"""Acting as a node towards a peer: craft envelopes with its keys and deliver them raw;
+and what the peer then holds."""
 
 from __future__ import annotations
 
@@ -18,8 +19,10 @@ from exchange.ids import new_message_id
 from exchange.keys import ed25519_key_id, load_ec
 from exchange.layout import FederationLayout
 from exchange.node import Node
+from exchange.receipt import Receipt, SignedReceipt, verify_receipt
 from exchange.rpc.peers import channel_options
 from exchange.seal import SUITE, SealRecipient, seal
+from exchange.store import audit_log, inbox
 
 
 def referral_notice() -> notices_pb2.Notice:
@@ -109,6 +112,63 @@ async def deliver_stream_as(
     ) as channel:
         call = federation_pb2_grpc.FederationStub(channel).DeliverStream(iter(requests), timeout=30)
         return [response async for response in call]
+
+
+async def deliver_batches_as(
+    sender: Node, recipient: Node, batches: list[list[Envelope]]
+) -> list[federation_pb2.DeliverBatchesResponse]:
+    """Deliver `batches` over one DeliverBatches call with `sender`'s certificate.
+
+    Request i carries batch i as sequence i; returns the responses in the order they
+    came. Raises AioRpcError if the call itself fails.
+    """
+    requests = [
+        federation_pb2.DeliverBatchesRequest(
+            sequence=i, envelopes=[envelope.to_proto() for envelope in batch]
+        )
+        for i, batch in enumerate(batches)
+    ]
+    async with grpc.aio.secure_channel(
+        f"127.0.0.1:{recipient.federation_port}",
+        sender.tls.channel_credentials(),
+        options=channel_options(recipient.context.node_id),
+    ) as channel:
+        stub = federation_pb2_grpc.FederationStub(channel)
+        return [response async for response in stub.DeliverBatches(iter(requests), timeout=30)]
+
+
+def message_id_of(envelope: Envelope) -> str:
+    return Header.from_bytes(envelope.header).message_id
+
+
+def verified(
+    answer: federation_pb2.DeliverStreamResponse | federation_pb2.DeliveryOutcome,
+    sender: Node,
+    recipient: Node,
+    envelope: Envelope,
+) -> Receipt:
+    """The receipt an answer carries, verified as the sender's worker verifies it."""
+    assert answer.HasField("receipt"), answer
+    return verify_receipt(
+        SignedReceipt.from_proto(answer.receipt),
+        trust=sender.context.trust,
+        recipient_node_id=recipient.context.node_id,
+        message_id=message_id_of(envelope),
+        envelope_digest=envelope.digest(),
+        now=sender.context.clock.now(),
+    )
+
+
+async def held(node: Node) -> list[str]:
+    """Message ids of the notices `node` received and keeps visible, sorted."""
+    records = await node.context.store.read(lambda c: inbox.list_inbox(c, limit=1000, before=None))
+    return sorted(r.message_id for r in records)
+
+
+async def audited(node: Node, action: str) -> list[str]:
+    """Message ids of `node`'s audit entries of `action`, in log order."""
+    entries = await node.context.store.read(lambda c: audit_log.entries_after(c, 0, 10_000))
+    return [e.message_id for e in entries if e.action == action]
 
 
 async def refused_trust_list_call(

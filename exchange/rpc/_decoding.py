@@ -16,7 +16,10 @@ take requests that large; registrations keep their own bound
 with RESOURCE_EXHAUSTED, unparsed. A large request is parsed only once its
 caller is admitted (`Admit`: a valid token with the role for the method, or a
 member node's certificate), so a stranger cannot make the node parse 24 MiB;
-the handler checks the caller again, as for any call.
+the handler checks the caller again, as for any call. A request that carries a
+list of messages (a batch of envelopes) also has the entries of that list counted
+on the wire and bounded before it is parsed (BOUNDED_ENTRIES), since each parsed
+entry costs far more than its bytes.
 Refusals here are audited through `refused` (exchange.refusals bounds them).
 """
 
@@ -28,11 +31,18 @@ from typing import TYPE_CHECKING, Any
 
 import grpc
 
+from exchange import _wire
 from exchange.errors import ResourceLimitError, ValidationError
 from exchange.rpc._status import status_from_errors
-from exchange.rpc.peers import MAX_MESSAGE_BYTES
+from exchange.rpc.peers import BATCH_ENVELOPES, MAX_MESSAGE_BYTES
 
-__all__ = ["LARGE_REQUESTS", "REGISTRATION_BYTES", "SMALL_REQUEST_BYTES", "DecodeRequests"]
+__all__ = [
+    "BOUNDED_ENTRIES",
+    "LARGE_REQUESTS",
+    "REGISTRATION_BYTES",
+    "SMALL_REQUEST_BYTES",
+    "DecodeRequests",
+]
 
 # 64 perceptual hashes of 1 KiB in one Query are the largest of the small requests.
 SMALL_REQUEST_BYTES = 256 * 1024
@@ -45,9 +55,17 @@ LARGE_REQUESTS: Mapping[str, int] = {
     "/exchange.v1.Federation/Deliver": MAX_MESSAGE_BYTES,
     # Each message of the stream is one envelope, bounded as Deliver's.
     "/exchange.v1.Federation/DeliverStream": MAX_MESSAGE_BYTES,
+    # Each message is a batch of envelopes, of as many bytes as one large one.
+    "/exchange.v1.Federation/DeliverBatches": MAX_MESSAGE_BYTES,
     "/exchange.v1.Authority/SubmitNotice": MAX_MESSAGE_BYTES,
     "/exchange.v1.Authority/Respond": MAX_MESSAGE_BYTES,
     "/exchange.v1.Authority/RegisterIdentifiers": REGISTRATION_BYTES,
+}
+
+# The repeated field of a method's request whose entries are counted before it is
+# parsed, and how many it may hold.
+BOUNDED_ENTRIES: Mapping[str, tuple[str, int]] = {
+    "/exchange.v1.Federation/DeliverBatches": ("envelopes", BATCH_ENVELOPES),
 }
 
 Context = grpc.aio.ServicerContext[Any, Any]
@@ -58,18 +76,30 @@ if TYPE_CHECKING:  # generic in the stubs only
     Handler = grpc.RpcMethodHandler[Any, Any]
 
 
-def _decode(deserializer: Deserializer | None, data: bytes, limit: int) -> Any:
+def _decode(
+    deserializer: Deserializer | None, data: bytes, limit: int, bound: tuple[str, int] | None
+) -> Any:
     if len(data) > limit:
         raise ResourceLimitError(
             f"request: {len(data)} bytes is over this method's limit of {limit}"
         )
     if deserializer is None:
         return data
+    descriptor = getattr(getattr(deserializer, "__self__", None), "DESCRIPTOR", None)
+    what = (
+        f"a valid {descriptor.full_name} message" if descriptor is not None else "a valid message"
+    )
+    if bound is not None and descriptor is not None:
+        field, most = bound
+        try:
+            entries = _wire.entries(data, descriptor.fields_by_name[field].number, most)
+        except _wire.MalformedError:
+            raise ValidationError("request", f"is not {what}") from None
+        if entries > most:
+            raise ResourceLimitError(f"request: more than {most} {field} in one message")
     try:
         return deserializer(data)
     except Exception:  # the parser's error says nothing the caller needs
-        name = getattr(getattr(deserializer, "__self__", None), "DESCRIPTOR", None)
-        what = f"a valid {name.full_name} message" if name is not None else "a valid message"
         raise ValidationError("request", f"is not {what}") from None
 
 
@@ -112,13 +142,14 @@ class DecodeRequests(grpc.aio.ServerInterceptor):
         serializer = handler.response_serializer
         log, admit, refused = self._log, self._admit, self._refused
         name = method.rsplit("/", 1)[-1]
+        bound = BOUNDED_ENTRIES.get(method)
 
         async def checked(data: bytes, context: Context) -> Any:
             """The request, or the refusal (recorded) as an ExchangeError."""
             if SMALL_REQUEST_BYTES < len(data) <= limit:
                 await admit(context, name)
             try:
-                return _decode(deserializer, data, limit)
+                return _decode(deserializer, data, limit, bound)
             except ResourceLimitError:
                 await refused(context, name, "too large")
                 raise

@@ -6,39 +6,43 @@ import asyncio
 import contextlib
 import functools
 import hashlib
-from collections.abc import AsyncIterator
-from typing import Any
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from typing import Any, TypeVar
 
 import grpc
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from exchange._proto.exchange.v1 import audit_pb2, federation_pb2_grpc, matching_pb2
+from exchange._proto.exchange.v1 import audit_pb2, envelope_pb2, federation_pb2_grpc, matching_pb2
 from exchange._proto.exchange.v1 import federation_pb2 as pb
 from exchange.answering import MatchResponder
 from exchange.auditing import AuditLog
 from exchange.envelope import Envelope
-from exchange.errors import AuthenticationError, ExchangeError
+from exchange.errors import AuthenticationError, ExchangeError, ValidationError
 from exchange.receiving import Receiver
 from exchange.refusals import RefusalAudit
 from exchange.rpc import convert
 from exchange.rpc._status import guarded, status_from_errors, status_of
-from exchange.rpc.peers import MAX_MESSAGE_BYTES
+from exchange.rpc.peers import BATCH_ENVELOPES, MAX_MESSAGE_BYTES
 from exchange.runtime import NodeContext
 from exchange.store import audit_heads, registry
 from exchange.trust import SignedTrustList
 
 __all__ = ["STREAM_WINDOW", "FederationService", "tls_peer_node_id"]
 
-# Envelopes of one DeliverStream call read ahead and stored in one transaction,
-# at most; and the bytes of envelopes read but not yet answered. Beyond either
-# the call stops reading, and HTTP/2 flow control holds the sender back.
+# Requests of one DeliverStream or DeliverBatches call read ahead, at most; and the
+# bytes of envelopes read but not yet answered. Beyond either the call stops
+# reading, and HTTP/2 flow control holds the sender back.
 STREAM_WINDOW = 64
 STREAM_BUFFER_BYTES = 2 * MAX_MESSAGE_BYTES
+# Envelopes of requests that have arrived stored in one transaction, at most
+# (unless one request holds more).
+GROUP_ENVELOPES = BATCH_ENVELOPES
 
 
 # Marks the end of a stream's requests.
 _END = EOFError()
+_Request = TypeVar("_Request", pb.DeliverStreamRequest, pb.DeliverBatchesRequest)
 
 
 @functools.lru_cache(maxsize=256)
@@ -117,38 +121,71 @@ class FederationService(federation_pb2_grpc.FederationServicer):
     ) -> AsyncIterator[pb.DeliverStreamResponse]:
         async with status_from_errors(context, self._node.log):
             peer = tls_peer_node_id(context, self._node)
-        async for response in self._deliver_stream(requests, context, peer):
-            yield response
+        arrivals = self._arrivals(requests, context, _stream_weight)
+        async with contextlib.aclosing(arrivals):
+            async for arrived in arrivals:
+                envelopes = [Envelope.from_proto(request.envelope) for request in arrived]
+                outcomes = await self._outcomes(envelopes, peer)
+                for request, outcome in zip(arrived, outcomes, strict=True):
+                    yield _stream_response(request.sequence, outcome)
 
-    async def _deliver_stream(
+    async def DeliverBatches(
         self,
-        requests: AsyncIterator[pb.DeliverStreamRequest],
+        requests: AsyncIterator[pb.DeliverBatchesRequest],
         context: grpc.aio.ServicerContext[Any, Any],
-        peer: str,
-    ) -> AsyncIterator[pb.DeliverStreamResponse]:
-        """Receive the envelopes in batches of what has arrived; answer each batch.
+    ) -> AsyncIterator[pb.DeliverBatchesResponse]:
+        async with status_from_errors(context, self._node.log):
+            peer = tls_peer_node_id(context, self._node)
+        arrivals = self._arrivals(requests, context, _batch_weight)
+        async with contextlib.aclosing(arrivals):
+            async for arrived in arrivals:
+                envelopes = [
+                    Envelope.from_proto(envelope)
+                    for request in arrived
+                    for envelope in request.envelopes
+                ]
+                outcomes = iter(await self._outcomes(envelopes, peer))
+                for request in arrived:
+                    yield pb.DeliverBatchesResponse(
+                        sequence=request.sequence,
+                        outcomes=[next(outcomes) for _ in request.envelopes],
+                    )
 
-        A reader takes requests off the call while a batch is being stored, up
+    async def _arrivals(
+        self,
+        requests: AsyncIterator[_Request],
+        context: grpc.aio.ServicerContext[Any, Any],
+        weigh: Callable[[_Request], tuple[int, int]],
+    ) -> AsyncGenerator[list[_Request], None]:
+        """The call's requests, in groups of those that have arrived (at most
+        GROUP_ENVELOPES envelopes, or one request), each group to be answered
+        before the next is asked for.
+
+        A reader takes requests off the call while a group is being stored, up
         to STREAM_WINDOW requests and STREAM_BUFFER_BYTES ahead. A failure of
         the call itself (a request that is not one, a peer no longer admitted)
         ends it with that status; what was answered stays answered.
+
+        Args:
+            weigh: a request's envelopes and bytes; raises the call's refusal if
+                the request is not acceptable.
         """
-        arrived: asyncio.Queue[pb.DeliverStreamRequest | BaseException | None] = asyncio.Queue(
+        arrived: asyncio.Queue[tuple[_Request, int, int] | BaseException | None] = asyncio.Queue(
             STREAM_WINDOW
         )
         buffered = _Budget(STREAM_BUFFER_BYTES)
 
         async def read() -> None:
-            nonlocal peer
             trust = self._node.trust
             try:
                 async for request in requests:
                     if self._node.trust is not trust:
                         # A new list may unpin the certificate or drop the member.
                         trust = self._node.trust
-                        peer = tls_peer_node_id(context, self._node)
-                    await buffered.take(_size(request))
-                    await arrived.put(request)
+                        tls_peer_node_id(context, self._node)
+                    envelopes, size = weigh(request)
+                    await buffered.take(size)
+                    await arrived.put((request, envelopes, size))
                 await arrived.put(None)
             except asyncio.CancelledError:
                 raise
@@ -159,19 +196,20 @@ class FederationService(federation_pb2_grpc.FederationServicer):
         try:
             ended: BaseException | None = None
             while ended is None:
-                batch: list[pb.DeliverStreamRequest] = []
+                group: list[_Request] = []
+                envelopes = size = 0
                 item = await arrived.get()
-                while isinstance(item, pb.DeliverStreamRequest):
-                    batch.append(item)
-                    if len(batch) == STREAM_WINDOW or arrived.empty():
+                while isinstance(item, tuple):
+                    group.append(item[0])
+                    envelopes, size = envelopes + item[1], size + item[2]
+                    if envelopes >= GROUP_ENVELOPES or arrived.empty():
                         break
                     item = arrived.get_nowait()
-                if not isinstance(item, pb.DeliverStreamRequest):
+                if not isinstance(item, tuple):
                     ended = item or _END
-                answers = await self._stream_answers(batch, peer)
-                buffered.give(sum(_size(request) for request in batch))
-                for answer in answers:
-                    yield answer
+                if group:
+                    yield group
+                buffered.give(size)
             if ended is not _END:
                 async with status_from_errors(context, self._node.log):
                     raise ended
@@ -180,29 +218,24 @@ class FederationService(federation_pb2_grpc.FederationServicer):
             with contextlib.suppress(asyncio.CancelledError):
                 await reader
 
-    async def _stream_answers(
-        self, batch: list[pb.DeliverStreamRequest], peer: str
-    ) -> list[pb.DeliverStreamResponse]:
+    async def _outcomes(self, envelopes: list[Envelope], peer: str) -> list[pb.DeliveryOutcome]:
         """Each envelope's answer: its receipt, or the refusal `Deliver` would raise."""
-        if not batch:
+        if not envelopes:
             return []
-        envelopes = [Envelope.from_proto(request.envelope) for request in batch]
         try:
             outcomes = await self._receiver.receive_many(envelopes, peer)
         except Exception:
             self._node.log.exception("rpc.internal_error")
-            return [_refusal(r.sequence, grpc.StatusCode.INTERNAL, "internal error") for r in batch]
+            return [_refused(grpc.StatusCode.INTERNAL, "internal error") for _ in envelopes]
         answers = []
-        for request, outcome in zip(batch, outcomes, strict=True):
+        for outcome in outcomes:
             if isinstance(outcome, ExchangeError):
                 code, message = status_of(outcome)
                 if code == grpc.StatusCode.INTERNAL:
                     self._node.log.error("rpc.internal_error", error_type=type(outcome).__name__)
-                answers.append(_refusal(request.sequence, code, message))
+                answers.append(_refused(code, message))
             else:
-                answers.append(
-                    pb.DeliverStreamResponse(sequence=request.sequence, receipt=outcome.to_proto())
-                )
+                answers.append(pb.DeliveryOutcome(receipt=outcome.to_proto()))
         return answers
 
     async def GetTrustList(
@@ -301,16 +334,33 @@ class FederationService(federation_pb2_grpc.FederationServicer):
         return await guarded(context, self._node.log, answer())
 
 
-def _refusal(sequence: int, code: grpc.StatusCode, message: str) -> pb.DeliverStreamResponse:
+def _refused(code: grpc.StatusCode, message: str) -> pb.DeliveryOutcome:
     number: int = code.value[0]
-    return pb.DeliverStreamResponse(
-        sequence=sequence, refusal=pb.DeliveryRefusal(code=number, message=message)
-    )
+    return pb.DeliveryOutcome(refusal=pb.DeliveryRefusal(code=number, message=message))
 
 
-def _size(request: pb.DeliverStreamRequest) -> int:
-    envelope = request.envelope
+def _stream_response(sequence: int, outcome: pb.DeliveryOutcome) -> pb.DeliverStreamResponse:
+    response = pb.DeliverStreamResponse(sequence=sequence)
+    if outcome.HasField("receipt"):
+        response.receipt.CopyFrom(outcome.receipt)
+    else:
+        response.refusal.CopyFrom(outcome.refusal)
+    return response
+
+
+def _envelope_bytes(envelope: envelope_pb2.SignedEnvelope) -> int:
     return len(envelope.header) + len(envelope.sealed_payload) + len(envelope.signature)
+
+
+def _stream_weight(request: pb.DeliverStreamRequest) -> tuple[int, int]:
+    return 1, _envelope_bytes(request.envelope)
+
+
+def _batch_weight(request: pb.DeliverBatchesRequest) -> tuple[int, int]:
+    """A batch's envelopes and bytes; a batch with none ends the call."""
+    if not request.envelopes:
+        raise ValidationError("request.envelopes", "holds no envelope (one to 256)")
+    return len(request.envelopes), sum(_envelope_bytes(e) for e in request.envelopes)
 
 
 class _Budget:

@@ -6,9 +6,11 @@ import asyncio
 import contextlib
 import time
 from collections.abc import AsyncIterator, Iterator, Sequence
+from typing import Any, cast
 
 import grpc
 
+from exchange import _wire
 from exchange._proto.exchange.v1 import audit_pb2, federation_pb2_grpc, matching_pb2
 from exchange._proto.exchange.v1 import federation_pb2 as pb
 from exchange.checkpoint import SignedTreeHead
@@ -19,7 +21,7 @@ from exchange.receipt import SignedReceipt
 from exchange.rpc import convert
 from exchange.trust import SignedTrustList, TrustedNode
 
-__all__ = ["MAX_MESSAGE_BYTES", "PeerTransport"]
+__all__ = ["BATCH_ENVELOPES", "MAX_MESSAGE_BYTES", "PeerTransport"]
 
 # Codes that say nothing about what the peer would answer: it was not reached.
 _UNREACHABLE = frozenset(
@@ -33,13 +35,21 @@ _UNREACHABLE = frozenset(
 
 # The largest notice (20 MiB) and what a request or an envelope adds around it.
 MAX_MESSAGE_BYTES = 24 * 1024 * 1024
-# What a DeliverStream call ends with, unanswered, at a peer that lacks the method:
+# Envelopes in one DeliverBatches request, at most (a peer refuses more, unparsed).
+BATCH_ENVELOPES = 256
+# Envelope bytes in one DeliverBatches request, at most, unless one envelope is
+# larger alone: a larger batch goes as several requests, and the peer stores the
+# first while the next arrive.
+BATCH_REQUEST_BYTES = 4 * 1024 * 1024
+_DELIVER_BATCHES = "/exchange.v1.Federation/DeliverBatches"
+_OUTCOMES = pb.DeliverBatchesResponse.DESCRIPTOR.fields_by_name["outcomes"].number
+# What a streaming call ends with, unanswered, at a peer that lacks the method:
 # UNIMPLEMENTED, or INTERNAL when the peer's answer overtakes a request still being
 # written (grpc.aio then reports "Internal error from Core" in place of the status).
 _NO_STREAM = frozenset({grpc.StatusCode.UNIMPLEMENTED, grpc.StatusCode.INTERNAL})
-# A peer that answered DeliverStream with UNIMPLEMENTED is served with unary
-# Deliver; asked again after this long, in case it was upgraded.
-UNARY_ONLY_SECONDS = 600.0
+# A peer that answered DeliverBatches (or DeliverStream) with UNIMPLEMENTED is served
+# with the older method; asked again after this long, in case it was upgraded.
+LACKING_SECONDS = 600.0
 
 
 def channel_options(node_id: str) -> list[tuple[str, object]]:
@@ -80,19 +90,32 @@ class PeerTransport:
         self._credentials = credentials
         self._channels: dict[tuple[str, str], grpc.aio.Channel] = {}
         self._stubs: dict[tuple[str, str], federation_pb2_grpc.FederationAsyncStub] = {}
-        # (node id, endpoint) -> monotonic time until which it is served with unary Deliver.
-        self._unary_only: dict[tuple[str, str], float] = {}
+        # (node id, endpoint, method) -> monotonic time until which the peer is served
+        # with an older method than that one.
+        self._lacking: dict[tuple[str, str, str], float] = {}
+
+    def _channel(self, peer: TrustedNode) -> grpc.aio.Channel:
+        key = (peer.node_id, peer.endpoint)
+        channel = self._channels.get(key)
+        if channel is None:
+            channel = self._channels[key] = grpc.aio.secure_channel(
+                peer.endpoint, self._credentials, options=channel_options(peer.node_id)
+            )
+        return channel
 
     def _stub(self, peer: TrustedNode) -> federation_pb2_grpc.FederationAsyncStub:
         key = (peer.node_id, peer.endpoint)
         stub = self._stubs.get(key)
         if stub is None:
-            channel = grpc.aio.secure_channel(
-                peer.endpoint, self._credentials, options=channel_options(peer.node_id)
-            )
-            self._channels[key] = channel
-            stub = self._stubs[key] = federation_pb2_grpc.FederationStub(channel)
+            stub = self._stubs[key] = federation_pb2_grpc.FederationStub(self._channel(peer))
         return stub
+
+    def _lacks(self, peer: TrustedNode, method: str) -> bool:
+        return self._lacking.get((peer.node_id, peer.endpoint, method), 0.0) > time.monotonic()
+
+    def _found_lacking(self, peer: TrustedNode, method: str) -> None:
+        until = time.monotonic() + LACKING_SECONDS
+        self._lacking[(peer.node_id, peer.endpoint, method)] = until
 
     async def deliver(self, peer: TrustedNode, envelope: Envelope, timeout: float) -> SignedReceipt:
         with _reaching():
@@ -104,20 +127,85 @@ class PeerTransport:
     async def deliver_many(
         self, peer: TrustedNode, envelopes: Sequence[Envelope], timeout: float
     ) -> list[SignedReceipt | PeerUnreachableError]:
-        """Deliver `envelopes` to `peer` over one DeliverStream call.
+        """Deliver `envelopes` to `peer` over one DeliverBatches call.
 
         Returns, for each envelope in order, the peer's signed receipt or why
         it was not delivered: the peer's refusal of that envelope or a failure
         of the call, named by its status code as for `deliver`. A peer without
-        DeliverStream (see _NO_STREAM) is served with unary Deliver instead,
-        and remembered as such for UNARY_ONLY_SECONDS.
+        DeliverBatches (see _NO_STREAM) is served with DeliverStream instead, one
+        without that with unary Deliver, and remembered as such for
+        LACKING_SECONDS.
 
         Args:
             timeout: for the whole call (it must end within the outbox lease).
         """
-        key = (peer.node_id, peer.endpoint)
-        if self._unary_only.get(key, 0.0) > time.monotonic():
-            return await self._deliver_each(peer, envelopes, timeout)
+        for method, deliver in (
+            ("DeliverBatches", self._deliver_batches),
+            ("DeliverStream", self._deliver_stream),
+        ):
+            if not self._lacks(peer, method):
+                answers = await deliver(peer, envelopes, timeout)
+                if answers is not None:
+                    return answers
+                self._found_lacking(peer, method)
+        return await self._deliver_each(peer, envelopes, timeout)
+
+    async def _deliver_batches(
+        self, peer: TrustedNode, envelopes: Sequence[Envelope], timeout: float
+    ) -> list[SignedReceipt | PeerUnreachableError] | None:
+        """As `deliver_many`, over DeliverBatches; None if the peer lacks it."""
+        groups = _batches(envelopes)
+        answers: dict[int, SignedReceipt | PeerUnreachableError] = {}  # by envelope
+        answered: set[int] = set()  # by request
+
+        async def requests() -> AsyncIterator[pb.DeliverBatchesRequest]:
+            for sequence, group in enumerate(groups):
+                yield pb.DeliverBatchesRequest(
+                    sequence=sequence, envelopes=[envelopes[i].to_proto() for i in group]
+                )
+
+        failure = PeerUnreachableError("the peer ended the call without answering")
+        try:
+            # With no deserializer the answers come as bytes, parsed here once their
+            # outcomes are counted (a peer could otherwise make this node parse 24 MiB
+            # of empty outcomes).
+            method: grpc.aio.StreamStreamMultiCallable[Any, Any] = self._channel(
+                peer
+            ).stream_stream(
+                _DELIVER_BATCHES, request_serializer=pb.DeliverBatchesRequest.SerializeToString
+            )
+            call = cast(
+                "grpc.aio.StreamStreamCall[pb.DeliverBatchesRequest, bytes]",
+                method(requests(), timeout=timeout),
+            )
+            async for data in call:
+                response = _batch_response(data)
+                if (
+                    response is None
+                    or response.sequence >= len(groups)
+                    or response.sequence in answered
+                    or len(response.outcomes) != len(groups[response.sequence])
+                ):
+                    # Stop there. Its answers so far are receipts that the worker
+                    # verifies one by one all the same.
+                    call.cancel()
+                    failure = PeerUnreachableError("the peer's answer matches no batch it was sent")
+                    break
+                answered.add(response.sequence)
+                for index, outcome in zip(
+                    groups[response.sequence], response.outcomes, strict=True
+                ):
+                    answers[index] = _outcome(outcome)
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() in _NO_STREAM and not answers:
+                return None
+            failure = PeerUnreachableError(f"{exc.code().name}: {exc.details()}")
+        return [answers.get(index, failure) for index in range(len(envelopes))]
+
+    async def _deliver_stream(
+        self, peer: TrustedNode, envelopes: Sequence[Envelope], timeout: float
+    ) -> list[SignedReceipt | PeerUnreachableError] | None:
+        """As `deliver_many`, over DeliverStream; None if the peer lacks it."""
         answers: dict[int, SignedReceipt | PeerUnreachableError] = {}
 
         async def requests() -> AsyncIterator[pb.DeliverStreamRequest]:
@@ -137,8 +225,7 @@ class PeerTransport:
                 answers[response.sequence] = _outcome(response)
         except grpc.aio.AioRpcError as exc:
             if exc.code() in _NO_STREAM and not answers:
-                self._unary_only[key] = time.monotonic() + UNARY_ONLY_SECONDS
-                return await self._deliver_each(peer, envelopes, timeout)
+                return None
             failure = PeerUnreachableError(f"{exc.code().name}: {exc.details()}")
         return [answers.get(sequence, failure) for sequence in range(len(envelopes))]
 
@@ -237,8 +324,38 @@ class PeerTransport:
             await channel.close()
 
 
-def _outcome(response: pb.DeliverStreamResponse) -> SignedReceipt | PeerUnreachableError:
-    """One envelope's answer in a stream, as `deliver` would have ended."""
+def _batches(envelopes: Sequence[Envelope]) -> list[range]:
+    """The envelopes' indexes in requests of at most BATCH_ENVELOPES envelopes and
+    BATCH_REQUEST_BYTES bytes (or one larger envelope alone), in order."""
+    groups: list[range] = []
+    start = size = 0
+    for index, envelope in enumerate(envelopes):
+        weight = len(envelope.header) + len(envelope.sealed_payload) + len(envelope.signature)
+        if index > start and (
+            index - start == BATCH_ENVELOPES or size + weight > BATCH_REQUEST_BYTES
+        ):
+            groups.append(range(start, index))
+            start, size = index, 0
+        size += weight
+    if start < len(envelopes):
+        groups.append(range(start, len(envelopes)))
+    return groups
+
+
+def _batch_response(data: bytes) -> pb.DeliverBatchesResponse | None:
+    """A peer's answer to a batch, or None if it is not one of at most BATCH_ENVELOPES."""
+    try:
+        if _wire.entries(data, _OUTCOMES, BATCH_ENVELOPES) > BATCH_ENVELOPES:
+            return None
+        return _wire.parse(pb.DeliverBatchesResponse, data)
+    except _wire.MalformedError:
+        return None
+
+
+def _outcome(
+    response: pb.DeliverStreamResponse | pb.DeliveryOutcome,
+) -> SignedReceipt | PeerUnreachableError:
+    """One envelope's answer in a stream or a batch, as `deliver` would have ended."""
     if response.HasField("receipt"):
         return SignedReceipt.from_proto(response.receipt)
     if not response.HasField("refusal"):

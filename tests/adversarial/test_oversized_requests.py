@@ -13,7 +13,7 @@ import json
 import resource
 import threading
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import contextmanager
 
 import grpc
@@ -215,6 +215,34 @@ async def test_millions_of_empty_entries_are_counted_not_copied(
     # over a GiB.
     assert peak[0] < 768 * 2**20, f"grew {peak[0] // 2**20} MiB"
     assert await stored(xb) == before
+
+
+async def test_a_batch_of_millions_of_empty_envelopes_is_refused_before_it_is_parsed(
+    module_federation: Federation,
+) -> None:
+    """From a member: counted on the wire and refused; parsed, it would take about 2 GiB."""
+    federation = module_federation
+    xb = federation.node(1)
+    before, size = await stored(xb), await audit_size(xb)
+    empty_envelopes = b"\x12\x00" * (MAX_MESSAGE_BYTES // 2 - 8)
+    async with federation_channel(federation.node(0), xb) as channel:
+        call = channel.stream_stream("/exchange.v1.Federation/DeliverBatches")(
+            iter([empty_envelopes]), timeout=120
+        )
+        with peak_growth() as peak, pytest.raises(grpc.aio.AioRpcError) as refused:
+            await _drain(call)
+    assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert refused.value.details() == "request: more than 256 envelopes in one message"
+    # gRPC holds the bytes received (a few copies of up to 24 MiB); nothing is parsed.
+    assert peak[0] < 160 * 2**20, f"grew {peak[0] // 2**20} MiB"
+    assert await stored(xb) == before
+    (entry,) = await audited_since(xb, size, "call.refused")
+    assert json.loads(entry.details_json)["reason"] == "too large"
+
+
+async def _drain(call: AsyncIterator[object]) -> None:
+    async for _ in call:
+        pass
 
 
 def referral(federation: Federation) -> apb.SubmitNoticeRequest:

@@ -1,7 +1,9 @@
-"""Federation.DeliverStream between real nodes, and the delivery worker that uses it.
+"""Federation.DeliverStream between real nodes, and the delivery worker's calls.
 
 One call carries many envelopes; each is checked as unary `Deliver` checks it
-and gets its own answer. A peer without the method is served with `Deliver`.
+and gets its own answer. The worker sends with DeliverBatches
+(tests/integration/test_deliver_batches.py); a peer without it is served with
+DeliverStream, and one without that with `Deliver`.
 """
 
 from __future__ import annotations
@@ -18,11 +20,10 @@ import pytest
 from exchange._proto.exchange.v1 import envelope_pb2, federation_pb2, federation_pb2_grpc
 from exchange.clock import ManualClock
 from exchange.delivery import DeliveryWorker
-from exchange.envelope import Envelope, Header
+from exchange.envelope import Envelope
 from exchange.errors import PeerUnreachableError
 from exchange.harness import samples
-from exchange.node import Node
-from exchange.receipt import Receipt, SignedReceipt, verify_receipt
+from exchange.receipt import SignedReceipt
 from exchange.rpc import federation as federation_rpc
 from exchange.rpc._decoding import DecodeRequests
 from exchange.rpc.peers import PeerTransport, channel_options
@@ -32,29 +33,15 @@ from exchange.trust import TrustedNode
 from tests.conftest import DatabaseFactory
 from tests.live import Federation, start_federation
 from tests.peers import (
+    audited,
     craft_envelope,
     deliver_stream_as,
+    held,
+    message_id_of,
     referral_notice,
     stranger_credentials,
+    verified,
 )
-
-
-def _message_id(envelope: Envelope) -> str:
-    return Header.from_bytes(envelope.header).message_id
-
-
-def _verified(
-    response: federation_pb2.DeliverStreamResponse, a: Node, b: Node, envelope: Envelope
-) -> Receipt:
-    assert response.HasField("receipt"), response
-    return verify_receipt(
-        SignedReceipt.from_proto(response.receipt),
-        trust=a.context.trust,
-        recipient_node_id=b.context.node_id,
-        message_id=_message_id(envelope),
-        envelope_digest=envelope.digest(),
-        now=a.context.clock.now(),
-    )
 
 
 def _by_sequence(
@@ -65,35 +52,24 @@ def _by_sequence(
     return sorted(responses, key=lambda r: r.sequence)
 
 
-async def _held(node: Node) -> list[str]:
-    """Message ids of the notices `node` received and keeps visible, sorted."""
-    records = await node.context.store.read(lambda c: inbox.list_inbox(c, limit=1000, before=None))
-    return sorted(r.message_id for r in records)
-
-
-async def _audited(node: Node, action: str) -> list[str]:
-    entries = await node.context.store.read(lambda c: audit_log.entries_after(c, 0, 10_000))
-    return [e.message_id for e in entries if e.action == action]
-
-
 async def test_a_batch_is_answered_with_one_signed_receipt_per_envelope(
     federation: Federation,
 ) -> None:
     a, b = federation.node(0), federation.node(1)
     envelopes = [craft_envelope(a, [b.context.node_id], referral_notice()) for _ in range(5)]
     responses = _by_sequence(await deliver_stream_as(a, b, envelopes), len(envelopes))
-    receipts = [_verified(r, a, b, e) for r, e in zip(responses, envelopes, strict=True)]
+    receipts = [verified(r, a, b, e) for r, e in zip(responses, envelopes, strict=True)]
     assert all(receipt.accepted for receipt in receipts)
-    ids = sorted(_message_id(e) for e in envelopes)
-    assert await _held(b) == ids
+    ids = sorted(message_id_of(e) for e in envelopes)
+    assert await held(b) == ids
     events = await b.context.store.read(lambda c: inbox.events_after(c, 0, 1000))
     assert sorted(e.message_id for e in events) == ids
-    assert sorted(await _audited(b, "notice.received")) == ids
+    assert sorted(await audited(b, "notice.received")) == ids
     # Sent again (the answers were lost): the same receipts, nothing stored twice.
     again = _by_sequence(await deliver_stream_as(a, b, envelopes), len(envelopes))
     assert [r.receipt for r in again] == [r.receipt for r in responses]
-    assert await _held(b) == ids
-    assert sorted(await _audited(b, "notice.received")) == ids
+    assert await held(b) == ids
+    assert sorted(await audited(b, "notice.received")) == ids
 
 
 async def test_a_bad_envelope_in_the_middle_gets_its_own_answer(federation: Federation) -> None:
@@ -111,19 +87,19 @@ async def test_a_bad_envelope_in_the_middle_gets_its_own_answer(federation: Fede
 
     responses = _by_sequence(await deliver_stream_as(a, b, envelopes), len(envelopes))
 
-    assert _verified(responses[0], a, b, good_before).accepted
+    assert verified(responses[0], a, b, good_before).accepted
     assert responses[1].refusal.code == grpc.StatusCode.UNAUTHENTICATED.value[0]
     assert "signature" in responses[1].refusal.message
-    refusal = _verified(responses[2], a, b, rejected)
+    refusal = verified(responses[2], a, b, rejected)
     assert not refusal.accepted
     assert refusal.rejection == envelope_pb2.REJECTION_REASON_INVALID_NOTICE
     assert responses[3].refusal.code == grpc.StatusCode.PERMISSION_DENIED.value[0]
-    assert _verified(responses[4], a, b, good_after).accepted
-    assert await _held(b) == sorted([_message_id(good_before), _message_id(good_after)])
+    assert verified(responses[4], a, b, good_after).accepted
+    assert await held(b) == sorted([message_id_of(good_before), message_id_of(good_after)])
     # The rejected one is kept as evidence; the refused ones leave only their audit entry.
-    assert await b.context.store.read(lambda c: find_notice(c, _message_id(forged))) is None
-    assert await b.context.store.read(lambda c: find_notice(c, _message_id(not_for_b))) is None
-    stored = await b.context.store.read(lambda c: find_notice(c, _message_id(rejected)))
+    assert await b.context.store.read(lambda c: find_notice(c, message_id_of(forged))) is None
+    assert await b.context.store.read(lambda c: find_notice(c, message_id_of(not_for_b))) is None
+    stored = await b.context.store.read(lambda c: find_notice(c, message_id_of(rejected)))
     assert stored is not None
     assert stored.state == inbox.REJECTED
     entries = await b.context.store.read(lambda c: audit_log.entries_after(c, 0, 10_000))
@@ -140,9 +116,9 @@ async def test_an_impersonated_sender_inside_a_stream_is_refused(federation: Fed
     # Genuinely signed by XC, but sent on XA's connection: XA cannot pass it off.
     of_c = craft_envelope(c, [b_id], referral_notice())
     responses = _by_sequence(await deliver_stream_as(a, b, [own, of_c]), 2)
-    assert _verified(responses[0], a, b, own).accepted
+    assert verified(responses[0], a, b, own).accepted
     assert responses[1].refusal.code == grpc.StatusCode.PERMISSION_DENIED.value[0]
-    assert await _held(b) == [_message_id(own)]
+    assert await held(b) == [message_id_of(own)]
 
 
 # --- the delivery worker ---------------------------------------------------------------------
@@ -198,25 +174,31 @@ class Counting:
     """Counts the calls of each kind that XB's federation service takes (from its restart)."""
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
-        self.calls: dict[str, int] = {"Deliver": 0, "DeliverStream": 0}
+        self.calls: dict[str, int] = {"Deliver": 0, "DeliverStream": 0, "DeliverBatches": 0}
         service = federation_rpc.FederationService
-        deliver, stream = service.Deliver, service.DeliverStream
+        deliver = service.Deliver
         counts = self.calls
 
         async def counted_deliver(self: Any, request: Any, context: Any) -> Any:
             counts["Deliver"] += 1
             return await deliver(self, request, context)
 
-        async def counted_stream(self: Any, requests: Any, context: Any) -> AsyncIterator[Any]:
-            counts["DeliverStream"] += 1
-            async for response in stream(self, requests, context):
-                yield response
+        def counted_stream(name: str) -> Any:
+            stream = getattr(service, name)
+
+            async def counted(self: Any, requests: Any, context: Any) -> AsyncIterator[Any]:
+                counts[name] += 1
+                async for response in stream(self, requests, context):
+                    yield response
+
+            return counted
 
         monkeypatch.setattr(service, "Deliver", counted_deliver)
-        monkeypatch.setattr(service, "DeliverStream", counted_stream)
+        for name in ("DeliverStream", "DeliverBatches"):
+            monkeypatch.setattr(service, name, counted_stream(name))
 
 
-async def test_the_worker_sends_a_peers_batch_over_one_stream(
+async def test_the_worker_sends_a_peers_batch_in_one_call(
     manual: tuple[Federation, ManualClock, PeerTransport], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     federation, _, transport = manual
@@ -224,10 +206,10 @@ async def test_the_worker_sends_a_peers_batch_over_one_stream(
     counting = Counting(monkeypatch)
     await _restart_xb(federation)
     assert await DeliveryWorker(federation.node(0).context, transport).run_once() == 6
-    assert counting.calls == {"Deliver": 0, "DeliverStream": 1}
+    assert counting.calls == {"Deliver": 0, "DeliverStream": 0, "DeliverBatches": 1}
     assert await _states(federation, ids) == dict.fromkeys(ids, outbox.DELIVERED)
-    assert await _held(federation.node(1)) == ids
-    assert sorted(await _audited(federation.node(0), "notice.delivered")) == ids
+    assert await held(federation.node(1)) == ids
+    assert sorted(await audited(federation.node(0), "notice.delivered")) == ids
 
 
 class CutAfter:
@@ -276,24 +258,32 @@ async def test_a_stream_cut_midway_leaves_the_rest_pending_and_delivered_later_o
     clock.advance(dt.timedelta(seconds=5))
     assert await DeliveryWorker(a.context, transport).run_once() == 5
     assert await _states(federation, ids) == dict.fromkeys(ids, outbox.DELIVERED)
-    assert await _held(b) == ids
-    assert sorted(await _audited(b, "notice.received")) == ids
-    assert sorted(await _audited(a, "notice.delivered")) == ids
+    assert await held(b) == ids
+    assert sorted(await audited(b, "notice.received")) == ids
+    assert sorted(await audited(a, "notice.delivered")) == ids
     assert await DeliveryWorker(a.context, transport).run_once() == 0
 
 
-async def test_a_peer_without_deliver_stream_is_served_with_deliver(
-    manual: tuple[Federation, ManualClock, PeerTransport], monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize(
+    ("lacking", "served_with"),
+    [({"DeliverBatches"}, "DeliverStream"), ({"DeliverBatches", "DeliverStream"}, "Deliver")],
+    ids=["without-batches", "without-either"],
+)
+async def test_a_peer_that_predates_a_method_is_served_with_the_one_before(
+    manual: tuple[Federation, ManualClock, PeerTransport],
+    monkeypatch: pytest.MonkeyPatch,
+    lacking: set[str],
+    served_with: str,
 ) -> None:
     federation, _, transport = manual
     counting = Counting(monkeypatch)
-    asked = []
+    asked: list[str] = []
     intercept = DecodeRequests.intercept_service
 
     async def predating(
         self: DecodeRequests, continuation: Any, details: grpc.HandlerCallDetails
     ) -> Any:
-        if details.method == "/exchange.v1.Federation/DeliverStream":
+        if details.method.rsplit("/", 1)[-1] in lacking:
             asked.append(details.method)
             return None  # no such method: UNIMPLEMENTED, as a node that predates it answers
         return await intercept(self, continuation, details)
@@ -303,13 +293,16 @@ async def test_a_peer_without_deliver_stream_is_served_with_deliver(
     ids = await _submit(federation, 4)
     worker = DeliveryWorker(federation.node(0).context, transport)
     assert await worker.run_once() == 4
-    assert (len(asked), counting.calls) == (1, {"Deliver": 4, "DeliverStream": 0})
+    calls = 4 if served_with == "Deliver" else 1
+    expected = {"Deliver": 0, "DeliverStream": 0, "DeliverBatches": 0, served_with: calls}
+    assert (len(asked), counting.calls) == (len(lacking), expected)
     assert await _states(federation, ids) == dict.fromkeys(ids, outbox.DELIVERED)
-    assert await _held(federation.node(1)) == ids
-    # Remembered: the next batch goes straight to Deliver.
+    assert await held(federation.node(1)) == ids
+    # Remembered: the next batch goes straight to the older method.
     more = await _submit(federation, 2)
     assert await worker.run_once() == 2
-    assert (len(asked), counting.calls) == (1, {"Deliver": 6, "DeliverStream": 0})
+    expected[served_with] += 2 if served_with == "Deliver" else 1
+    assert (len(asked), counting.calls) == (len(lacking), expected)
     assert await _states(federation, more) == dict.fromkeys(more, outbox.DELIVERED)
 
 
@@ -338,7 +331,7 @@ async def test_a_stream_from_a_stranger_is_refused_as_a_whole(
                 pass
     assert refused.value.code() in {grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.INTERNAL}
     assert await b.context.store.read(audit_log.size) == before
-    assert await _held(b) == []
+    assert await held(b) == []
 
 
 async def test_an_undecodable_request_ends_the_call_but_not_what_was_answered(
@@ -379,6 +372,6 @@ async def test_an_undecodable_request_ends_the_call_but_not_what_was_answered(
     # The request after the bad one was never taken. The one before may have been stored
     # with its answer lost in the abort: a repeat gets the same receipt, as after a cut.
     assert [r.sequence for r in answers] in ([], [0])
-    held = await _held(b)
-    assert held in ([], [_message_id(first)])
-    assert len(held) >= len(answers)
+    kept = await held(b)
+    assert kept in ([], [message_id_of(first)])
+    assert len(kept) >= len(answers)

@@ -28,17 +28,17 @@ from exchange._proto.exchange.v1 import matching_pb2 as exchange_dot_v1_dot_matc
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1c\x65xchange/v1/federation.proto\x12\x0b\x65xchange.v1\x1a\x17\x65xchange/v1/audit.proto\x1a\x1a\x65xchange/v1/envelope.proto\x1a\x1a\x65xchange/v1/matching.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"?\n\x0e\x44\x65liverRequest\x12-\n\x08\x65nvelope\x18\x01 \x01(\x0b\x32\x1b.exchange.v1.SignedEnvelope\">\n\x0f\x44\x65liverResponse\x12+\n\x07receipt\x18\x01 \x01(\x0b\x32\x1a.exchange.v1.SignedReceipt\"W\n\x14\x44\x65liverStreamRequest\x12\x10\n\x08sequence\x18\x01 \x01(\x04\x12-\n\x08\x65nvelope\x18\x02 \x01(\x0b\x32\x1b.exchange.v1.SignedEnvelope\"\x94\x01\n\x15\x44\x65liverStreamResponse\x12\x10\n\x08sequence\x18\x01 \x01(\x04\x12-\n\x07receipt\x18\x02 \x01(\x0b\x32\x1a.exchange.v1.SignedReceiptH\x00\x12/\n\x07refusal\x18\x03 \x01(\x0b\x32\x1c.exchange.v1.DeliveryRefusalH\x00\x42\t\n\x07outcome\"0\n\x0f\x44\x65liveryRefusal\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x05\x12\x0f\n\x07message\x18\x02 \x01(\t\"\x15\n\x13GetTrustListRequest\"H\n\x14GetTrustListResponse\x12\x30\n\ntrust_list\x18\x01 \x01(\x0b\x32\x1c.exchange.v1.SignedTrustList\"\xf7\x01\n\tTrustList\x12\x15\n\rfederation_id\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x04\x12-\n\tissued_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nexpires_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12)\n\x08stewards\x18\x05 \x03(\x0b\x32\x17.exchange.v1.StewardKey\x12\x11\n\tthreshold\x18\x06 \x01(\r\x12%\n\x05nodes\x18\x07 \x03(\x0b\x32\x16.exchange.v1.NodeEntry\">\n\nStewardKey\x12\x0e\n\x06key_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x12\n\npublic_key\x18\x03 \x01(\x0c\"\xea\x01\n\x07NodeKey\x12\x0e\n\x06key_id\x18\x01 \x01(\t\x12,\n\talgorithm\x18\x02 \x01(\x0e\x32\x19.exchange.v1.KeyAlgorithm\x12\x12\n\npublic_key\x18\x03 \x01(\x0c\x12.\n\nnot_before\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12-\n\tnot_after\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nrevoked_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xf8\x01\n\tNodeEntry\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x0f\n\x07\x63ountry\x18\x02 \x01(\t\x12\x16\n\x0e\x61uthority_name\x18\x03 \x01(\t\x12\x10\n\x08\x65ndpoint\x18\x04 \x01(\t\x12\'\n\x06status\x18\x05 \x01(\x0e\x32\x17.exchange.v1.NodeStatus\x12*\n\x0csigning_keys\x18\x06 \x03(\x0b\x32\x14.exchange.v1.NodeKey\x12*\n\x0csealing_keys\x18\x07 \x03(\x0b\x32\x14.exchange.v1.NodeKey\x12\x1e\n\x16tls_certificate_sha256\x18\x08 \x01(\x0c\"T\n\x0fSignedTrustList\x12\x0c\n\x04\x62ody\x18\x01 \x01(\x0c\x12\x33\n\nsignatures\x18\x02 \x03(\x0b\x32\x1f.exchange.v1.TrustListSignature\"7\n\x12TrustListSignature\x12\x0e\n\x06key_id\x18\x01 \x01(\t\x12\x11\n\tsignature\x18\x02 \x01(\x0c*\\\n\nNodeStatus\x12\x1b\n\x17NODE_STATUS_UNSPECIFIED\x10\x00\x12\x16\n\x12NODE_STATUS_ACTIVE\x10\x01\x12\x19\n\x15NODE_STATUS_SUSPENDED\x10\x02*b\n\x0cKeyAlgorithm\x12\x1d\n\x19KEY_ALGORITHM_UNSPECIFIED\x10\x00\x12\x19\n\x15KEY_ALGORITHM_ED25519\x10\x01\x12\x18\n\x14KEY_ALGORITHM_X25519\x10\x02\x32\xa5\x06\n\nFederation\x12\x44\n\x07\x44\x65liver\x12\x1b.exchange.v1.DeliverRequest\x1a\x1c.exchange.v1.DeliverResponse\x12Z\n\rDeliverStream\x12!.exchange.v1.DeliverStreamRequest\x1a\".exchange.v1.DeliverStreamResponse(\x01\x30\x01\x12S\n\x0cGetTrustList\x12 .exchange.v1.GetTrustListRequest\x1a!.exchange.v1.GetTrustListResponse\x12S\n\x0cGetAuditHead\x12 .exchange.v1.GetAuditHeadRequest\x1a!.exchange.v1.GetAuditHeadResponse\x12\\\n\x0f\x45valuateBlinded\x12#.exchange.v1.EvaluateBlindedRequest\x1a$.exchange.v1.EvaluateBlindedResponse\x12J\n\tGetBucket\x12\x1d.exchange.v1.GetBucketRequest\x1a\x1e.exchange.v1.GetBucketResponse\x12S\n\x0cGetHeldHeads\x12 .exchange.v1.GetHeldHeadsRequest\x1a!.exchange.v1.GetHeldHeadsResponse\x12\x62\n\x11GetInclusionProof\x12%.exchange.v1.GetInclusionProofRequest\x1a&.exchange.v1.GetInclusionProofResponse\x12h\n\x13GetConsistencyProof\x12\'.exchange.v1.GetConsistencyProofRequest\x1a(.exchange.v1.GetConsistencyProofResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1c\x65xchange/v1/federation.proto\x12\x0b\x65xchange.v1\x1a\x17\x65xchange/v1/audit.proto\x1a\x1a\x65xchange/v1/envelope.proto\x1a\x1a\x65xchange/v1/matching.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"?\n\x0e\x44\x65liverRequest\x12-\n\x08\x65nvelope\x18\x01 \x01(\x0b\x32\x1b.exchange.v1.SignedEnvelope\">\n\x0f\x44\x65liverResponse\x12+\n\x07receipt\x18\x01 \x01(\x0b\x32\x1a.exchange.v1.SignedReceipt\"W\n\x14\x44\x65liverStreamRequest\x12\x10\n\x08sequence\x18\x01 \x01(\x04\x12-\n\x08\x65nvelope\x18\x02 \x01(\x0b\x32\x1b.exchange.v1.SignedEnvelope\"\x94\x01\n\x15\x44\x65liverStreamResponse\x12\x10\n\x08sequence\x18\x01 \x01(\x04\x12-\n\x07receipt\x18\x02 \x01(\x0b\x32\x1a.exchange.v1.SignedReceiptH\x00\x12/\n\x07refusal\x18\x03 \x01(\x0b\x32\x1c.exchange.v1.DeliveryRefusalH\x00\x42\t\n\x07outcome\"Y\n\x15\x44\x65liverBatchesRequest\x12\x10\n\x08sequence\x18\x01 \x01(\x04\x12.\n\tenvelopes\x18\x02 \x03(\x0b\x32\x1b.exchange.v1.SignedEnvelope\"Z\n\x16\x44\x65liverBatchesResponse\x12\x10\n\x08sequence\x18\x01 \x01(\x04\x12.\n\x08outcomes\x18\x02 \x03(\x0b\x32\x1c.exchange.v1.DeliveryOutcome\"|\n\x0f\x44\x65liveryOutcome\x12-\n\x07receipt\x18\x01 \x01(\x0b\x32\x1a.exchange.v1.SignedReceiptH\x00\x12/\n\x07refusal\x18\x02 \x01(\x0b\x32\x1c.exchange.v1.DeliveryRefusalH\x00\x42\t\n\x07outcome\"0\n\x0f\x44\x65liveryRefusal\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x05\x12\x0f\n\x07message\x18\x02 \x01(\t\"\x15\n\x13GetTrustListRequest\"H\n\x14GetTrustListResponse\x12\x30\n\ntrust_list\x18\x01 \x01(\x0b\x32\x1c.exchange.v1.SignedTrustList\"\xf7\x01\n\tTrustList\x12\x15\n\rfederation_id\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x04\x12-\n\tissued_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nexpires_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12)\n\x08stewards\x18\x05 \x03(\x0b\x32\x17.exchange.v1.StewardKey\x12\x11\n\tthreshold\x18\x06 \x01(\r\x12%\n\x05nodes\x18\x07 \x03(\x0b\x32\x16.exchange.v1.NodeEntry\">\n\nStewardKey\x12\x0e\n\x06key_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x12\n\npublic_key\x18\x03 \x01(\x0c\"\xea\x01\n\x07NodeKey\x12\x0e\n\x06key_id\x18\x01 \x01(\t\x12,\n\talgorithm\x18\x02 \x01(\x0e\x32\x19.exchange.v1.KeyAlgorithm\x12\x12\n\npublic_key\x18\x03 \x01(\x0c\x12.\n\nnot_before\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12-\n\tnot_after\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nrevoked_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xf8\x01\n\tNodeEntry\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x0f\n\x07\x63ountry\x18\x02 \x01(\t\x12\x16\n\x0e\x61uthority_name\x18\x03 \x01(\t\x12\x10\n\x08\x65ndpoint\x18\x04 \x01(\t\x12\'\n\x06status\x18\x05 \x01(\x0e\x32\x17.exchange.v1.NodeStatus\x12*\n\x0csigning_keys\x18\x06 \x03(\x0b\x32\x14.exchange.v1.NodeKey\x12*\n\x0csealing_keys\x18\x07 \x03(\x0b\x32\x14.exchange.v1.NodeKey\x12\x1e\n\x16tls_certificate_sha256\x18\x08 \x01(\x0c\"T\n\x0fSignedTrustList\x12\x0c\n\x04\x62ody\x18\x01 \x01(\x0c\x12\x33\n\nsignatures\x18\x02 \x03(\x0b\x32\x1f.exchange.v1.TrustListSignature\"7\n\x12TrustListSignature\x12\x0e\n\x06key_id\x18\x01 \x01(\t\x12\x11\n\tsignature\x18\x02 \x01(\x0c*\\\n\nNodeStatus\x12\x1b\n\x17NODE_STATUS_UNSPECIFIED\x10\x00\x12\x16\n\x12NODE_STATUS_ACTIVE\x10\x01\x12\x19\n\x15NODE_STATUS_SUSPENDED\x10\x02*b\n\x0cKeyAlgorithm\x12\x1d\n\x19KEY_ALGORITHM_UNSPECIFIED\x10\x00\x12\x19\n\x15KEY_ALGORITHM_ED25519\x10\x01\x12\x18\n\x14KEY_ALGORITHM_X25519\x10\x02\x32\x84\x07\n\nFederation\x12\x44\n\x07\x44\x65liver\x12\x1b.exchange.v1.DeliverRequest\x1a\x1c.exchange.v1.DeliverResponse\x12Z\n\rDeliverStream\x12!.exchange.v1.DeliverStreamRequest\x1a\".exchange.v1.DeliverStreamResponse(\x01\x30\x01\x12]\n\x0e\x44\x65liverBatches\x12\".exchange.v1.DeliverBatchesRequest\x1a#.exchange.v1.DeliverBatchesResponse(\x01\x30\x01\x12S\n\x0cGetTrustList\x12 .exchange.v1.GetTrustListRequest\x1a!.exchange.v1.GetTrustListResponse\x12S\n\x0cGetAuditHead\x12 .exchange.v1.GetAuditHeadRequest\x1a!.exchange.v1.GetAuditHeadResponse\x12\\\n\x0f\x45valuateBlinded\x12#.exchange.v1.EvaluateBlindedRequest\x1a$.exchange.v1.EvaluateBlindedResponse\x12J\n\tGetBucket\x12\x1d.exchange.v1.GetBucketRequest\x1a\x1e.exchange.v1.GetBucketResponse\x12S\n\x0cGetHeldHeads\x12 .exchange.v1.GetHeldHeadsRequest\x1a!.exchange.v1.GetHeldHeadsResponse\x12\x62\n\x11GetInclusionProof\x12%.exchange.v1.GetInclusionProofRequest\x1a&.exchange.v1.GetInclusionProofResponse\x12h\n\x13GetConsistencyProof\x12\'.exchange.v1.GetConsistencyProofRequest\x1a(.exchange.v1.GetConsistencyProofResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'exchange.v1.federation_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_NODESTATUS']._serialized_start=1620
-  _globals['_NODESTATUS']._serialized_end=1712
-  _globals['_KEYALGORITHM']._serialized_start=1714
-  _globals['_KEYALGORITHM']._serialized_end=1812
+  _globals['_NODESTATUS']._serialized_start=1929
+  _globals['_NODESTATUS']._serialized_end=2021
+  _globals['_KEYALGORITHM']._serialized_start=2023
+  _globals['_KEYALGORITHM']._serialized_end=2121
   _globals['_DELIVERREQUEST']._serialized_start=159
   _globals['_DELIVERREQUEST']._serialized_end=222
   _globals['_DELIVERRESPONSE']._serialized_start=224
@@ -47,24 +47,30 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_DELIVERSTREAMREQUEST']._serialized_end=375
   _globals['_DELIVERSTREAMRESPONSE']._serialized_start=378
   _globals['_DELIVERSTREAMRESPONSE']._serialized_end=526
-  _globals['_DELIVERYREFUSAL']._serialized_start=528
-  _globals['_DELIVERYREFUSAL']._serialized_end=576
-  _globals['_GETTRUSTLISTREQUEST']._serialized_start=578
-  _globals['_GETTRUSTLISTREQUEST']._serialized_end=599
-  _globals['_GETTRUSTLISTRESPONSE']._serialized_start=601
-  _globals['_GETTRUSTLISTRESPONSE']._serialized_end=673
-  _globals['_TRUSTLIST']._serialized_start=676
-  _globals['_TRUSTLIST']._serialized_end=923
-  _globals['_STEWARDKEY']._serialized_start=925
-  _globals['_STEWARDKEY']._serialized_end=987
-  _globals['_NODEKEY']._serialized_start=990
-  _globals['_NODEKEY']._serialized_end=1224
-  _globals['_NODEENTRY']._serialized_start=1227
-  _globals['_NODEENTRY']._serialized_end=1475
-  _globals['_SIGNEDTRUSTLIST']._serialized_start=1477
-  _globals['_SIGNEDTRUSTLIST']._serialized_end=1561
-  _globals['_TRUSTLISTSIGNATURE']._serialized_start=1563
-  _globals['_TRUSTLISTSIGNATURE']._serialized_end=1618
-  _globals['_FEDERATION']._serialized_start=1815
-  _globals['_FEDERATION']._serialized_end=2620
+  _globals['_DELIVERBATCHESREQUEST']._serialized_start=528
+  _globals['_DELIVERBATCHESREQUEST']._serialized_end=617
+  _globals['_DELIVERBATCHESRESPONSE']._serialized_start=619
+  _globals['_DELIVERBATCHESRESPONSE']._serialized_end=709
+  _globals['_DELIVERYOUTCOME']._serialized_start=711
+  _globals['_DELIVERYOUTCOME']._serialized_end=835
+  _globals['_DELIVERYREFUSAL']._serialized_start=837
+  _globals['_DELIVERYREFUSAL']._serialized_end=885
+  _globals['_GETTRUSTLISTREQUEST']._serialized_start=887
+  _globals['_GETTRUSTLISTREQUEST']._serialized_end=908
+  _globals['_GETTRUSTLISTRESPONSE']._serialized_start=910
+  _globals['_GETTRUSTLISTRESPONSE']._serialized_end=982
+  _globals['_TRUSTLIST']._serialized_start=985
+  _globals['_TRUSTLIST']._serialized_end=1232
+  _globals['_STEWARDKEY']._serialized_start=1234
+  _globals['_STEWARDKEY']._serialized_end=1296
+  _globals['_NODEKEY']._serialized_start=1299
+  _globals['_NODEKEY']._serialized_end=1533
+  _globals['_NODEENTRY']._serialized_start=1536
+  _globals['_NODEENTRY']._serialized_end=1784
+  _globals['_SIGNEDTRUSTLIST']._serialized_start=1786
+  _globals['_SIGNEDTRUSTLIST']._serialized_end=1870
+  _globals['_TRUSTLISTSIGNATURE']._serialized_start=1872
+  _globals['_TRUSTLISTSIGNATURE']._serialized_end=1927
+  _globals['_FEDERATION']._serialized_start=2124
+  _globals['_FEDERATION']._serialized_end=3024
 # @@protoc_insertion_point(module_scope)

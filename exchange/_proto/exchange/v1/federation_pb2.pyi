@@ -169,6 +169,88 @@ class DeliverStreamResponse(_message.Message):
 Global___DeliverStreamResponse: _TypeAlias = DeliverStreamResponse  # noqa: Y015
 
 @_typing.final
+class DeliverBatchesRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SEQUENCE_FIELD_NUMBER: _builtins.int
+    ENVELOPES_FIELD_NUMBER: _builtins.int
+    sequence: _builtins.int
+    """Chosen by the sender to match the response to this request; unique
+    within the call.
+    """
+    @_builtins.property
+    def envelopes(self) -> _containers.RepeatedCompositeFieldContainer[_envelope_pb2.SignedEnvelope]:
+        """One to 256 envelopes."""
+
+    def __init__(
+        self,
+        *,
+        sequence: _builtins.int = ...,
+        envelopes: _abc.Iterable[_envelope_pb2.SignedEnvelope] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["envelopes", b"envelopes", "sequence", b"sequence"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeliverBatchesRequest: _TypeAlias = DeliverBatchesRequest  # noqa: Y015
+
+@_typing.final
+class DeliverBatchesResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SEQUENCE_FIELD_NUMBER: _builtins.int
+    OUTCOMES_FIELD_NUMBER: _builtins.int
+    sequence: _builtins.int
+    """The `sequence` of the request this answers."""
+    @_builtins.property
+    def outcomes(self) -> _containers.RepeatedCompositeFieldContainer[Global___DeliveryOutcome]:
+        """One for each envelope of the request, in the request's order."""
+
+    def __init__(
+        self,
+        *,
+        sequence: _builtins.int = ...,
+        outcomes: _abc.Iterable[Global___DeliveryOutcome] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["outcomes", b"outcomes", "sequence", b"sequence"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeliverBatchesResponse: _TypeAlias = DeliverBatchesResponse  # noqa: Y015
+
+@_typing.final
+class DeliveryOutcome(_message.Message):
+    """One envelope's answer in a batch: as a `DeliverStreamResponse`'s outcome."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RECEIPT_FIELD_NUMBER: _builtins.int
+    REFUSAL_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def receipt(self) -> _envelope_pb2.SignedReceipt: ...
+    @_builtins.property
+    def refusal(self) -> Global___DeliveryRefusal: ...
+    def __init__(
+        self,
+        *,
+        receipt: _envelope_pb2.SignedReceipt | None = ...,
+        refusal: Global___DeliveryRefusal | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["outcome", b"outcome", "receipt", b"receipt", "refusal", b"refusal"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["outcome", b"outcome", "receipt", b"receipt", "refusal", b"refusal"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_outcome: _TypeAlias = _typing.Literal["receipt", "refusal"]  # noqa: Y015
+    _WhichOneofArgType_outcome: _TypeAlias = _typing.Literal["outcome", b"outcome"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_outcome) -> _WhichOneofReturnType_outcome | None: ...
+
+Global___DeliveryOutcome: _TypeAlias = DeliveryOutcome  # noqa: Y015
+
+@_typing.final
 class DeliveryRefusal(_message.Message):
     """Why one envelope of a stream was refused: what `Deliver` would have
     answered as the call's status.

@@ -47,6 +47,11 @@ class FederationStub:
                 request_serializer=exchange_dot_v1_dot_federation__pb2.DeliverStreamRequest.SerializeToString,
                 response_deserializer=exchange_dot_v1_dot_federation__pb2.DeliverStreamResponse.FromString,
                 _registered_method=True)
+        self.DeliverBatches = channel.stream_stream(
+                '/exchange.v1.Federation/DeliverBatches',
+                request_serializer=exchange_dot_v1_dot_federation__pb2.DeliverBatchesRequest.SerializeToString,
+                response_deserializer=exchange_dot_v1_dot_federation__pb2.DeliverBatchesResponse.FromString,
+                _registered_method=True)
         self.GetTrustList = channel.unary_unary(
                 '/exchange.v1.Federation/GetTrustList',
                 request_serializer=exchange_dot_v1_dot_federation__pb2.GetTrustListRequest.SerializeToString,
@@ -119,7 +124,28 @@ class FederationServicer:
         member, or not with the pinned certificate), INVALID_ARGUMENT (a request
         that is not a DeliverStreamRequest), RESOURCE_EXHAUSTED (a request over
         the message size limit). A node that predates this method answers
-        UNIMPLEMENTED: deliver with `Deliver` instead.
+        UNIMPLEMENTED: deliver with `Deliver` instead. Superseded by
+        `DeliverBatches`, which senders use first; still served for senders that
+        predate it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeliverBatches(self, request_iterator, context):
+        """Delivers envelopes in batches over one call (a backlog drain, a burst to
+        one peer): each request carries up to 256 envelopes, within the message
+        size limit, and is answered by one response naming its `sequence` and
+        giving each envelope's outcome in the request's order. Responses come in
+        the order requests are done. Every envelope is checked as by `Deliver`
+        and answered as by `DeliverStream`; the envelopes of requests that have
+        arrived are stored together. One message per batch instead of one per
+        envelope: each message costs both sides as much as checking a notice.
+
+        Errors that end the whole call: as `DeliverStream`; also INVALID_ARGUMENT
+        (a request with no envelope) and RESOURCE_EXHAUSTED (a request of more
+        than 256 envelopes, refused before it is parsed). A node that predates
+        this method answers UNIMPLEMENTED: deliver with `DeliverStream` instead.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -196,6 +222,11 @@ def add_FederationServicer_to_server(servicer, server):
                     servicer.DeliverStream,
                     request_deserializer=exchange_dot_v1_dot_federation__pb2.DeliverStreamRequest.FromString,
                     response_serializer=exchange_dot_v1_dot_federation__pb2.DeliverStreamResponse.SerializeToString,
+            ),
+            'DeliverBatches': grpc.stream_stream_rpc_method_handler(
+                    servicer.DeliverBatches,
+                    request_deserializer=exchange_dot_v1_dot_federation__pb2.DeliverBatchesRequest.FromString,
+                    response_serializer=exchange_dot_v1_dot_federation__pb2.DeliverBatchesResponse.SerializeToString,
             ),
             'GetTrustList': grpc.unary_unary_rpc_method_handler(
                     servicer.GetTrustList,
@@ -288,6 +319,33 @@ class Federation:
             '/exchange.v1.Federation/DeliverStream',
             exchange_dot_v1_dot_federation__pb2.DeliverStreamRequest.SerializeToString,
             exchange_dot_v1_dot_federation__pb2.DeliverStreamResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeliverBatches(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/exchange.v1.Federation/DeliverBatches',
+            exchange_dot_v1_dot_federation__pb2.DeliverBatchesRequest.SerializeToString,
+            exchange_dot_v1_dot_federation__pb2.DeliverBatchesResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -67,7 +67,24 @@ class FederationStub:
     member, or not with the pinned certificate), INVALID_ARGUMENT (a request
     that is not a DeliverStreamRequest), RESOURCE_EXHAUSTED (a request over
     the message size limit). A node that predates this method answers
-    UNIMPLEMENTED: deliver with `Deliver` instead.
+    UNIMPLEMENTED: deliver with `Deliver` instead. Superseded by
+    `DeliverBatches`, which senders use first; still served for senders that
+    predate it.
+    """
+    DeliverBatches: _grpc.StreamStreamMultiCallable[_federation_pb2.DeliverBatchesRequest, _federation_pb2.DeliverBatchesResponse]
+    """Delivers envelopes in batches over one call (a backlog drain, a burst to
+    one peer): each request carries up to 256 envelopes, within the message
+    size limit, and is answered by one response naming its `sequence` and
+    giving each envelope's outcome in the request's order. Responses come in
+    the order requests are done. Every envelope is checked as by `Deliver`
+    and answered as by `DeliverStream`; the envelopes of requests that have
+    arrived are stored together. One message per batch instead of one per
+    envelope: each message costs both sides as much as checking a notice.
+
+    Errors that end the whole call: as `DeliverStream`; also INVALID_ARGUMENT
+    (a request with no envelope) and RESOURCE_EXHAUSTED (a request of more
+    than 256 envelopes, refused before it is parsed). A node that predates
+    this method answers UNIMPLEMENTED: deliver with `DeliverStream` instead.
     """
     GetTrustList: _grpc.UnaryUnaryMultiCallable[_federation_pb2.GetTrustListRequest, _federation_pb2.GetTrustListResponse]
     """Returns the newest trust list this node holds."""
@@ -132,7 +149,24 @@ class FederationAsyncStub(FederationStub):
     member, or not with the pinned certificate), INVALID_ARGUMENT (a request
     that is not a DeliverStreamRequest), RESOURCE_EXHAUSTED (a request over
     the message size limit). A node that predates this method answers
-    UNIMPLEMENTED: deliver with `Deliver` instead.
+    UNIMPLEMENTED: deliver with `Deliver` instead. Superseded by
+    `DeliverBatches`, which senders use first; still served for senders that
+    predate it.
+    """
+    DeliverBatches: _aio.StreamStreamMultiCallable[_federation_pb2.DeliverBatchesRequest, _federation_pb2.DeliverBatchesResponse]  # type: ignore[assignment]
+    """Delivers envelopes in batches over one call (a backlog drain, a burst to
+    one peer): each request carries up to 256 envelopes, within the message
+    size limit, and is answered by one response naming its `sequence` and
+    giving each envelope's outcome in the request's order. Responses come in
+    the order requests are done. Every envelope is checked as by `Deliver`
+    and answered as by `DeliverStream`; the envelopes of requests that have
+    arrived are stored together. One message per batch instead of one per
+    envelope: each message costs both sides as much as checking a notice.
+
+    Errors that end the whole call: as `DeliverStream`; also INVALID_ARGUMENT
+    (a request with no envelope) and RESOURCE_EXHAUSTED (a request of more
+    than 256 envelopes, refused before it is parsed). A node that predates
+    this method answers UNIMPLEMENTED: deliver with `DeliverStream` instead.
     """
     GetTrustList: _aio.UnaryUnaryMultiCallable[_federation_pb2.GetTrustListRequest, _federation_pb2.GetTrustListResponse]  # type: ignore[assignment]
     """Returns the newest trust list this node holds."""
@@ -206,7 +240,30 @@ class FederationServicer(metaclass=_abc_1.ABCMeta):
         member, or not with the pinned certificate), INVALID_ARGUMENT (a request
         that is not a DeliverStreamRequest), RESOURCE_EXHAUSTED (a request over
         the message size limit). A node that predates this method answers
-        UNIMPLEMENTED: deliver with `Deliver` instead.
+        UNIMPLEMENTED: deliver with `Deliver` instead. Superseded by
+        `DeliverBatches`, which senders use first; still served for senders that
+        predate it.
+        """
+
+    @_abc_1.abstractmethod
+    def DeliverBatches(
+        self,
+        request_iterator: _MaybeAsyncIterator[_federation_pb2.DeliverBatchesRequest],
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_federation_pb2.DeliverBatchesResponse], _abc.AsyncIterator[_federation_pb2.DeliverBatchesResponse]]:
+        """Delivers envelopes in batches over one call (a backlog drain, a burst to
+        one peer): each request carries up to 256 envelopes, within the message
+        size limit, and is answered by one response naming its `sequence` and
+        giving each envelope's outcome in the request's order. Responses come in
+        the order requests are done. Every envelope is checked as by `Deliver`
+        and answered as by `DeliverStream`; the envelopes of requests that have
+        arrived are stored together. One message per batch instead of one per
+        envelope: each message costs both sides as much as checking a notice.
+
+        Errors that end the whole call: as `DeliverStream`; also INVALID_ARGUMENT
+        (a request with no envelope) and RESOURCE_EXHAUSTED (a request of more
+        than 256 envelopes, refused before it is parsed). A node that predates
+        this method answers UNIMPLEMENTED: deliver with `DeliverStream` instead.
         """
 
     @_abc_1.abstractmethod
