@@ -25,6 +25,7 @@ Refusals here are audited through `refused` (exchange.refusals bounds them).
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any
@@ -77,7 +78,7 @@ if TYPE_CHECKING:  # generic in the stubs only
 
 
 def _decode(
-    deserializer: Deserializer | None, data: bytes, limit: int, bound: tuple[str, int] | None
+    deserializer: Deserializer | None, data: bytes, limit: int, bound: _Bound | None
 ) -> Any:
     if len(data) > limit:
         raise ResourceLimitError(
@@ -89,18 +90,40 @@ def _decode(
     what = (
         f"a valid {descriptor.full_name} message" if descriptor is not None else "a valid message"
     )
-    if bound is not None and descriptor is not None:
-        field, most = bound
+    if bound is not None:
         try:
-            entries = _wire.entries(data, descriptor.fields_by_name[field].number, most)
+            entries = _wire.entries(data, bound.number, bound.most)
         except _wire.MalformedError:
             raise ValidationError("request", f"is not {what}") from None
-        if entries > most:
-            raise ResourceLimitError(f"request: more than {most} {field} in one message")
+        if entries > bound.most:
+            raise ResourceLimitError(
+                f"request: more than {bound.most} {bound.field} in one message"
+            )
     try:
         return deserializer(data)
     except Exception:  # the parser's error says nothing the caller needs
         raise ValidationError("request", f"is not {what}") from None
+
+
+@dataclasses.dataclass(frozen=True)
+class _Bound:
+    """A repeated field of a method's request, bounded before the request is parsed."""
+
+    field: str
+    number: int
+    most: int
+
+    @staticmethod
+    def of(method: str, deserializer: Deserializer | None) -> _Bound | None:
+        """The bound of `method`'s request, if it has one; found once per method, and
+        an error if the field cannot be found (the bound is never skipped)."""
+        if method not in BOUNDED_ENTRIES:
+            return None
+        field, most = BOUNDED_ENTRIES[method]
+        descriptor = getattr(getattr(deserializer, "__self__", None), "DESCRIPTOR", None)
+        if descriptor is None or field not in descriptor.fields_by_name:
+            raise RuntimeError(f"{method}: no request field {field} to bound")
+        return _Bound(field, descriptor.fields_by_name[field].number, most)
 
 
 class DecodeRequests(grpc.aio.ServerInterceptor):
@@ -142,7 +165,7 @@ class DecodeRequests(grpc.aio.ServerInterceptor):
         serializer = handler.response_serializer
         log, admit, refused = self._log, self._admit, self._refused
         name = method.rsplit("/", 1)[-1]
-        bound = BOUNDED_ENTRIES.get(method)
+        bound = _Bound.of(method, deserializer)
 
         async def checked(data: bytes, context: Context) -> Any:
             """The request, or the refusal (recorded) as an ExchangeError."""

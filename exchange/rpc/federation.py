@@ -13,12 +13,12 @@ import grpc
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from exchange._proto.exchange.v1 import audit_pb2, envelope_pb2, federation_pb2_grpc, matching_pb2
+from exchange._proto.exchange.v1 import audit_pb2, federation_pb2_grpc, matching_pb2
 from exchange._proto.exchange.v1 import federation_pb2 as pb
 from exchange.answering import MatchResponder
 from exchange.auditing import AuditLog
 from exchange.envelope import Envelope
-from exchange.errors import AuthenticationError, ExchangeError, ValidationError
+from exchange.errors import AuthenticationError, ExchangeError, ResourceLimitError, ValidationError
 from exchange.receiving import Receiver
 from exchange.refusals import RefusalAudit
 from exchange.rpc import convert
@@ -158,8 +158,8 @@ class FederationService(federation_pb2_grpc.FederationServicer):
         weigh: Callable[[_Request], tuple[int, int]],
     ) -> AsyncGenerator[list[_Request], None]:
         """The call's requests, in groups of those that have arrived (at most
-        GROUP_ENVELOPES envelopes, or one request), each group to be answered
-        before the next is asked for.
+        GROUP_ENVELOPES envelopes, or one larger request), each group to be
+        answered before the next is asked for.
 
         A reader takes requests off the call while a group is being stored, up
         to STREAM_WINDOW requests and STREAM_BUFFER_BYTES ahead. A failure of
@@ -195,14 +195,20 @@ class FederationService(federation_pb2_grpc.FederationServicer):
         reader = asyncio.create_task(read())
         try:
             ended: BaseException | None = None
+            # A request taken off the queue that did not fit the group before.
+            held: tuple[_Request, int, int] | None = None
             while ended is None:
                 group: list[_Request] = []
                 envelopes = size = 0
-                item = await arrived.get()
+                item = held if held is not None else await arrived.get()
+                held = None
                 while isinstance(item, tuple):
+                    if group and envelopes + item[1] > GROUP_ENVELOPES:
+                        held = item
+                        break
                     group.append(item[0])
                     envelopes, size = envelopes + item[1], size + item[2]
-                    if envelopes >= GROUP_ENVELOPES or arrived.empty():
+                    if arrived.empty():
                         break
                     item = arrived.get_nowait()
                 if not isinstance(item, tuple):
@@ -348,19 +354,27 @@ def _stream_response(sequence: int, outcome: pb.DeliveryOutcome) -> pb.DeliverSt
     return response
 
 
-def _envelope_bytes(envelope: envelope_pb2.SignedEnvelope) -> int:
-    return len(envelope.header) + len(envelope.sealed_payload) + len(envelope.signature)
+# A request weighs its whole encoding (ByteSize), unknown fields included: they are
+# held in memory with it.
 
 
 def _stream_weight(request: pb.DeliverStreamRequest) -> tuple[int, int]:
-    return 1, _envelope_bytes(request.envelope)
+    return 1, request.ByteSize()
 
 
 def _batch_weight(request: pb.DeliverBatchesRequest) -> tuple[int, int]:
-    """A batch's envelopes and bytes; a batch with none ends the call."""
-    if not request.envelopes:
-        raise ValidationError("request.envelopes", "holds no envelope (one to 256)")
-    return len(request.envelopes), sum(_envelope_bytes(e) for e in request.envelopes)
+    """A batch's envelopes and bytes; a batch with none, or too many, ends the call.
+
+    An empty batch is refused here, not audited: nothing was received. (More than
+    BATCH_ENVELOPES is refused before parsing, by the decoding interceptor; checked
+    again in case the servicer is reached another way.)
+    """
+    count = len(request.envelopes)
+    if not count:
+        raise ValidationError("request.envelopes", f"holds no envelope (one to {BATCH_ENVELOPES})")
+    if count > BATCH_ENVELOPES:
+        raise ResourceLimitError(f"request: more than {BATCH_ENVELOPES} envelopes in one message")
+    return count, request.ByteSize()
 
 
 class _Budget:

@@ -43,10 +43,14 @@ BATCH_ENVELOPES = 256
 BATCH_REQUEST_BYTES = 4 * 1024 * 1024
 _DELIVER_BATCHES = "/exchange.v1.Federation/DeliverBatches"
 _OUTCOMES = pb.DeliverBatchesResponse.DESCRIPTOR.fields_by_name["outcomes"].number
+# The largest answer to a batch parsed: a receipt is about 200 bytes, a refusal a code
+# and a line. Larger ones are not parsed (nested outcomes can take many times their
+# bytes to parse).
+BATCH_ANSWER_BYTES = BATCH_ENVELOPES * 4096
 # What a streaming call ends with, unanswered, at a peer that lacks the method:
 # UNIMPLEMENTED, or INTERNAL when the peer's answer overtakes a request still being
 # written (grpc.aio then reports "Internal error from Core" in place of the status).
-_NO_STREAM = frozenset({grpc.StatusCode.UNIMPLEMENTED, grpc.StatusCode.INTERNAL})
+_LACKS_METHOD = frozenset({grpc.StatusCode.UNIMPLEMENTED, grpc.StatusCode.INTERNAL})
 # A peer that answered DeliverBatches (or DeliverStream) with UNIMPLEMENTED is served
 # with the older method; asked again after this long, in case it was upgraded.
 LACKING_SECONDS = 600.0
@@ -132,23 +136,25 @@ class PeerTransport:
         Returns, for each envelope in order, the peer's signed receipt or why
         it was not delivered: the peer's refusal of that envelope or a failure
         of the call, named by its status code as for `deliver`. A peer without
-        DeliverBatches (see _NO_STREAM) is served with DeliverStream instead, one
+        DeliverBatches (see _LACKS_METHOD) is served with DeliverStream instead, one
         without that with unary Deliver, and remembered as such for
         LACKING_SECONDS.
 
         Args:
-            timeout: for the whole call (it must end within the outbox lease).
+            timeout: for the whole delivery, the older methods tried included (it
+                must end within the outbox lease).
         """
+        deadline = time.monotonic() + timeout
         for method, deliver in (
             ("DeliverBatches", self._deliver_batches),
             ("DeliverStream", self._deliver_stream),
         ):
             if not self._lacks(peer, method):
-                answers = await deliver(peer, envelopes, timeout)
+                answers = await deliver(peer, envelopes, deadline - time.monotonic())
                 if answers is not None:
                     return answers
                 self._found_lacking(peer, method)
-        return await self._deliver_each(peer, envelopes, timeout)
+        return await self._deliver_each(peer, envelopes, deadline - time.monotonic())
 
     async def _deliver_batches(
         self, peer: TrustedNode, envelopes: Sequence[Envelope], timeout: float
@@ -197,7 +203,7 @@ class PeerTransport:
                 ):
                     answers[index] = _outcome(outcome)
         except grpc.aio.AioRpcError as exc:
-            if exc.code() in _NO_STREAM and not answers:
+            if exc.code() in _LACKS_METHOD and not answers:
                 return None
             failure = PeerUnreachableError(f"{exc.code().name}: {exc.details()}")
         return [answers.get(index, failure) for index in range(len(envelopes))]
@@ -224,7 +230,7 @@ class PeerTransport:
                     break
                 answers[response.sequence] = _outcome(response)
         except grpc.aio.AioRpcError as exc:
-            if exc.code() in _NO_STREAM and not answers:
+            if exc.code() in _LACKS_METHOD and not answers:
                 return None
             failure = PeerUnreachableError(f"{exc.code().name}: {exc.details()}")
         return [answers.get(sequence, failure) for sequence in range(len(envelopes))]
@@ -343,7 +349,10 @@ def _batches(envelopes: Sequence[Envelope]) -> list[range]:
 
 
 def _batch_response(data: bytes) -> pb.DeliverBatchesResponse | None:
-    """A peer's answer to a batch, or None if it is not one of at most BATCH_ENVELOPES."""
+    """A peer's answer to a batch, or None if it is not one of at most BATCH_ENVELOPES
+    outcomes and BATCH_ANSWER_BYTES bytes."""
+    if len(data) > BATCH_ANSWER_BYTES:
+        return None
     try:
         if _wire.entries(data, _OUTCOMES, BATCH_ENVELOPES) > BATCH_ENVELOPES:
             return None

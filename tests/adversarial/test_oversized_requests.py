@@ -217,27 +217,45 @@ async def test_millions_of_empty_entries_are_counted_not_copied(
     assert await stored(xb) == before
 
 
-async def test_a_batch_of_millions_of_empty_envelopes_is_refused_before_it_is_parsed(
-    module_federation: Federation,
+@pytest.mark.parametrize(
+    ("data", "code", "details"),
+    [
+        (
+            b"\x12\x00" * (MAX_MESSAGE_BYTES // 2 - 8),
+            grpc.StatusCode.RESOURCE_EXHAUSTED,
+            "request: more than 256 envelopes in one message",
+        ),
+        # Millions of other fields (here `sequence` again and again): not read through.
+        (
+            b"\x08\x00" * (MAX_MESSAGE_BYTES // 2 - 8),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "request: is not a valid exchange.v1.DeliverBatchesRequest message",
+        ),
+    ],
+    ids=["empty-envelopes", "repeated-sequence"],
+)
+async def test_a_batch_of_millions_of_entries_is_refused_before_it_is_parsed(
+    module_federation: Federation, data: bytes, code: grpc.StatusCode, details: str
 ) -> None:
-    """From a member: counted on the wire and refused; parsed, it would take about 2 GiB."""
+    """From a member: counted on the wire and refused; parsed, 24 MiB of empty envelopes
+    took the node past 24 GB (the kernel killed it)."""
     federation = module_federation
     xb = federation.node(1)
     before, size = await stored(xb), await audit_size(xb)
-    empty_envelopes = b"\x12\x00" * (MAX_MESSAGE_BYTES // 2 - 8)
     async with federation_channel(federation.node(0), xb) as channel:
         call = channel.stream_stream("/exchange.v1.Federation/DeliverBatches")(
-            iter([empty_envelopes]), timeout=120
+            iter([data]), timeout=120
         )
         with peak_growth() as peak, pytest.raises(grpc.aio.AioRpcError) as refused:
             await _drain(call)
-    assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
-    assert refused.value.details() == "request: more than 256 envelopes in one message"
+    assert refused.value.code() == code
+    assert refused.value.details() == details
     # gRPC holds the bytes received (a few copies of up to 24 MiB); nothing is parsed.
     assert peak[0] < 160 * 2**20, f"grew {peak[0] // 2**20} MiB"
     assert await stored(xb) == before
     (entry,) = await audited_since(xb, size, "call.refused")
-    assert json.loads(entry.details_json)["reason"] == "too large"
+    reason = "too large" if code == grpc.StatusCode.RESOURCE_EXHAUSTED else "invalid request"
+    assert json.loads(entry.details_json)["reason"] == reason
 
 
 async def _drain(call: AsyncIterator[object]) -> None:

@@ -183,7 +183,7 @@ def _receipts(sequence: int, count: int) -> bytes:
         (lambda r: [_receipts(r.sequence + 7, len(r.envelopes))], 0),
         # The first batch twice: its first answer stands, then the call is dropped.
         (lambda r: [_receipts(r.sequence, len(r.envelopes))] * 2, 2),
-        # Millions of empty outcomes: refused before they are parsed.
+        # Millions of empty outcomes (tests/unit/test_wire_entries.py: never parsed).
         (lambda r: [b"\x08" + bytes([r.sequence]) + b"\x12\x00" * 3_000_000], 0),
     ],
     ids=["too-few", "unknown-sequence", "twice", "empty-outcomes"],
