@@ -24,6 +24,7 @@ import datetime as dt
 import hashlib
 import re
 import struct
+import unicodedata
 from collections.abc import Callable
 from typing import Any
 
@@ -3034,3 +3035,12 @@ def _single_refusals() -> list[RefusalCase]:
             "more than 16 MiB of hash values",
         ),
     ]
+
+
+def test_control_characters_are_exactly_category_cc_but_newline_and_tab() -> None:
+    """The pattern that refuses control characters, against every code point's category."""
+    refused = [c for c in range(0x110000) if disclosure._CONTROL.search(chr(c))]
+    expected = [
+        c for c in range(0x110000) if unicodedata.category(chr(c)) == "Cc" and chr(c) not in "\n\t"
+    ]
+    assert refused == expected
