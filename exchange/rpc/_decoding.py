@@ -25,6 +25,7 @@ Refusals here are audited through `refused` (exchange.refusals bounds them).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import inspect
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
@@ -226,8 +227,11 @@ class DecodeRequests(grpc.aio.ServerInterceptor):
                     async for data in requests:
                         yield await checked(data, context)
 
-                async with status_from_errors(context, log):
-                    async for response in stream_stream(each(), context):
+                # Closed as soon as the call ends, so that the handler's cleanup (its
+                # reader task) runs then, not when the generator is collected.
+                responses = stream_stream(each(), context)
+                async with status_from_errors(context, log), contextlib.aclosing(responses):
+                    async for response in responses:
                         yield response
 
             return grpc.stream_stream_rpc_method_handler(
