@@ -19,6 +19,7 @@ import pytest
 from exchange._proto.exchange.v1 import envelope_pb2, federation_pb2
 from exchange.envelope import Envelope
 from exchange.errors import PeerUnreachableError
+from exchange.harness.setup import free_port
 from exchange.receipt import SignedReceipt
 from exchange.rpc import peers
 from exchange.rpc.peers import PeerTransport, channel_options
@@ -150,7 +151,8 @@ async def _deliver_to_impostor(
         "exchange.v1.Federation", {"DeliverBatches": grpc.stream_stream_rpc_method_handler(batches)}
     )
     server = grpc.aio.server(handlers=[handler])
-    port = server.add_secure_port("127.0.0.1:0", b.tls.server_credentials())
+    port = free_port()
+    server.add_secure_port(f"127.0.0.1:{port}", b.tls.server_credentials())
     await server.start()
     transport = PeerTransport(a.tls.channel_credentials())
     peer = a.context.trust.node(b.context.node_id)
