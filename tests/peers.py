@@ -77,16 +77,20 @@ def craft_envelope(
     return sign_envelope(header, sealed, signer)
 
 
+def federation_channel(caller: Node, target: Node) -> grpc.aio.Channel:
+    """A federation mTLS channel to `target`, as the member node `caller`."""
+    return grpc.aio.secure_channel(
+        f"127.0.0.1:{target.federation_port}",
+        caller.tls.channel_credentials(),
+        options=channel_options(target.context.node_id),
+    )
+
+
 async def deliver_as(
     sender: Node, recipient: Node, envelope: Envelope
 ) -> federation_pb2.DeliverResponse:
     """Deliver over federation mTLS with `sender`'s certificate; raises AioRpcError."""
-    target = recipient.context.node_id
-    async with grpc.aio.secure_channel(
-        f"127.0.0.1:{recipient.federation_port}",
-        sender.tls.channel_credentials(),
-        options=channel_options(target),
-    ) as channel:
+    async with federation_channel(sender, recipient) as channel:
         return await federation_pb2_grpc.FederationStub(channel).Deliver(
             federation_pb2.DeliverRequest(envelope=envelope.to_proto()), timeout=10
         )
@@ -100,16 +104,11 @@ async def deliver_stream_as(
     Request i carries sequence i; returns the responses in the order they came.
     Raises AioRpcError if the call itself fails.
     """
-    target = recipient.context.node_id
     requests = [
         federation_pb2.DeliverStreamRequest(sequence=i, envelope=envelope.to_proto())
         for i, envelope in enumerate(envelopes)
     ]
-    async with grpc.aio.secure_channel(
-        f"127.0.0.1:{recipient.federation_port}",
-        sender.tls.channel_credentials(),
-        options=channel_options(target),
-    ) as channel:
+    async with federation_channel(sender, recipient) as channel:
         call = federation_pb2_grpc.FederationStub(channel).DeliverStream(iter(requests), timeout=30)
         return [response async for response in call]
 
@@ -128,11 +127,7 @@ async def deliver_batches_as(
         )
         for i, batch in enumerate(batches)
     ]
-    async with grpc.aio.secure_channel(
-        f"127.0.0.1:{recipient.federation_port}",
-        sender.tls.channel_credentials(),
-        options=channel_options(recipient.context.node_id),
-    ) as channel:
+    async with federation_channel(sender, recipient) as channel:
         stub = federation_pb2_grpc.FederationStub(channel)
         return [response async for response in stub.DeliverBatches(iter(requests), timeout=30)]
 
@@ -142,7 +137,9 @@ def message_id_of(envelope: Envelope) -> str:
 
 
 def verified(
-    answer: federation_pb2.DeliverStreamResponse | federation_pb2.DeliveryOutcome,
+    answer: federation_pb2.DeliverResponse
+    | federation_pb2.DeliverStreamResponse
+    | federation_pb2.DeliveryOutcome,
     sender: Node,
     recipient: Node,
     envelope: Envelope,

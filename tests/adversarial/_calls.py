@@ -50,15 +50,6 @@ def _identity(data: bytes) -> bytes:
     return data
 
 
-def federation_channel(caller: Node, target: Node) -> grpc.aio.Channel:
-    """A federation mTLS channel to `target`, as the member node `caller`."""
-    return grpc.aio.secure_channel(
-        f"127.0.0.1:{target.federation_port}",
-        caller.tls.channel_credentials(),
-        options=channel_options(target.context.node_id),
-    )
-
-
 def authority_channel(federation: Federation, index: int) -> grpc.aio.Channel:
     """A TLS channel to node `index`'s authority port (no token: calls add their own)."""
     sim = federation.sim(index)

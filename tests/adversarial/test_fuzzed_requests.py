@@ -36,13 +36,13 @@ from tests.adversarial._calls import (
     audited_since,
     authority_channel,
     bearer,
-    federation_channel,
     module_federation,
     raw_call,
     serving,
 )
 from tests.adversarial._fuzzing import EXAMPLES, messages, raw_requests
 from tests.live import Federation
+from tests.peers import federation_channel
 
 __all__ = ["module_federation"]
 

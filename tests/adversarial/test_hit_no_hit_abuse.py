@@ -29,10 +29,10 @@ from tests.adversarial._calls import (
     audit_size,
     audited_since,
     clocked_federation,
-    federation_channel,
     stored,
 )
 from tests.live import Federation
+from tests.peers import federation_channel
 
 __all__ = ["clocked_federation"]
 

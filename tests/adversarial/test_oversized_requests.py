@@ -37,14 +37,13 @@ from tests.adversarial._calls import (
     audited_since,
     authority_channel,
     bearer,
-    federation_channel,
     module_federation,
     raw_call,
     serving,
     stored,
 )
 from tests.live import Federation
-from tests.peers import craft_envelope, deliver_as, referral_notice
+from tests.peers import craft_envelope, deliver_as, federation_channel, referral_notice
 
 __all__ = ["module_federation"]
 

@@ -22,12 +22,13 @@ from exchange.errors import PeerUnreachableError
 from exchange.harness.setup import free_port
 from exchange.receipt import SignedReceipt
 from exchange.rpc import peers
-from exchange.rpc.peers import PeerTransport, channel_options
+from exchange.rpc.peers import PeerTransport
 from tests.live import Federation
 from tests.peers import (
     audited,
     craft_envelope,
     deliver_batches_as,
+    federation_channel,
     held,
     message_id_of,
     referral_notice,
@@ -97,11 +98,7 @@ async def test_a_batch_with_no_envelope_ends_the_call_and_what_was_answered_stan
         for request in requests[1:]:
             yield request
 
-    async with grpc.aio.secure_channel(
-        f"127.0.0.1:{b.federation_port}",
-        a.tls.channel_credentials(),
-        options=channel_options(b.context.node_id),
-    ) as channel:
+    async with federation_channel(a, b) as channel:
         call = channel.stream_stream(
             "/exchange.v1.Federation/DeliverBatches",
             request_serializer=federation_pb2.DeliverBatchesRequest.SerializeToString,

@@ -36,6 +36,7 @@ from tests.peers import (
     audited,
     craft_envelope,
     deliver_stream_as,
+    federation_channel,
     held,
     message_id_of,
     referral_notice,
@@ -350,11 +351,7 @@ async def test_an_undecodable_request_ends_the_call_but_not_what_was_answered(
     def serialized(request: federation_pb2.DeliverStreamRequest | bytes) -> bytes:
         return request if isinstance(request, bytes) else request.SerializeToString()
 
-    async with grpc.aio.secure_channel(
-        f"127.0.0.1:{b.federation_port}",
-        a.tls.channel_credentials(),
-        options=channel_options(b.context.node_id),
-    ) as channel:
+    async with federation_channel(a, b) as channel:
         call = channel.stream_stream(
             "/exchange.v1.Federation/DeliverStream",
             request_serializer=serialized,

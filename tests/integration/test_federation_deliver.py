@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-from exchange._proto.exchange.v1 import envelope_pb2, federation_pb2
-from exchange.envelope import Envelope, Header
+from exchange._proto.exchange.v1 import envelope_pb2
 from exchange.harness import samples
 from exchange.node import Node
-from exchange.receipt import Receipt, SignedReceipt, verify_receipt
 from exchange.store import inbox
 from exchange.store.notices import find_notice
 from tests.live import Federation
@@ -14,6 +12,7 @@ from tests.peers import (
     craft_envelope,
     deliver_as,
     referral_notice,
+    verified,
 )
 
 
@@ -21,30 +20,12 @@ async def _events(node: Node) -> list[inbox.InboxEvent]:
     return await node.context.store.read(lambda c: inbox.events_after(c, 0, 1000))
 
 
-def _message_id(envelope: Envelope) -> str:
-    return Header.from_bytes(envelope.header).message_id
-
-
-def _receipt(
-    response: federation_pb2.DeliverResponse, sender: Node, recipient: Node, envelope: Envelope
-) -> Receipt:
-    """The receipt of `response`, verified as the sender's delivery worker does."""
-    return verify_receipt(
-        SignedReceipt.from_proto(response.receipt),
-        trust=sender.context.trust,
-        recipient_node_id=recipient.context.node_id,
-        message_id=_message_id(envelope),
-        envelope_digest=envelope.digest(),
-        now=sender.context.clock.now(),
-    )
-
-
 async def test_delivery_is_answered_with_a_receipt_signed_by_the_recipient(
     federation: Federation,
 ) -> None:
     a, b = federation.node(0), federation.node(1)
     envelope = craft_envelope(a, [b.context.node_id], referral_notice())
-    receipt = _receipt(await deliver_as(a, b, envelope), a, b, envelope)
+    receipt = verified(await deliver_as(a, b, envelope), a, b, envelope)
     assert receipt.accepted
     stored = await b.context.store.read(lambda c: find_notice(c, receipt.message_id))
     assert stored is not None
@@ -57,7 +38,7 @@ async def test_invalid_notice_is_answered_with_a_signed_rejection(federation: Fe
     notice = referral_notice()
     notice.case_referral.ClearField("requested_actions")  # breaks the CaseReferral rules
     envelope = craft_envelope(a, [b.context.node_id], notice)
-    receipt = _receipt(await deliver_as(a, b, envelope), a, b, envelope)
+    receipt = verified(await deliver_as(a, b, envelope), a, b, envelope)
     assert not receipt.accepted
     assert receipt.rejection == envelope_pb2.REJECTION_REASON_INVALID_NOTICE
     assert await _events(b) == []
@@ -73,7 +54,7 @@ async def test_header_kind_must_match_the_sealed_notice(federation: Federation) 
         referral_notice(),
         kind=envelope_pb2.NOTICE_KIND_ASSISTANCE_REQUEST,
     )
-    receipt = _receipt(await deliver_as(a, b, envelope), a, b, envelope)
+    receipt = verified(await deliver_as(a, b, envelope), a, b, envelope)
     assert receipt.rejection == envelope_pb2.REJECTION_REASON_INVALID_NOTICE
 
 
@@ -86,5 +67,5 @@ async def test_reply_to_a_notice_never_sent_is_rejected(federation: Federation) 
         response,
         in_reply_to="01a22193-ba6a-7340-a22f-e02a78122912",
     )
-    receipt = _receipt(await deliver_as(a, b, envelope), a, b, envelope)
+    receipt = verified(await deliver_as(a, b, envelope), a, b, envelope)
     assert receipt.rejection == envelope_pb2.REJECTION_REASON_INVALID_NOTICE
