@@ -87,15 +87,11 @@ def _decode(
         )
     if deserializer is None:
         return data
-    descriptor = getattr(getattr(deserializer, "__self__", None), "DESCRIPTOR", None)
-    what = (
-        f"a valid {descriptor.full_name} message" if descriptor is not None else "a valid message"
-    )
     if bound is not None:
         try:
             entries = _wire.entries(data, bound.number, bound.most)
         except _wire.MalformedError:
-            raise ValidationError("request", f"is not {what}") from None
+            raise _not_valid(deserializer) from None
         if entries > bound.most:
             raise ResourceLimitError(
                 f"request: more than {bound.most} {bound.field} in one message"
@@ -103,7 +99,15 @@ def _decode(
     try:
         return deserializer(data)
     except Exception:  # the parser's error says nothing the caller needs
-        raise ValidationError("request", f"is not {what}") from None
+        raise _not_valid(deserializer) from None
+
+
+def _not_valid(deserializer: Deserializer) -> ValidationError:
+    """The refusal of bytes that are not the method's request message."""
+    descriptor = getattr(getattr(deserializer, "__self__", None), "DESCRIPTOR", None)
+    if descriptor is None:
+        return ValidationError("request", "is not a valid message")
+    return ValidationError("request", f"is not a valid {descriptor.full_name} message")
 
 
 @dataclasses.dataclass(frozen=True)
